@@ -1,0 +1,30 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv from Python 3.10
+# (.python-version selects it through pyenv) and install the package with its extras.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: env demo test bench clean
+
+env: $(STAMP)
+
+$(STAMP): setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 10) else "nnabla 1.39 needs Python 3.8-3.10; found " + sys.version.split()[0] + " (install 3.10, e.g. with pyenv)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[demo,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m nnabla_lutq.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_kmeans.py
+	$(PY) benchmarks/bench_train_step.py
+
+clean:
+	rm -rf $(VENV) *.egg-info demo_output

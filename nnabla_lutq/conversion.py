@@ -1,0 +1,134 @@
+"""(Re)initializing look-up tables and loading float checkpoints into LUT-Q networks."""
+import os
+
+import h5py
+import numpy as np
+import nnabla as nn
+
+from .dictionary import init_dictionary
+from .parametric_functions import lutq_layers
+
+__all__ = ['initialize', 'load_float_parameters', 'FLOAT_TO_LUTQ_SCOPES']
+
+#: Scope names of nnabla's float layers and of their LUT-Q counterparts.
+FLOAT_TO_LUTQ_SCOPES = {'conv': 'lutq_conv', 'affine': 'lutq_affine',
+                        'depthwise_conv': 'lutq_depthwise_conv', 'bn': 'mlbn'}
+
+
+def initialize(layers=None, iters=10):
+    """Re-initialize ``d`` and ``A`` of LUT-Q layers from their current ``W``.
+
+    Deterministic: quantile start and ``iters`` k-means iterations
+    (:func:`nnabla_lutq.dictionary.init_dictionary`). Call it after loading or editing ``W``.
+
+    Args:
+        layers (list): :class:`~nnabla_lutq.parametric_functions.LUTQLayer` records or their
+            names; all registered LUT-Q layers by default.
+        iters (int): k-means iterations after the quantile start.
+
+    Returns:
+        list: the names of the initialized layers.
+
+    Raises:
+        ValueError: for an unknown layer name or non-finite weights (nothing is changed then).
+    """
+    known = lutq_layers()
+    if layers is None:
+        chosen = known
+    else:
+        by_name = {s.name: s for s in known}
+        chosen = []
+        for x in layers:
+            if isinstance(x, str):
+                if x not in by_name:
+                    raise ValueError(f"no LUT-Q layer named {x!r}; known: {sorted(by_name)}")
+                x = by_name[x]
+            chosen.append(x)
+    new = []
+    for s in chosen:
+        w = s.W.data.cast(np.float32)
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{s.name}: W has non-finite values; cannot initialize its dictionary")
+        new.append(init_dictionary(w, s.config, iters))
+    for s, (d, a) in zip(chosen, new):
+        s.d.data.cast(np.float32)[...] = d
+        s.A.data.cast(np.int32)[...] = a
+    return [s.name for s in chosen]
+
+
+def _read_h5(path):
+    params = {}
+    with h5py.File(path, 'r') as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                params[name] = obj[...]
+        f.visititems(visit)
+    return params
+
+
+def _lutq_name(key, current):
+    if key in current:
+        return key
+    parts = key.split('/')
+    for i, p in enumerate(parts[:-1]):
+        if p in FLOAT_TO_LUTQ_SCOPES:
+            cand = '/'.join(parts[:i] + [FLOAT_TO_LUTQ_SCOPES[p]] + parts[i + 1:])
+            if cand in current:
+                return cand
+    return None
+
+
+def load_float_parameters(path, initialize_tables=True, iters=10):
+    """Load a float parameter file into the LUT-Q network built in the current scope.
+
+    The file is what ``nn.save_parameters('float.h5')`` wrote for the same network built with
+    ``PF.convolution`` / ``PF.affine`` / ``PF.depthwise_convolution`` / ``PF.batch_normalization``.
+    Scopes are mapped ``conv -> lutq_conv``, ``affine -> lutq_affine``,
+    ``depthwise_conv -> lutq_depthwise_conv``, ``bn -> mlbn`` (names that exist unchanged are
+    taken as they are), then every LUT-Q layer whose ``W`` was loaded gets ``d`` and ``A``
+    initialized from it. Build the LUT-Q network first.
+
+    Args:
+        path (str): an nnabla ``.h5`` parameter file.
+        initialize_tables (bool): initialize ``d``/``A`` of the loaded LUT-Q layers.
+        iters (int): k-means iterations of that initialization.
+
+    Returns:
+        dict: file name -> LUT-Q parameter name of everything loaded.
+
+    Raises:
+        ValueError: if the file is missing or not .h5, or a parameter has no counterpart or
+            another shape; nothing is loaded then.
+    """
+    if not str(path).endswith('.h5'):
+        raise ValueError(f"{path}: expected an .h5 parameter file written by nn.save_parameters")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    current = nn.get_parameters(grad_only=False)
+    if not current:
+        raise ValueError("no parameters exist yet: build the LUT-Q network first, then load")
+    try:
+        data = _read_h5(path)
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable .h5 parameter file ({e})")
+    mapping, problems = {}, []
+    for key, arr in data.items():
+        target = _lutq_name(key, current)
+        if target is None:
+            problems.append(f"{key} has no counterpart in the current network")
+        elif current[target].shape != arr.shape:
+            problems.append(f"{key} {arr.shape} does not fit {target} {current[target].shape}")
+        else:
+            mapping[key] = target
+    if problems:
+        raise ValueError(f"{path}: cannot load: " + '; '.join(problems[:10]) +
+                         ('' if len(problems) <= 10 else f' (+{len(problems) - 10} more)'))
+    for key, target in mapping.items():
+        var = current[target]
+        var.data.cast(data[key].dtype)[...] = data[key]
+    if initialize_tables:
+        loaded = set(mapping.values())
+        layers = [s for s in lutq_layers()
+                  if any(current[t].data == s.W.data for t in loaded)]
+        initialize(layers, iters)
+    return mapping

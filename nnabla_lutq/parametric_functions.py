@@ -1,0 +1,464 @@
+"""LUT-Q parametric functions: ``lutq_affine``, ``lutq_convolution``,
+``lutq_depthwise_convolution`` and the multiplier-less batch normalization ``mlbn``.
+
+``import nnabla_lutq`` also makes them reachable as ``nnabla.parametric_functions.<name>``.
+
+Every LUT-Q layer registers, in its scope, the full-precision weights ``W`` (trained), the
+dictionary ``d`` (float, shape ``(K,)``) and the assignment ``A`` (int32, shape of ``W``). The
+forward pass computes with exactly ``d[A]``; the backward pass gives ``W`` the gradient with
+respect to those tied weights (straight-through estimator) and nothing to ``d`` or ``A``.
+``d`` and ``A`` change only in :meth:`nnabla_lutq.LUTQSolver.update` (the k-means step) and in
+:func:`nnabla_lutq.initialize`.
+"""
+import contextlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+from nnabla.initializer import (ConstantInitializer, UniformInitializer, calc_uniform_lim_glorot)
+from nnabla.parameter import get_parameter_or_create
+from nnabla.parametric_functions import parametric_function_api
+
+from .dictionary import make_config, init_dictionary, LUTQConfig
+
+__all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn',
+           'inference_mode', 'fold_mlbn', 'pow2_scale', 'LUTQLayer', 'MLBNLayer',
+           'lutq_layers', 'mlbn_layers']
+
+
+@dataclass
+class LUTQLayer:
+    """Record of one LUT-Q layer, found by the solver, :func:`initialize` and the report.
+
+    Attributes:
+        name (str): the parameter prefix of the layer, e.g. ``'conv1/lutq_conv'``.
+        kind (str): ``'affine'``, ``'conv'`` or ``'depthwise_conv'``.
+        W (~nnabla.Variable): full-precision weights.
+        d (~nnabla.Variable): dictionary, shape ``(K,)``.
+        A (~nnabla.Variable): int32 assignment, shape of ``W``.
+        config (~nnabla_lutq.dictionary.LUTQConfig): validated settings.
+    """
+    name: str
+    kind: str
+    W: nn.Variable
+    d: nn.Variable
+    A: nn.Variable
+    config: LUTQConfig
+
+
+@dataclass
+class MLBNLayer:
+    """Record of one multiplier-less batch normalization layer.
+
+    Attributes:
+        name (str): the parameter prefix, e.g. ``'bn1/mlbn'``.
+        beta, gamma, mean, var (~nnabla.Variable): the parameters, as in ``PF.batch_normalization``.
+        eps (float): the epsilon the layer was built with.
+    """
+    name: str
+    beta: nn.Variable
+    gamma: nn.Variable
+    mean: nn.Variable
+    var: nn.Variable
+    eps: float
+
+
+# Registries keyed by the parameters' NdArray, which stays the same across
+# get_parameter_or_create calls, unlinked copies and nn.load_parameters.
+_LUTQ = {}  # W -> layer (one entry per layer)
+_LUTQ_ANY = {}  # W, d and A -> layer
+_MLBN = {}  # gamma -> layer
+_MLBN_BETA = {}  # beta -> layer
+_state = threading.local()
+
+
+def lutq_layers():
+    """LUT-Q layers whose parameters are still registered in nnabla's parameter scope.
+
+    Returns:
+        list: :class:`LUTQLayer` records in creation order.
+    """
+    live = {p.data for p in nn.get_parameters(grad_only=False).values()}
+    return [s for k, s in _LUTQ.items() if k in live]
+
+
+def mlbn_layers():
+    """Multiplier-less BN layers whose parameters are still registered.
+
+    Returns:
+        list: :class:`MLBNLayer` records in creation order.
+    """
+    live = {p.data for p in nn.get_parameters(grad_only=False).values()}
+    return [s for k, s in _MLBN.items() if k in live]
+
+
+def find_lutq_layer(w):
+    """The :class:`LUTQLayer` whose ``W``, ``d`` or ``A`` is the given variable, or None."""
+    return _LUTQ_ANY.get(w.data)
+
+
+def find_mlbn_layer(gamma):
+    """The :class:`MLBNLayer` whose ``gamma`` or ``beta`` is the given variable, or None."""
+    return _MLBN.get(gamma.data) or _MLBN_BETA.get(gamma.data)
+
+
+@contextlib.contextmanager
+def inference_mode():
+    """Build deployment graphs: LUT-Q layers compute ``F.embed(A, d)`` without referencing ``W``.
+
+    Graphs built inside this context contain no float weights, so they can be saved to .nnp with
+    only ``d``, ``A`` and the other parameters (see :func:`nnabla_lutq.export_nnp`). Their outputs
+    are identical to those of the training graph in test mode.
+
+    Example:
+        >>> with nnabla_lutq.inference_mode():
+        ...     y = model(x, test=True)
+    """
+    old = getattr(_state, 'inference', False)
+    _state.inference = True
+    try:
+        yield
+    finally:
+        _state.inference = old
+
+
+def _in_inference_mode():
+    return getattr(_state, 'inference', False)
+
+
+def _scope_name():
+    """The '/'-joined path of the current parameter scope (searched from the root scope)."""
+    target = nn.parameter.get_current_parameter_scope()
+
+    def walk(scope, path):
+        if scope is target:
+            return path
+        for k, v in scope.items():
+            if isinstance(v, dict):
+                found = walk(v, path + [k])
+                if found is not None:
+                    return found
+        return None
+    found = walk(nn.parameter.root_scope, [])
+    return '/'.join(found) if found is not None else '?'
+
+
+def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
+                 pow2_range):
+    """Create/get W, d and A in the current scope and return the tied weight variable."""
+    name = _scope_name()
+    cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name)
+    k = cfg.n_values
+    d_old = nn.parameter.get_parameter("d")
+    a_old = nn.parameter.get_parameter("A")
+    if (d_old is None) != (a_old is None):
+        raise ValueError(f"{name}: only one of 'd' and 'A' exists; load both or neither")
+    if d_old is not None and d_old.shape != (k,):
+        raise ValueError(
+            f"{name}: the existing dictionary 'd' has {d_old.shape} values but the layer asks for "
+            f"{k}; build it with n_values={d_old.shape[0]} or clear the parameters")
+    if a_old is not None and a_old.shape != tuple(w_shape):
+        raise ValueError(
+            f"{name}: the existing assignment 'A' has shape {a_old.shape}, the weights "
+            f"{tuple(w_shape)}; clear the parameters or load a matching file")
+    w = get_parameter_or_create("W", w_shape, w_init, True, not fix_parameters)
+    d_exists = d_old is not None
+    if d_exists:
+        d_init = a_init = None
+    else:
+        d_init, a_init = init_dictionary(w.d, cfg)
+    d = get_parameter_or_create("d", (k,), d_init, False)
+    a = get_parameter_or_create("A", tuple(w_shape), a_init, False)
+    if a.data.dtype != np.int32:
+        a.data.cast(np.int32)
+    _LUTQ[w.data] = layer = LUTQLayer(name, kind, w, d, a, cfg)
+    for v in (w, d, a):
+        _LUTQ_ANY[v.data] = layer
+    q = F.embed(a, d)
+    if _in_inference_mode() or not w.need_grad:
+        return q
+    # (W - W) is exactly 0 forward, and passes the gradient of Q to W backward.
+    return (w - w.get_unlinked_variable(need_grad=False)) + q
+
+
+_LUTQ_DOC_ARGS = """
+        n_values (int): K, the number of dictionary values (need not be a power of two;
+            ignored for a fixed dictionary, whose length is K).
+        dictionary (str or list): ``'free'`` (K values fitted by k-means), ``'pow2'`` (each
+            fitted value rounded to sign(m)·2^round(log2|m|)) or a fixed list such as ``[-1, 1]``
+            (binary) or ``[-1, 0, 1]`` (ternary); fixed values are used as given (not scaled).
+        prune_ratio (float): p in [0, 1); a value fixed at 0 takes exactly the ceil(p·N)
+            smallest-|W| weights and the other K-1 values are fitted to the rest
+            (then ``d[0] = 0``).
+        pow2_range (tuple of int): ``(min_exp, max_exp)`` clipping the exponents of a ``'pow2'``
+            dictionary; None for no clipping."""
+
+
+def _lutq_doc(func):
+    """Insert the shared description of the LUT-Q arguments into a layer's docstring."""
+    func.__doc__ = func.__doc__.replace('\n        LUTQ_ARGS', _LUTQ_DOC_ARGS)
+    return func
+
+
+@parametric_function_api("lutq_affine", [
+    ('W', 'Weight matrix in float (trained)', '(inmaps, outmaps)', True),
+    ('b', 'Bias vector', '(outmaps,)', True),
+    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('A', 'Assignment, int32 indices into d', '(inmaps, outmaps)', False),
+])
+@_lutq_doc
+def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_parameters=False,
+                rng=None, with_bias=True, n_values=16, dictionary='free', prune_ratio=0.0,
+                pow2_range=None):
+    """LUT-Q affine layer: ``F.affine`` with the tied weights ``d[A]``.
+
+    The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
+    weights (straight-through). ``d`` and ``A`` are initialized from ``W`` when first created and
+    are refitted by :class:`nnabla_lutq.LUTQSolver` after every solver update.
+
+    Args:
+        inp (~nnabla.Variable): Input N-D array with shape (:math:`M_0 \\times \\ldots \\times M_{B-1} \\times D_B \\times \\ldots \\times D_N`).
+        n_outmaps (:obj:`int` or :obj:`tuple` of :obj:`int`): Number of output neurons per data.
+        base_axis (int): Dimensions up to `base_axis` are treated as the sample dimensions.
+        w_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            the float weights ``W``. Glorot uniform by default.
+        b_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            the bias. Zeros by default.
+        fix_parameters (bool): When True, ``W`` and ``b`` are not updated.
+        rng (numpy.random.RandomState): Random generator for the initializer.
+        with_bias (bool): Whether to include the bias term.
+        LUTQ_ARGS
+
+    Returns:
+        ~nnabla.Variable: N-D array.
+
+    Raises:
+        ValueError: on invalid LUT-Q arguments (naming the layer), before anything is created.
+    """
+    if not hasattr(n_outmaps, '__iter__'):
+        n_outmaps = [n_outmaps]
+    n_outmaps = list(n_outmaps)
+    n_outmap = int(np.prod(n_outmaps))
+    inmaps = int(np.prod(inp.shape[base_axis:]))
+    if w_init is None:
+        w_init = UniformInitializer(calc_uniform_lim_glorot(inmaps, n_outmap), rng=rng)
+    if with_bias and b_init is None:
+        b_init = ConstantInitializer()
+    q = _lutq_weight('affine', [inmaps] + n_outmaps, w_init, fix_parameters, n_values,
+                     dictionary, prune_ratio, pow2_range)
+    b = None
+    if with_bias:
+        b = get_parameter_or_create("b", n_outmaps, b_init, True, not fix_parameters)
+    return F.affine(inp, q, b, base_axis)
+
+
+@parametric_function_api("lutq_conv", [
+    ('W', 'Filter weights in float (trained)', '(outmaps, inmaps // group, *kernel)', True),
+    ('b', 'Bias vector', '(outmaps,)', True),
+    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('A', 'Assignment, int32 indices into d', '(outmaps, inmaps // group, *kernel)', False),
+])
+@_lutq_doc
+def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
+                     w_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
+                     with_bias=True, n_values=16, dictionary='free', prune_ratio=0.0,
+                     pow2_range=None):
+    """LUT-Q N-D convolution: ``F.convolution`` with the tied weights ``d[A]``.
+
+    The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
+    weights (straight-through). ``d`` and ``A`` are initialized from ``W`` when first created and
+    are refitted by :class:`nnabla_lutq.LUTQSolver` after every solver update.
+
+    Args:
+        inp (~nnabla.Variable): N-D array.
+        outmaps (int): Number of convolution kernels (output channels).
+        kernel (:obj:`tuple` of :obj:`int`): Convolution kernel size, e.g. (3, 3).
+        pad (:obj:`tuple` of :obj:`int`): Padding sizes for dimensions.
+        stride (:obj:`tuple` of :obj:`int`): Stride sizes for dimensions.
+        dilation (:obj:`tuple` of :obj:`int`): Dilation sizes for dimensions.
+        group (int): Number of groups of channels.
+        w_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            ``W``. Glorot uniform by default.
+        b_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            the bias. Zeros by default.
+        base_axis (int): Dimensions up to `base_axis` are treated as the sample dimensions.
+        fix_parameters (bool): When True, ``W`` and ``b`` are not updated.
+        rng (numpy.random.RandomState): Random generator for the initializer.
+        with_bias (bool): Whether to include the bias term.
+        LUTQ_ARGS
+
+    Returns:
+        ~nnabla.Variable: N-D array.
+
+    Raises:
+        ValueError: on invalid LUT-Q arguments (naming the layer), before anything is created.
+    """
+    kernel = tuple(kernel)
+    inmaps = inp.shape[base_axis]
+    if inmaps % group:
+        raise ValueError(f"lutq_convolution: {inmaps} input channels are not divisible by group={group}")
+    if w_init is None:
+        w_init = UniformInitializer(calc_uniform_lim_glorot(inmaps, outmaps, kernel), rng=rng)
+    if with_bias and b_init is None:
+        b_init = ConstantInitializer()
+    q = _lutq_weight('conv', (outmaps, inmaps // group) + kernel, w_init, fix_parameters,
+                     n_values, dictionary, prune_ratio, pow2_range)
+    b = None
+    if with_bias:
+        b = get_parameter_or_create("b", (outmaps,), b_init, True, not fix_parameters)
+    return F.convolution(inp, q, b, base_axis, pad, stride, dilation, group)
+
+
+@parametric_function_api("lutq_depthwise_conv", [
+    ('W', 'Filter weights in float (trained)', '(inmaps * multiplier, *kernel)', True),
+    ('b', 'Bias vector', '(inmaps * multiplier,)', True),
+    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('A', 'Assignment, int32 indices into d', '(inmaps * multiplier, *kernel)', False),
+])
+@_lutq_doc
+def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None, multiplier=1,
+                               w_init=None, b_init=None, base_axis=1, fix_parameters=False,
+                               rng=None, with_bias=True, n_values=16, dictionary='free',
+                               prune_ratio=0.0, pow2_range=None):
+    """LUT-Q depthwise convolution: ``F.depthwise_convolution`` with the tied weights ``d[A]``.
+
+    Args:
+        inp (~nnabla.Variable): N-D array.
+        kernel (:obj:`tuple` of :obj:`int`): Convolution kernel size, e.g. (3, 3).
+        pad (:obj:`tuple` of :obj:`int`): Padding sizes for dimensions.
+        stride (:obj:`tuple` of :obj:`int`): Stride sizes for dimensions.
+        dilation (:obj:`tuple` of :obj:`int`): Dilation sizes for dimensions.
+        multiplier (int): Number of output feature maps per input feature map.
+        w_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            ``W``. Glorot uniform by default.
+        b_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
+            the bias. Zeros by default.
+        base_axis (int): Dimensions up to `base_axis` are treated as the sample dimensions.
+        fix_parameters (bool): When True, ``W`` and ``b`` are not updated.
+        rng (numpy.random.RandomState): Random generator for the initializer.
+        with_bias (bool): Whether to include the bias term.
+        LUTQ_ARGS
+
+    Returns:
+        ~nnabla.Variable: N-D array.
+
+    Raises:
+        ValueError: on invalid LUT-Q arguments (naming the layer), before anything is created.
+    """
+    kernel = tuple(kernel)
+    inmaps = inp.shape[base_axis]
+    if w_init is None:
+        w_init = UniformInitializer(
+            calc_uniform_lim_glorot(inmaps, inmaps, kernel), rng=rng)
+    if with_bias and b_init is None:
+        b_init = ConstantInitializer()
+    q = _lutq_weight('depthwise_conv', (inmaps * multiplier,) + kernel, w_init, fix_parameters,
+                     n_values, dictionary, prune_ratio, pow2_range)
+    b = None
+    if with_bias:
+        b = get_parameter_or_create("b", (inmaps * multiplier,), b_init, True, not fix_parameters)
+    return F.depthwise_convolution(inp, q, b, base_axis, pad, stride, dilation, multiplier)
+
+
+def pow2_scale(x):
+    """sign(x)·2^round(log2|x|) as nnabla functions (0 stays 0); used by :func:`mlbn`.
+
+    Args:
+        x (~nnabla.Variable): N-D array.
+
+    Returns:
+        ~nnabla.Variable: powers of two with the signs of ``x``.
+    """
+    from .kmeans_graph import _pow2
+    return _pow2(x, None)
+
+
+@parametric_function_api("mlbn", [
+    ('beta', 'Trainable bias', '<see above>', True),
+    ('gamma', 'Trainable full-precision scale; the layer computes with a power-of-two scale', '<see above>', True),
+    ('mean', 'Moving average of batch mean', '<see above>', False),
+    ('var', 'Moving average of batch variance', '<see above>', False),
+])
+def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=False,
+         fix_parameters=False, param_init=None):
+    """Multiplier-less batch normalization.
+
+    The per-channel scale :math:`a = \\gamma / \\sqrt{\\sigma^2 + \\epsilon}` is rounded to
+    :math:`\\pm 2^k` (in the log domain), so the layer needs a shift instead of a multiplication.
+
+    * Inference (``batch_stat=False``): ``y = a·x + b`` with ``a = pow2(γ/√(var+ε))`` (exactly
+      ``±2^k``) and ``b = β - a·mean`` from the running statistics (see :func:`fold_mlbn`).
+    * Training (``batch_stat=True``): nnabla's batch normalization with
+      ``γ̂ = pow2(γ/√(σ²_B+ε))·√(σ²_B+ε)``, where σ²_B is the (biased) batch variance the pass
+      normalizes with; the backward pass updates the full-precision ``γ`` straight through
+      (∂L/∂γ = ∂L/∂γ̂). Running statistics are updated as in ``PF.batch_normalization``.
+
+    Args:
+        inp (~nnabla.Variable): N-D array of input.
+        axes (:obj:`tuple` of :obj:`int`): Axes of the mean and variance (the channel axis).
+        decay_rate (float): Decay rate of running mean and variance.
+        eps (float): Tiny value to avoid zero division by std.
+        batch_stat (bool): Use mini-batch statistics rather than running ones.
+        output_stat (bool): Output batch mean and variance (training only).
+        fix_parameters (bool): When True, ``beta`` and ``gamma`` are not updated.
+        param_init (dict): Initializers for ``'beta'``, ``'gamma'``, ``'mean'``, ``'var'``.
+
+    Returns:
+        ~nnabla.Variable: N-D array (with ``output_stat``: also batch mean and variance).
+    """
+    axes = list(axes)
+    shape_stat = [1 for _ in inp.shape]
+    for a in axes:
+        shape_stat[a] = inp.shape[a]
+    param_init = dict(param_init or {})
+    unknown = set(param_init) - {'beta', 'gamma', 'mean', 'var'}
+    if unknown:
+        raise ValueError(f"mlbn: unknown param_init keys {sorted(unknown)}; use beta, gamma, mean, var")
+    beta = get_parameter_or_create("beta", shape_stat, param_init.get('beta', ConstantInitializer(0)),
+                                   True, not fix_parameters)
+    gamma = get_parameter_or_create("gamma", shape_stat, param_init.get('gamma', ConstantInitializer(1)),
+                                    True, not fix_parameters)
+    mean = get_parameter_or_create("mean", shape_stat, param_init.get('mean', ConstantInitializer(0)), False)
+    var = get_parameter_or_create("var", shape_stat, param_init.get('var', ConstantInitializer(1)), False)
+    _MLBN[gamma.data] = _MLBN_BETA[beta.data] = MLBNLayer(_scope_name(), beta, gamma, mean, var, eps)
+    if not batch_stat:
+        a = pow2_scale(gamma / F.pow_scalar(var + eps, 0.5))
+        return inp * a + (beta - a * mean)
+    red = tuple(i for i in range(inp.ndim) if i not in axes)
+    mu = F.mean(inp, axis=red, keepdims=True)
+    sigma2 = F.mean(F.pow_scalar(inp - mu, 2.0), axis=red, keepdims=True)
+    std = F.pow_scalar(sigma2 + eps, 0.5)
+    g = gamma.get_unlinked_variable(need_grad=False)
+    correction = pow2_scale(g / std) * std - g
+    correction.need_grad = False  # straight through: no gradient via the rounding or σ²_B
+    gamma_hat = gamma + correction
+    return F.batch_normalization(inp, beta, gamma_hat, mean, var, axes, decay_rate, eps,
+                                 batch_stat, output_stat)
+
+
+def fold_mlbn(layer):
+    """The inference scale and bias ``(a, b)`` of a multiplier-less BN layer, for export.
+
+    Args:
+        layer (str or MLBNLayer): the layer's parameter prefix (e.g. ``'bn1/mlbn'``) or record.
+
+    Returns:
+        tuple: ``(a, b)`` float32 arrays of the shape of ``gamma``; every ``a`` is 0 or ``±2^k``
+        and the layer computes ``a·x + b`` at inference.
+
+    Raises:
+        ValueError: if no multiplier-less BN layer has that name.
+    """
+    from .dictionary import pow2_round
+    if isinstance(layer, str):
+        found = [m for m in mlbn_layers() if m.name == layer or m.name == layer + '/mlbn']
+        if not found:
+            raise ValueError(f"no mlbn layer named {layer!r}; known: {[m.name for m in mlbn_layers()]}")
+        layer = found[0]
+    g = layer.gamma.d.astype(np.float32)
+    s = np.sqrt(layer.var.d.astype(np.float32) + np.float32(layer.eps))
+    a = pow2_round(g / s)
+    b = (layer.beta.d - a * layer.mean.d).astype(np.float32)
+    return a, b

@@ -1,0 +1,19 @@
+from setuptools import setup, find_packages
+
+setup(
+    name='nnabla-lutq',
+    version='0.1.0',
+    description='LUT-Q (look-up table quantization) for Neural Network Libraries (nnabla)',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['nnabla_lutq', 'nnabla_lutq.*']),
+    python_requires='>=3.8,<3.11',
+    install_requires=['nnabla==1.39.*', 'numpy>=1.20,<2', 'h5py', 'tqdm'],
+    extras_require={
+        'cuda': ['nnabla-ext-cuda120==1.39.*'],
+        'demo': ['scikit-learn>=1.0'],
+        'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6'],
+    },
+    classifiers=['Programming Language :: Python :: 3 :: Only',
+                 'Topic :: Scientific/Engineering :: Artificial Intelligence'],
+)
