@@ -7,7 +7,8 @@ everything that defines *what* ``d`` and ``A`` are:
 * :class:`LUTQConfig` -- K, the dictionary kind (``'free'``, ``'pow2'`` or a fixed set), the
   pruning ratio and the power-of-two exponent range, validated with errors that name the layer.
 * :func:`kmeans_step` -- one iteration of the paper's step 4 on the host, exact to the bit:
-  assignment to the nearest value (ties to the lower value), then each value becomes the mean of
+  assignment to the nearest value (ties to the lower value; see :func:`assign` for equal
+  values), then each value becomes the mean of
   its weights (an empty cluster keeps its value), then the constraint is applied.
 * :func:`init_dictionary` -- the deterministic initialization from the current weights.
 
@@ -241,6 +242,11 @@ def _boundaries(values):
 
 def assign(w, d, config):
     """Assign each weight to its nearest dictionary value (ties to the lower value).
+
+    A weight exactly halfway between two different values goes to the lower one. Among equal
+    values (two means rounded to the same power of two, say) a weight at or below them goes to
+    the first of the run and a weight above them to the last, which keeps ``d`` sorted after the
+    means are recomputed and lets duplicated values separate again.
 
     Args:
         w (numpy.ndarray): flat float32 weights.

@@ -1,0 +1,112 @@
+"""Networks built from one function that takes the layer choice (float or LUT-Q).
+
+The same model function builds the float network (``PF.convolution`` / ``PF.affine`` /
+``PF.batch_normalization``) and its LUT-Q twin (``PF.lutq_*`` / ``PF.mlbn``) with matching scope
+names, so a float checkpoint loads into the LUT-Q network with
+:func:`nnabla_lutq.load_float_parameters`. Shared by the demo, the benchmarks and the examples.
+"""
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union, Sequence
+
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+
+from . import parametric_functions as LPF
+
+__all__ = ['Layers', 'digits_cnn', 'resnet20']
+
+
+@dataclass
+class Layers:
+    """Layer choice for a model: float, or LUT-Q with the given settings.
+
+    Attributes:
+        lutq (bool): use LUT-Q layers.
+        n_values (int): K of every LUT-Q layer.
+        dictionary (str or list): ``'free'``, ``'pow2'`` or fixed values.
+        prune_ratio (float): pruning ratio of every LUT-Q layer.
+        pow2_range (tuple or None): exponent range for ``'pow2'``.
+        mlbn (bool): multiplier-less batch normalization instead of ``PF.batch_normalization``.
+        quantize_first_last (bool): quantize the first and the last layer too (the paper does).
+    """
+    lutq: bool = False
+    n_values: int = 16
+    dictionary: Union[str, Sequence[float]] = 'free'
+    prune_ratio: float = 0.0
+    pow2_range: Optional[Tuple[int, int]] = None
+    mlbn: bool = False
+    quantize_first_last: bool = True
+
+    def _q(self, edge):
+        return self.lutq and (self.quantize_first_last or not edge)
+
+    def _kw(self):
+        return dict(n_values=self.n_values, dictionary=self.dictionary,
+                    prune_ratio=self.prune_ratio, pow2_range=self.pow2_range)
+
+    def conv(self, x, outmaps, kernel, name, pad=None, stride=None, with_bias=False, edge=False):
+        """Convolution (LUT-Q or float) in scope ``name``."""
+        if self._q(edge):
+            return LPF.lutq_convolution(x, outmaps, kernel, pad=pad, stride=stride,
+                                        with_bias=with_bias, name=name, **self._kw())
+        return PF.convolution(x, outmaps, kernel, pad=pad, stride=stride, with_bias=with_bias,
+                              name=name)
+
+    def affine(self, x, n_outmaps, name, edge=False):
+        """Affine (LUT-Q or float) in scope ``name``."""
+        if self._q(edge):
+            return LPF.lutq_affine(x, n_outmaps, name=name, **self._kw())
+        return PF.affine(x, n_outmaps, name=name)
+
+    def bn(self, x, test, name):
+        """Batch normalization (multiplier-less or float) in scope ``name``."""
+        if self.lutq and self.mlbn:
+            return LPF.mlbn(x, batch_stat=not test, name=name)
+        return PF.batch_normalization(x, batch_stat=not test, name=name)
+
+
+def digits_cnn(x, layers, test=False):
+    """A small CNN for 8x8 images (scikit-learn's handwritten digits), 10 classes.
+
+    Args:
+        x (~nnabla.Variable): images, shape (B, 1, 8, 8).
+        layers (Layers): the layer choice.
+        test (bool): build the inference graph (running BN statistics).
+
+    Returns:
+        ~nnabla.Variable: logits (B, 10).
+    """
+    h = F.relu(layers.bn(layers.conv(x, 16, (3, 3), 'conv1', pad=(1, 1), edge=True), test, 'bn1'))
+    h = F.relu(layers.bn(layers.conv(h, 32, (3, 3), 'conv2', pad=(1, 1), stride=(2, 2)), test, 'bn2'))
+    h = F.relu(layers.bn(layers.conv(h, 32, (3, 3), 'conv3', pad=(1, 1)), test, 'bn3'))
+    h = F.average_pooling(h, (2, 2))
+    return layers.affine(h, 10, 'fc', edge=True)
+
+
+def resnet20(x, layers, test=False, n_classes=10):
+    """ResNet-20 for CIFAR-10 (3 stages x 3 basic blocks, 16/32/64 maps).
+
+    Args:
+        x (~nnabla.Variable): images, shape (B, 3, 32, 32).
+        layers (Layers): the layer choice.
+        test (bool): build the inference graph.
+        n_classes (int): outputs of the final affine layer.
+
+    Returns:
+        ~nnabla.Variable: logits (B, n_classes).
+    """
+    h = F.relu(layers.bn(layers.conv(x, 16, (3, 3), 'conv0', pad=(1, 1), edge=True), test, 'bn0'))
+    for stage, maps in enumerate((16, 32, 64)):
+        for block in range(3):
+            name = f's{stage}b{block}'
+            stride = (2, 2) if stage > 0 and block == 0 else (1, 1)
+            r = F.relu(layers.bn(layers.conv(h, maps, (3, 3), name + '/conv1', pad=(1, 1),
+                                             stride=stride), test, name + '/bn1'))
+            r = layers.bn(layers.conv(r, maps, (3, 3), name + '/conv2', pad=(1, 1)), test,
+                          name + '/bn2')
+            if stride != (1, 1) or h.shape[1] != maps:
+                h = layers.bn(layers.conv(h, maps, (1, 1), name + '/short', stride=stride), test,
+                              name + '/bn_short')
+            h = F.relu(h + r)
+    h = F.average_pooling(h, h.shape[2:])
+    return layers.affine(h, n_classes, 'fc', edge=True)
