@@ -96,4 +96,8 @@ class KMeansGraph(object):
         self.sink.forward(clear_no_need_grad=True)
         ctx = nn.get_current_context()
         for spec in self.specs:
-            spec.A.data.cast(np.int32, ctx)
+            # restore the int32 dtype in place, where the array lives (no host copy on a device)
+            if ctx.array_class:
+                spec.A.data.cast(np.int32, ctx)
+            else:
+                spec.A.data.cast(np.int32)
