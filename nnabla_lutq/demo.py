@@ -86,10 +86,10 @@ def train(layers, data, epochs=30, batch_size=64, lr=0.1, seed=0, init=None, mon
     nn.clear_parameters()
     rng = np.random.RandomState(seed)
     nn.random.seed(seed)
+    nn.random.set_parameter_seed(seed)
     x = nn.Variable((batch_size,) + xtr.shape[1:])
     t = nn.Variable((batch_size, 1))
     with nn.parameter_scope('net'):
-        np.random.seed(seed)
         logits = digits_cnn(x, layers, test=False)
     loss = F.mean(F.softmax_cross_entropy(logits, t))
     if init:
