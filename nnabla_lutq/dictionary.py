@@ -256,9 +256,14 @@ def assign(w, d, config):
     Returns:
         numpy.ndarray: int32 indices into ``d``, shape of ``w``.
     """
+    return _assign(w, d, config).astype(np.int32)
+
+
+def _assign(w, d, config):
+    """:func:`assign` with native integer indices (what ``np.bincount`` takes without a copy)."""
     first = config.first_free
     b = _boundaries(np.asarray(d, dtype=np.float32)[first:])
-    a = np.searchsorted(b, w, side='left').astype(np.int32)
+    a = np.searchsorted(b, w, side='left')
     if first:
         a += 1
         a[pruned_mask(w, config.n_pruned)] = 0
@@ -297,8 +302,8 @@ def kmeans_step(w, d, config):
         tuple: ``(d_new, a)`` -- the new float32 dictionary and the int32 assignment that was made
         *before* the means were recomputed.
     """
-    a = assign(w, d, config)
-    return _means(w, a, d, config), a
+    a = _assign(w, d, config)
+    return _means(w, a, d, config), a.astype(np.int32)
 
 
 def init_dictionary(w, config, iters=10):

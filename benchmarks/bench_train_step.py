@@ -1,0 +1,86 @@
+"""Training-step overhead of LUT-Q: ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float.
+
+Float and LUT-Q networks are built side by side in one process and their steps are timed
+alternately on the same random batch (forward, backward, weight decay, solver update including
+the k-means step). Reported: median step time of each and the ratio LUT-Q / float. Results are
+appended to BENCHMARKS.md. Targets: <= 1.10 on CPU, <= 1.30 on GPU (cudnn).
+
+Usage: python benchmarks/bench_train_step.py [--context cpu|cudnn] [--batch-sizes 32 128] [--steps 5]
+"""
+import argparse
+import time
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+from nnabla.ext_utils import get_extension_context
+
+from _common import append
+import nnabla_lutq
+from nnabla_lutq.models import Layers, resnet20
+
+
+def build(scope, layers, batch, rng):
+    x = nn.Variable((batch, 3, 32, 32))
+    t = nn.Variable((batch, 1))
+    x.d = rng.randn(*x.shape)
+    t.d = rng.randint(0, 10, t.shape)
+    with nn.parameter_scope(scope):
+        loss = F.mean(F.softmax_cross_entropy(resnet20(x, layers), t))
+        params = nn.get_parameters()
+    solver = S.Momentum(0.1, 0.9)
+    if layers.lutq:
+        solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=1)
+    solver.set_parameters(params)
+    return loss, solver
+
+
+def step(loss, solver, sync):
+    t0 = time.perf_counter()
+    loss.forward(clear_no_need_grad=True)
+    solver.zero_grad()
+    loss.backward(clear_buffer=True)
+    solver.weight_decay(5e-4)
+    solver.update()
+    sync()
+    return time.perf_counter() - t0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--context', default='cpu', choices=['cpu', 'cudnn'])
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
+    p.add_argument('--steps', type=int, default=5, help='timed steps per network and batch size')
+    args = p.parse_args()
+    nn.set_default_context(get_extension_context(args.context))
+    sync = (lambda: None)
+    if args.context != 'cpu':
+        from nnabla.ext_utils import import_extension_module
+        cuda = import_extension_module('cuda')
+        sync = (lambda: cuda.synchronize(device_id='0'))
+    rng = np.random.RandomState(0)
+    rows = ['| batch | float step (ms) | LUT-Q K=16 M=1 step (ms) | ratio | target |',
+            '|---:|---:|---:|---:|---:|']
+    target = 1.10 if args.context == 'cpu' else 1.30
+    for batch in args.batch_sizes:
+        nn.clear_parameters()
+        fl = build('float', Layers(), batch, rng)
+        lq = build('lutq', Layers(lutq=True, n_values=16), batch, rng)
+        for net in (fl, lq):  # warm-up (allocations, algorithm selection)
+            step(*net, sync)
+        times = {0: [], 1: []}
+        for _ in range(args.steps):
+            for i, net in enumerate((fl, lq)):
+                times[i].append(step(*net, sync))
+        tf, tq = np.median(times[0]) * 1e3, np.median(times[1]) * 1e3
+        row = f'| {batch} | {tf:.1f} | {tq:.1f} | {tq / tf:.3f} | <= {target:.2f} |'
+        rows.append(row)
+        print(row, flush=True)
+    append('Training step, ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float', '\n'.join(rows),
+           args.context, f'median of {args.steps} alternating steps after one warm-up step each; '
+           'LUT-Q includes the per-minibatch k-means step of all 20 layers.')
+
+
+if __name__ == '__main__':
+    main()
