@@ -278,13 +278,11 @@ def _means(w, a, d, config):
     k = config.n_values
     counts = np.bincount(a, minlength=k)
     sums = np.bincount(a, weights=w, minlength=k)
-    new = d.astype(np.float64)
-    filled = counts > 0
-    new[filled] = sums[filled] / counts[filled]
-    new = new.astype(np.float32)
+    empty = counts == 0
+    new = np.divide(sums, counts, out=d.astype(np.float64), where=~empty).astype(np.float32)
     if config.kind == 'pow2':
         new = pow2_round(new, config.pow2_range)
-    new[filled == 0] = d[filled == 0]
+        new[empty] = d[empty]  # an empty cluster keeps its value, unrounded
     if config.pruned:
         new[0] = 0.0
     return new
