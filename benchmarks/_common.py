@@ -35,3 +35,12 @@ def append(title, table, context='cpu', notes=''):
     print(text)
     with open(os.path.join(ROOT, 'BENCHMARKS.md'), 'a') as f:
         f.write(text)
+
+
+def synchronizer(context):
+    """A function that waits for the device to finish (a no-op on the CPU)."""
+    if context == 'cpu':
+        return lambda: None
+    from nnabla.ext_utils import import_extension_module
+    cuda = import_extension_module('cuda')
+    return lambda: cuda.synchronize(device_id='0')

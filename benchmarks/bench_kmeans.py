@@ -12,7 +12,7 @@ import numpy as np
 import nnabla as nn
 from nnabla.ext_utils import get_extension_context
 
-from _common import append
+from _common import append, synchronizer
 from nnabla_lutq.dictionary import make_config, kmeans_step
 
 
@@ -41,16 +41,15 @@ def device_step_ms(w, d, cfg, repeat):
     """Time the device graph step of one layer (cudnn context)."""
     from nnabla_lutq.kmeans_graph import KMeansGraph
     from nnabla_lutq.parametric_functions import LUTQLayer
-    import nnabla.ext_utils
     W = nn.Variable.from_numpy_array(w)
     dv = nn.Variable.from_numpy_array(d)
     A = nn.Variable.from_numpy_array(np.zeros(w.shape, np.int32))
     g = KMeansGraph([LUTQLayer('bench', 'conv', W, dv, A, cfg)], 1)
-    sync = nnabla.ext_utils.import_extension_module('cuda').synchronize
+    sync = synchronizer('cudnn')
 
     def run():
         g.run()
-        sync(device_id='0')
+        sync()
     return best_of(run, repeat)
 
 

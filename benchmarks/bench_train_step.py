@@ -16,7 +16,7 @@ import nnabla.functions as F
 import nnabla.solvers as S
 from nnabla.ext_utils import get_extension_context
 
-from _common import append
+from _common import append, synchronizer
 import nnabla_lutq
 from nnabla_lutq.models import Layers, resnet20
 
@@ -54,11 +54,7 @@ def main():
     p.add_argument('--steps', type=int, default=5, help='timed steps per network and batch size')
     args = p.parse_args()
     nn.set_default_context(get_extension_context(args.context))
-    sync = (lambda: None)
-    if args.context != 'cpu':
-        from nnabla.ext_utils import import_extension_module
-        cuda = import_extension_module('cuda')
-        sync = (lambda: cuda.synchronize(device_id='0'))
+    sync = synchronizer(args.context)
     rng = np.random.RandomState(0)
     rows = ['| batch | float step (ms) | LUT-Q K=16 M=1 step (ms) | ratio | target |',
             '|---:|---:|---:|---:|---:|']

@@ -19,11 +19,19 @@ import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
-__all__ = ['KMeansGraph']
+__all__ = ['KMeansGraph', 'pow2_scale']
 
 
-def _pow2(x, pow2_range):
-    """sign(x) * 2^round(log2|x|) with nnabla functions; 0 stays 0."""
+def pow2_scale(x, pow2_range=None):
+    """sign(x)·2^round(log2|x|) as nnabla functions (0 stays 0); used by the step and by mlbn.
+
+    Args:
+        x (~nnabla.Variable): N-D array.
+        pow2_range (tuple or None): ``(min_exp, max_exp)`` clipping the exponent.
+
+    Returns:
+        ~nnabla.Variable: powers of two with the signs of ``x``.
+    """
     e = F.round(F.log(F.abs(x)) * (1.0 / math.log(2.0)))
     if pow2_range is not None:
         e = F.clip_by_value(e, float(pow2_range[0]), float(pow2_range[1]))
@@ -65,7 +73,7 @@ def _layer_step(spec, iters):
         counts = F.scatter_add(zeros_k, i_flat, ones, axis=0)
         mean = sums / F.maximum_scalar(counts, 1.0)
         if cfg.kind == 'pow2':
-            mean = _pow2(mean, cfg.pow2_range)
+            mean = pow2_scale(mean, cfg.pow2_range)
         empty = F.less_scalar(counts, 0.5)
         d = F.where(empty, d, mean)
         if first:

@@ -22,6 +22,7 @@ from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
 from .dictionary import make_config, init_dictionary, LUTQConfig
+from .kmeans_graph import pow2_scale
 
 __all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn',
            'inference_mode', 'fold_mlbn', 'pow2_scale', 'LUTQLayer', 'MLBNLayer',
@@ -360,19 +361,6 @@ def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None
     if with_bias:
         b = get_parameter_or_create("b", (inmaps * multiplier,), b_init, True, not fix_parameters)
     return F.depthwise_convolution(inp, q, b, base_axis, pad, stride, dilation, multiplier)
-
-
-def pow2_scale(x):
-    """sign(x)·2^round(log2|x|) as nnabla functions (0 stays 0); used by :func:`mlbn`.
-
-    Args:
-        x (~nnabla.Variable): N-D array.
-
-    Returns:
-        ~nnabla.Variable: powers of two with the signs of ``x``.
-    """
-    from .kmeans_graph import _pow2
-    return _pow2(x, None)
 
 
 @parametric_function_api("mlbn", [
