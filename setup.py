@@ -12,7 +12,9 @@ setup(
     extras_require={
         'cuda': ['nnabla-ext-cuda120==1.39.*'],
         'demo': ['scikit-learn>=1.0'],
-        'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6'],
+        'examples': ['Pillow>=8', 'matplotlib>=3.3'],
+        'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6', 'Pillow>=8',
+                 'matplotlib>=3.3'],
     },
     classifiers=['Programming Language :: Python :: 3 :: Only',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],

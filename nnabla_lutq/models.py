@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union, Sequence
 
 import nnabla.functions as F
+import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
 from . import parametric_functions as LPF
@@ -28,6 +29,13 @@ class Layers:
         pow2_range (tuple or None): exponent range for ``'pow2'``.
         mlbn (bool): multiplier-less batch normalization instead of ``PF.batch_normalization``.
         quantize_first_last (bool): quantize the first and the last layer too (the paper does).
+        act_bits (int or None): quantize every ReLU output to ``2**act_bits`` uniform levels over
+            ``[0, r]`` (``None``: float activations). ``r`` is per layer and *tracked*, not
+            learned by gradient: during training it follows the exponential moving average
+            (decay ``act_decay``) of the minibatch maximum (nnabla's ``PF.min_max_quantize`` with
+            ``x_min_max=True, ema=True``); the inference graph uses the stored ``r``. The
+            gradient is straight-through inside ``[0, r]`` and zero above ``r``.
+        act_decay (float): decay of that moving average.
     """
     lutq: bool = False
     n_values: int = 16
@@ -36,6 +44,8 @@ class Layers:
     pow2_range: Optional[Tuple[int, int]] = None
     mlbn: bool = False
     quantize_first_last: bool = True
+    act_bits: Optional[int] = None
+    act_decay: float = 0.99
 
     def _q(self, edge):
         return self.lutq and (self.quantize_first_last or not edge)
@@ -65,6 +75,17 @@ class Layers:
         return PF.batch_normalization(x, batch_stat=not test, name=name)
 
 
+    def act(self, x, test, name):
+        """ReLU, followed by uniform ``act_bits`` quantization in scope ``name`` if enabled."""
+        h = F.relu(x)
+        if not self.act_bits:
+            return h
+        return PF.min_max_quantize(h, ql_min=0, ql_max=2 ** self.act_bits - 1,
+                                   decay=self.act_decay, x_min_max=not test, ema=True,
+                                   qr_min_init=I.ConstantInitializer(0.0),
+                                   qr_max_init=I.ConstantInitializer(6.0), name=name)
+
+
 def digits_cnn(x, layers, test=False):
     """A small CNN for 8x8 images (scikit-learn's handwritten digits), 10 classes.
 
@@ -76,9 +97,12 @@ def digits_cnn(x, layers, test=False):
     Returns:
         ~nnabla.Variable: logits (B, 10).
     """
-    h = F.relu(layers.bn(layers.conv(x, 16, (3, 3), 'conv1', pad=(1, 1), edge=True), test, 'bn1'))
-    h = F.relu(layers.bn(layers.conv(h, 32, (3, 3), 'conv2', pad=(1, 1), stride=(2, 2)), test, 'bn2'))
-    h = F.relu(layers.bn(layers.conv(h, 32, (3, 3), 'conv3', pad=(1, 1)), test, 'bn3'))
+    h = layers.act(layers.bn(layers.conv(x, 16, (3, 3), 'conv1', pad=(1, 1), edge=True), test,
+                             'bn1'), test, 'act1')
+    h = layers.act(layers.bn(layers.conv(h, 32, (3, 3), 'conv2', pad=(1, 1), stride=(2, 2)),
+                             test, 'bn2'), test, 'act2')
+    h = layers.act(layers.bn(layers.conv(h, 32, (3, 3), 'conv3', pad=(1, 1)), test, 'bn3'),
+                   test, 'act3')
     h = F.average_pooling(h, (2, 2))
     return layers.affine(h, 10, 'fc', edge=True)
 
@@ -95,18 +119,20 @@ def resnet20(x, layers, test=False, n_classes=10):
     Returns:
         ~nnabla.Variable: logits (B, n_classes).
     """
-    h = F.relu(layers.bn(layers.conv(x, 16, (3, 3), 'conv0', pad=(1, 1), edge=True), test, 'bn0'))
+    h = layers.act(layers.bn(layers.conv(x, 16, (3, 3), 'conv0', pad=(1, 1), edge=True), test,
+                             'bn0'), test, 'act0')
     for stage, maps in enumerate((16, 32, 64)):
         for block in range(3):
             name = f's{stage}b{block}'
             stride = (2, 2) if stage > 0 and block == 0 else (1, 1)
-            r = F.relu(layers.bn(layers.conv(h, maps, (3, 3), name + '/conv1', pad=(1, 1),
-                                             stride=stride), test, name + '/bn1'))
+            r = layers.act(layers.bn(layers.conv(h, maps, (3, 3), name + '/conv1', pad=(1, 1),
+                                                 stride=stride), test, name + '/bn1'),
+                           test, name + '/act1')
             r = layers.bn(layers.conv(r, maps, (3, 3), name + '/conv2', pad=(1, 1)), test,
                           name + '/bn2')
             if stride != (1, 1) or h.shape[1] != maps:
                 h = layers.bn(layers.conv(h, maps, (1, 1), name + '/short', stride=stride), test,
                               name + '/bn_short')
-            h = F.relu(h + r)
+            h = layers.act(h + r, test, name + '/act_out')
     h = F.average_pooling(h, h.shape[2:])
     return layers.affine(h, n_classes, 'fc', edge=True)

@@ -1,0 +1,5 @@
+"""Code shared by the nnabla-lutq examples (configurations, image data, the training loop).
+
+The examples put their parent folder on ``sys.path`` and import ``common``; an ImageNet example
+uses the same configuration names, data helpers and training loop as the CIFAR-10 one.
+"""

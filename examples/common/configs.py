@@ -1,0 +1,76 @@
+"""Named LUT-Q configurations: one naming pattern shared by every example.
+
+A name is ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]``:
+
+* ``lutq<B>``: every convolution/affine layer is LUT-Q with ``K = 2**B`` values (``B`` bits per
+  weight index), a free (k-means) dictionary;
+* ``-pow2``: dictionary values rounded to ±2^k (multiplier-less weights);
+* ``-mlbn``: multiplier-less batch normalization (``PF.mlbn``) instead of float BN; with
+  ``-pow2`` this is the paper's "fully multiplier-less" network, without it "quasi";
+* ``-prune<P>``: a value fixed at 0 that takes the ``P`` % smallest-magnitude weights.
+
+Activation quantization is not part of the name: it is the ``--act-bits`` flag.
+"""
+import re
+
+from nnabla_lutq.models import Layers
+
+__all__ = ['NAMED', 'PRUNING_SWEEP', 'parse', 'describe']
+
+#: The pruning ratios of the paper's Fig. 2 (combined with free 2-bit LUT-Q).
+PRUNING_SWEEP = (30, 50, 70, 80, 90)
+
+#: The configurations ``--list-configs`` shows (any name that follows the pattern is accepted).
+NAMED = (['float', 'lutq4', 'lutq2', 'lutq4-pow2', 'lutq2-pow2', 'lutq4-pow2-mlbn',
+          'lutq2-pow2-mlbn'] + [f'lutq2-prune{p}' for p in PRUNING_SWEEP])
+
+_PATTERN = re.compile(r'^lutq(?P<bits>\d+)(?P<pow2>-pow2)?(?P<mlbn>-mlbn)?'
+                      r'(?:-prune(?P<prune>\d+))?$')
+
+
+def parse(name, act_bits=None, quantize_first_last=True):
+    """The :class:`~nnabla_lutq.models.Layers` of a configuration name.
+
+    Args:
+        name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]`` (see the module docs).
+        act_bits (int or None): bits of the uniform activation quantization (``None``: float).
+        quantize_first_last (bool): quantize the first convolution and the last affine layer.
+
+    Returns:
+        ~nnabla_lutq.models.Layers: the layer choice.
+
+    Raises:
+        ValueError: for a name that does not follow the pattern or out-of-range numbers.
+    """
+    if act_bits is not None and not (isinstance(act_bits, int) and 2 <= act_bits <= 16):
+        raise ValueError(f"--act-bits must be an integer in [2, 16] (got {act_bits!r})")
+    if name == 'float':
+        return Layers(act_bits=act_bits)
+    m = _PATTERN.match(name)
+    if m is None:
+        raise ValueError(
+            f"unknown configuration {name!r}: use 'float' or 'lutq<B>[-pow2][-mlbn][-prune<P>]' "
+            f"such as {', '.join(NAMED[1:4])} (see --list-configs)")
+    bits = int(m['bits'])
+    if not 1 <= bits <= 8:
+        raise ValueError(f"{name}: bits must be in 1..8 (K = 2**bits values)")
+    prune = int(m['prune']) if m['prune'] else 0
+    if not 0 < prune < 100 and m['prune']:
+        raise ValueError(f"{name}: the pruning percentage must be in 1..99")
+    if prune and bits == 1:
+        raise ValueError(f"{name}: pruning needs at least 2 bits (one value is the fixed 0)")
+    return Layers(lutq=True, n_values=2 ** bits, dictionary='pow2' if m['pow2'] else 'free',
+                  prune_ratio=prune / 100.0, mlbn=bool(m['mlbn']),
+                  quantize_first_last=quantize_first_last, act_bits=act_bits)
+
+
+def describe(layers):
+    """One line with the settings of a :class:`~nnabla_lutq.models.Layers`."""
+    act = f"{layers.act_bits}-bit uniform" if layers.act_bits else 'float'
+    if not layers.lutq:
+        return f"float weights, float BN, activations {act}"
+    bn = 'multiplier-less BN (mlbn)' if layers.mlbn else 'float BN'
+    edges = 'all layers' if layers.quantize_first_last else 'first/last layers float'
+    return (f"K={layers.n_values} ({layers.n_values.bit_length() - 1}-bit), dictionary "
+            f"{layers.dictionary}, pruning {layers.prune_ratio:.0%}, {bn}, {edges}, "
+            f"activations {act}")

@@ -1,0 +1,218 @@
+"""Image-classification data shared by the examples.
+
+* :func:`read_image_tree`: a ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` tree, as a folder or
+  inside a ``.tar.gz`` (read without extracting), decoded with Pillow.
+* :func:`cached`: decoded arrays cached as ``.npz`` in a user cache folder (never next to the
+  data, which may be read-only), keyed by the source's path, size and modification time.
+* :class:`ArrayDataset`: in-memory uint8 images with deterministic, random-access minibatches
+  (pad-and-crop + horizontal flip), so a resumed run sees exactly the batches it would have seen.
+"""
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = ['DataError', 'cache_dir', 'cached', 'read_image_tree', 'ArrayDataset']
+
+_IMAGE_EXT = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+class DataError(RuntimeError):
+    """The data is missing or malformed; the message says what to do."""
+
+
+def cache_dir():
+    """The cache folder: ``$NNABLA_LUTQ_CACHE``, else ``$XDG_CACHE_HOME/nnabla_lutq``, else
+    ``~/.cache/nnabla_lutq``."""
+    if os.environ.get('NNABLA_LUTQ_CACHE'):
+        return os.environ['NNABLA_LUTQ_CACHE']
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'nnabla_lutq')
+
+
+def cached(kind, source, build):
+    """Arrays built from ``source`` once, then read from the cache.
+
+    Args:
+        kind (str): a label that is part of the cache file name.
+        source (str): the file or folder the arrays come from (its path, size and mtime key the
+            cache, so a changed source is decoded again).
+        build (callable): ``build() -> dict`` of numpy arrays.
+
+    Returns:
+        dict: name -> numpy array.
+    """
+    st = os.stat(source)
+    size = st.st_size if os.path.isfile(source) else sum(
+        os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(source) for f in fs)
+    key = hashlib.sha1(f"{os.path.abspath(source)}|{size}|{st.st_mtime_ns}|v1".encode())
+    path = os.path.join(cache_dir(), f"{kind}-{key.hexdigest()[:16]}.npz")
+    if os.path.isfile(path):
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError):
+            pass  # a damaged cache file is rebuilt below
+    arrays = build()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.npz', dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return arrays
+
+
+def _decode(data, size):
+    img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data).convert('RGB')
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _split_class(path):
+    """``(split, class)`` of a ``.../<split>/<class>/<file>`` image path, else ``None``."""
+    parts = path.replace('\\', '/').split('/')
+    if len(parts) < 3 or not parts[-1].lower().endswith(_IMAGE_EXT):
+        return None
+    if parts[-3] not in ('train', 'test'):
+        return None
+    return parts[-3], parts[-2]
+
+
+def read_image_tree(source, size=None, progress=True):
+    """Decode a ``train/<class>/*`` + ``test/<class>/*`` image tree (folder or ``.tar.gz``).
+
+    Classes are numbered in sorted order of their folder names (for CIFAR-10 this is the official
+    label order).
+
+    Args:
+        source (str): a folder holding ``train/`` and ``test/`` (possibly one level down), or a
+            ``.tar.gz`` / ``.tgz`` / ``.tar`` holding such a tree.
+        size (tuple or None): ``(height, width)`` to resize to; ``None`` keeps the size (all images
+            must then have the same size).
+        progress (bool): show a progress bar.
+
+    Returns:
+        dict: ``x_train`` uint8 (N, 3, H, W), ``y_train`` int32 (N, 1), ``x_test``, ``y_test``,
+        ``classes`` (str array).
+
+    Raises:
+        DataError: if the tree has no images, misses a split, or the two splits' classes differ.
+    """
+    items = []  # (split, class, key)
+    if os.path.isdir(source):
+        for root, _, files in os.walk(source):
+            for f in files:
+                p = os.path.join(root, f)
+                sc = _split_class(os.path.relpath(p, source))
+                if sc:
+                    items.append((sc[0], sc[1], p))
+        opener = None
+    else:
+        try:
+            tar = tarfile.open(source)
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"{source}: not a readable tar archive ({e})")
+        for m in tar.getmembers():
+            sc = _split_class(m.name) if m.isfile() else None
+            if sc:
+                items.append((sc[0], sc[1], m))
+        opener = tar
+    splits = {s: sorted({c for sp, c, _ in items if sp == s}) for s in ('train', 'test')}
+    if not items or not splits['train'] or not splits['test']:
+        raise DataError(f"{source}: expected images in train/<class>/ and test/<class>/ "
+                        f"(found {len(items)} images)")
+    if splits['train'] != splits['test']:
+        raise DataError(f"{source}: train classes {splits['train']} differ from test classes "
+                        f"{splits['test']}")
+    classes = splits['train']
+    index = {c: i for i, c in enumerate(classes)}
+    items.sort(key=lambda t: (t[0], t[1], t[2] if opener is None else t[2].name))
+    out = {'train': ([], []), 'test': ([], [])}
+    for split, cls, key in tqdm(items, desc=f'decoding {os.path.basename(source)}',
+                                disable=not progress, ncols=80, leave=False):
+        data = opener.extractfile(key).read() if opener is not None else key
+        try:
+            out[split][0].append(_decode(data, size))
+        except (OSError, ValueError) as e:
+            name = key if opener is None else key.name
+            raise DataError(f"{name}: cannot decode this image ({e})")
+        out[split][1].append(index[cls])
+    if opener is not None:
+        opener.close()
+    shapes = {a.shape for a in out['train'][0] + out['test'][0]}
+    if len(shapes) != 1:
+        raise DataError(f"{source}: images have different sizes {sorted(shapes)[:4]}; pass size=")
+    return {'x_train': np.stack(out['train'][0]),
+            'y_train': np.array(out['train'][1], np.int32)[:, None],
+            'x_test': np.stack(out['test'][0]),
+            'y_test': np.array(out['test'][1], np.int32)[:, None],
+            'classes': np.array(classes)}
+
+
+class ArrayDataset:
+    """In-memory images with deterministic random-access training minibatches.
+
+    Minibatch ``i`` of epoch ``e`` depends only on ``(seed, e, i)``: the epoch's permutation comes
+    from ``RandomState(seed, e)`` and the batch's crops and flips from ``RandomState(seed, e, i)``.
+    A run resumed at any iteration therefore continues with exactly the same data.
+
+    Args:
+        x_train (numpy.ndarray): uint8 (N, C, H, W).
+        y_train (numpy.ndarray): int (N, 1) labels.
+        x_test (numpy.ndarray): uint8 (M, C, H, W).
+        y_test (numpy.ndarray): int (M, 1) labels.
+        classes (list): class names.
+        pad (int): zero padding before the random crop (0: no crop).
+        flip (bool): random horizontal flips.
+    """
+
+    def __init__(self, x_train, y_train, x_test, y_test, classes, pad=4, flip=True):
+        self.x_train, self.y_train = x_train, np.asarray(y_train, np.int32).reshape(-1, 1)
+        self.x_test, self.y_test = x_test, np.asarray(y_test, np.int32).reshape(-1, 1)
+        self.classes = [str(c) for c in classes]
+        self.pad, self.flip = pad, flip
+
+    @property
+    def image_shape(self):
+        """tuple: (C, H, W)."""
+        return self.x_train.shape[1:]
+
+    def steps_per_epoch(self, batch_size):
+        """Full minibatches per epoch (the remainder of the permutation is dropped)."""
+        return len(self.x_train) // batch_size
+
+    def train_batch(self, epoch, index, batch_size, seed):
+        """Minibatch ``index`` of ``epoch``: float32 pixels (B, C, H, W) in [0, 255], int32 (B, 1).
+        """
+        perm = np.random.RandomState([seed, epoch]).permutation(len(self.x_train))
+        idx = perm[index * batch_size:(index + 1) * batch_size]
+        x = self.x_train[idx]
+        rng = np.random.RandomState([seed, epoch, index])
+        if self.pad:
+            p = self.pad
+            h, w = x.shape[2:]
+            padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+            oy = rng.randint(0, 2 * p + 1, len(x))
+            ox = rng.randint(0, 2 * p + 1, len(x))
+            x = np.stack([padded[k, :, oy[k]:oy[k] + h, ox[k]:ox[k] + w] for k in range(len(x))])
+        if self.flip:
+            flips = rng.rand(len(x)) < 0.5
+            x = np.where(flips[:, None, None, None], x[..., ::-1], x)
+        return x.astype(np.float32), self.y_train[idx]
+
+    def test_batches(self, batch_size):
+        """Yield the test set in order: float32 pixels and int32 labels (last batch may be short).
+        """
+        for i in range(0, len(self.x_test), batch_size):
+            yield (self.x_test[i:i + batch_size].astype(np.float32),
+                   self.y_test[i:i + batch_size])

@@ -1,0 +1,296 @@
+"""The CIFAR-10 example end to end on tiny generated data (both layouts), resume, export, errors."""
+import io
+import json
+import os
+import pickle
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import nnabla as nn
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'examples'))
+sys.path.insert(0, os.path.join(ROOT, 'examples', 'cifar10'))
+
+import data as cifar_data  # noqa: E402
+import reproduce  # noqa: E402
+import train as cifar_train  # noqa: E402
+from common import configs, trainer  # noqa: E402
+from common.image_data import ArrayDataset, DataError, read_image_tree  # noqa: E402
+
+PER_CLASS = {'train': 4, 'test': 2}
+
+
+def _images(split, seed):
+    """Deterministic tiny images whose class is visible in the mean colour (learnable)."""
+    rng = np.random.RandomState(seed)
+    n = PER_CLASS[split]
+    x = rng.randint(0, 60, (10 * n, 3, 32, 32)).astype(np.uint8)
+    y = np.repeat(np.arange(10), n).astype(np.int32)
+    x[:, 0] += (y * 19).astype(np.uint8)[:, None, None]
+    return x, y
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('NNABLA_LUTQ_CACHE', str(tmp_path / 'cache'))
+
+
+@pytest.fixture
+def official(tmp_path):
+    """A tiny cifar-10-python.tar.gz with the official pickle layout."""
+    folder = tmp_path / 'official'
+    folder.mkdir()
+    xtr, ytr = _images('train', 0)
+    xte, yte = _images('test', 1)
+    blobs = {}
+    parts = np.array_split(np.arange(len(xtr)), 5)
+    for i, idx in enumerate(parts):
+        blobs[f'data_batch_{i + 1}'] = {b'data': xtr[idx].reshape(len(idx), -1),
+                                        b'labels': ytr[idx].tolist()}
+    blobs['test_batch'] = {b'data': xte.reshape(len(xte), -1), b'labels': yte.tolist()}
+    with tarfile.open(folder / 'cifar-10-python.tar.gz', 'w:gz') as tar:
+        for name, d in blobs.items():
+            raw = pickle.dumps(d)
+            info = tarfile.TarInfo('cifar-10-batches-py/' + name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return str(folder), (xtr, ytr, xte, yte)
+
+
+def _write_tree(root):
+    for split, seed in (('train', 0), ('test', 1)):
+        x, y = _images(split, seed)
+        for k, (img, label) in enumerate(zip(x, y)):
+            d = root / split / cifar_data.CLASSES[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.transpose(1, 2, 0)).save(d / f'{k:04d}.png')
+
+
+@pytest.fixture
+def jpeg_tar(tmp_path):
+    """A .tar.gz holding cifar10/train/<class>/*.png + cifar10/test/<class>/*.png."""
+    tree = tmp_path / 'tree' / 'cifar10'
+    _write_tree(tree)
+    folder = tmp_path / 'tarred'
+    folder.mkdir()
+    with tarfile.open(folder / 'cifar10-jpeg.tar.gz', 'w:gz') as tar:
+        tar.add(tree, arcname='cifar10')
+    return str(folder)
+
+
+def run(tmp_path, name, *extra, data_dir, stop_at=None):
+    out = tmp_path / name
+    argv = ['--data-dir', data_dir, '--output', str(out), '--epochs', '2', '--batch-size', '8',
+            '--val-batch-size', '7', '--no-progress', *extra]
+    return cifar_train.main(argv, stop_at=stop_at), out
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def test_official_layout_is_read_exactly(official):
+    folder, (xtr, ytr, xte, yte) = official
+    a = cifar_data.load_arrays(folder, progress=False)
+    np.testing.assert_array_equal(a['x_train'], xtr)
+    np.testing.assert_array_equal(a['y_train'][:, 0], ytr)
+    np.testing.assert_array_equal(a['x_test'], xte)
+    assert list(a['classes']) == cifar_data.CLASSES
+
+
+def test_image_tree_folder_and_tar_give_the_same_arrays(tmp_path, jpeg_tar):
+    tree = tmp_path / 'tree' / 'cifar10'
+    a = read_image_tree(str(tree), progress=False)
+    b = cifar_data.load_arrays(jpeg_tar, progress=False)
+    for k in ('x_train', 'y_train', 'x_test', 'y_test'):
+        np.testing.assert_array_equal(a[k], b[k])
+    # PNG is lossless: the pixels are the generated ones, classes in the official order
+    x, y = _images('train', 0)
+    order = np.lexsort((np.arange(len(y)), y))
+    np.testing.assert_array_equal(np.sort(a['x_train'].reshape(len(x), -1), axis=0),
+                                  np.sort(x[order].reshape(len(x), -1), axis=0))
+    assert list(a['classes']) == cifar_data.CLASSES
+
+
+def test_cache_is_used_and_never_next_to_the_data(tmp_path, jpeg_tar, monkeypatch):
+    cifar_data.load_arrays(jpeg_tar, progress=False)
+    assert os.listdir(jpeg_tar) == ['cifar10-jpeg.tar.gz']
+    assert len(os.listdir(tmp_path / 'cache')) == 1
+    monkeypatch.setattr(cifar_data, 'read_image_tree',
+                        lambda *a, **k: pytest.fail('decoded again instead of using the cache'))
+    cifar_data.load_arrays(jpeg_tar, progress=False)
+
+
+def test_no_data_gives_a_clear_error(tmp_path, monkeypatch):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(DataError, match='no CIFAR-10 found'):
+        cifar_data.load_arrays(str(empty))
+    with pytest.raises(SystemExit, match='no CIFAR-10 found'):
+        run(tmp_path, 'r', data_dir=str(empty))
+    assert not (tmp_path / 'r').exists()
+    # without --data-dir: ~/nnabla_data, download attempted, offline -> where to put the file
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    with pytest.raises(DataError, match='cannot be downloaded.*cifar-10-python.tar.gz'):
+        cifar_data.load_arrays(None, url='file:///nonexistent/cifar.tar.gz')
+    assert not os.listdir(tmp_path / 'home' / 'nnabla_data')  # no partial download left
+
+
+def test_damaged_archive_is_reported(tmp_path):
+    folder = tmp_path / 'bad'
+    folder.mkdir()
+    (folder / 'cifar-10-python.tar.gz').write_bytes(b'not a tar file at all')
+    with pytest.raises(DataError, match='damaged archive'):
+        cifar_data.load_arrays(str(folder))
+
+
+def test_batches_are_deterministic_and_augmented_like_numpy():
+    x = np.random.RandomState(0).randint(0, 255, (20, 3, 8, 8)).astype(np.uint8)
+    y = np.arange(20) % 10
+    ds = ArrayDataset(x, y, x, y, list('abcdefghij'), pad=2, flip=True)
+    xb, yb = ds.train_batch(3, 1, 6, seed=5)
+    xb2, _ = ds.train_batch(3, 1, 6, seed=5)
+    np.testing.assert_array_equal(xb, xb2)
+    # reference: same permutation, crop offsets and flips drawn in the documented order
+    perm = np.random.RandomState([5, 3]).permutation(20)[6:12]
+    rng = np.random.RandomState([5, 3, 1])
+    oy, ox = rng.randint(0, 5, 6), rng.randint(0, 5, 6)
+    flips = rng.rand(6) < 0.5
+    for k, i in enumerate(perm):
+        p = np.zeros((3, 12, 12), np.uint8)
+        p[:, 2:10, 2:10] = x[i]
+        ref = p[:, oy[k]:oy[k] + 8, ox[k]:ox[k] + 8]
+        ref = ref[..., ::-1] if flips[k] else ref
+        np.testing.assert_array_equal(xb[k], ref)
+        assert yb[k, 0] == y[i]
+
+
+# --- configurations and schedule --------------------------------------------------------------
+
+def test_config_names_follow_one_pattern():
+    c = configs.parse('lutq2-pow2-mlbn', act_bits=8)
+    assert (c.lutq, c.n_values, c.dictionary, c.mlbn, c.act_bits) == (True, 4, 'pow2', True, 8)
+    c = configs.parse('lutq2-prune70')
+    assert (c.n_values, c.dictionary, c.prune_ratio, c.mlbn) == (4, 'free', 0.7, False)
+    assert configs.parse('float').lutq is False
+    for name in configs.NAMED:
+        configs.parse(name)
+    for bad in ('lutq', 'lutq4-mlbn-pow2', 'lutq9', 'lutq1-prune50', 'lutq2-prune0', 'fp32'):
+        with pytest.raises(ValueError):
+            configs.parse(bad)
+    with pytest.raises(ValueError, match='act-bits'):
+        configs.parse('lutq4', act_bits=1)
+
+
+def test_learning_rate_schedules():
+    lrs = [trainer.learning_rate('step', 0.1, i, 8) for i in range(8)]
+    np.testing.assert_allclose(lrs, [0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    assert trainer.learning_rate('cosine', 0.1, 0, 10) == pytest.approx(0.1)
+    assert trainer.learning_rate('cosine', 0.1, 5, 10) == pytest.approx(0.05)
+
+
+# --- training runs ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('config,extra', [
+    ('lutq4', []), ('lutq2-pow2', ['--schedule', 'cosine']), ('lutq2-pow2-mlbn', []),
+    ('lutq2-prune70', []), ('lutq4', ['--act-bits', '8', '--float-first-last'])])
+def test_each_config_family_runs_end_to_end(tmp_path, official, config, extra):
+    res, out = run(tmp_path, config, '--config', config, *extra, data_dir=official[0])
+    saved = json.load(open(out / 'results.json'))
+    assert saved['config'] == config and saved['schedule']['iterations'] == 2 * 5
+    assert 0 <= saved['final_val_error'] <= 1 and saved['best_val_error'] <= saved['final_val_error']
+    assert len(saved['history']) == 2
+    for f in ('model.nnp', 'params.h5', 'train_loss.series.txt', 'val_error.series.txt'):
+        assert (out / f).is_file(), f
+    layers = saved['report']['layers']
+    lutq = [r for r in layers if r['lutq'] and r['type'] != 'bn']
+    c = configs.parse(config)
+    assert len(lutq) == (20 if '--float-first-last' in extra else 22)
+    assert all(r['n_values'] == c.n_values for r in lutq)
+    if 'pow2' in config:
+        assert all(r['pow2'] for r in lutq)
+    if 'prune' in config:
+        for r in lutq:
+            assert r['sparsity'] >= 0.7
+    assert any(r['type'] == 'bn' and r['lutq'] for r in layers) == ('mlbn' in config)
+    # the solver kept every table consistent with its weights: A is the nearest value
+    for name, p in nn.get_parameters(grad_only=False).items():
+        if name.endswith('/A'):
+            assert p.d.dtype == np.int32
+
+
+def test_float_then_lutq_init(tmp_path, official):
+    _, fout = run(tmp_path, 'float', '--config', 'float', data_dir=official[0])
+    res, out = run(tmp_path, 'q', '--config', 'lutq4', '--init', str(fout / 'params.h5'),
+                   data_dir=official[0])
+    assert res['schedule']['init'].endswith('params.h5')
+    with pytest.raises(SystemExit, match='no such file'):
+        run(tmp_path, 'q2', '--config', 'lutq4', '--init', str(tmp_path / 'nope.h5'),
+            data_dir=official[0])
+    assert not (tmp_path / 'q2').exists()
+
+
+def test_resume_continues_exactly(tmp_path, official):
+    """A run stopped mid-epoch and resumed ends with the parameters of an uninterrupted run."""
+    common = ['--config', 'lutq2-pow2-mlbn', '--act-bits', '8']
+    run(tmp_path, 'straight', *common, data_dir=official[0])
+    straight = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    state, out = run(tmp_path, 'split', *common, data_dir=official[0], stop_at=7)
+    assert state['iteration'] == 7 and not (out / 'results.json').exists()
+    res = cifar_train.main(['--resume', str(out), '--no-progress'])
+    resumed = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
+    a = json.load(open(tmp_path / 'straight' / 'results.json'))
+    assert res['final_val_error'] == a['final_val_error']
+    assert [h['val_error'] for h in res['history']] == [h['val_error'] for h in a['history']]
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path, official):
+    _, out = run(tmp_path, 'r', '--config', 'lutq4', '--max-iter', '2', data_dir=official[0])
+    before = (out / 'params.h5').read_bytes()
+    with pytest.raises(SystemExit, match='already holds a run'):
+        run(tmp_path, 'r', '--config', 'lutq4', data_dir=official[0])
+    assert (out / 'params.h5').read_bytes() == before
+    with pytest.raises(SystemExit, match='no checkpoint'):
+        cifar_train.main(['--resume', str(tmp_path / 'nothing')])
+    for bad in (['--epochs', '0'], ['--lr', '-1'], ['--config', 'lutq2-pow3']):
+        with pytest.raises(SystemExit, match='error'):
+            run(tmp_path, 'x', *bad, data_dir=official[0])
+    assert not (tmp_path / 'x').exists()
+
+
+def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
+    from nnabla.utils.nnp_graph import NnpLoader
+    res, out = run(tmp_path, 'e', '--config', 'lutq2-pow2-mlbn', '--act-bits', '8',
+                   '--max-iter', '3', data_dir=jpeg_tar)
+    ds = cifar_data.load_cifar10(jpeg_tar, progress=False)
+    _, _, predict = trainer.predict_fn(cifar_train.resnet20, configs.parse(
+        'lutq2-pow2-mlbn', act_bits=8), 1, ds.image_shape)
+    net = NnpLoader(str(out / 'model.nnp')).get_network('lutq', batch_size=1)
+    xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
+    names = set(nn.get_parameters(grad_only=False))
+    assert not any(n.endswith('/W') and 'lutq' in n for n in net.variables if n not in names)
+    for img in ds.x_test[:5].astype(np.float32):
+        xi.d = img[None]
+        yo.forward()
+        np.testing.assert_array_equal(yo.d, predict(img[None]))
+
+
+# --- reproduction table -----------------------------------------------------------------------
+
+def test_reproduce_collects_runs_into_results_md(tmp_path, official):
+    runs = tmp_path / 'runs'
+    for config in ('float', 'lutq4-pow2', 'lutq2-prune70'):
+        run(runs, config, '--config', config, '--max-iter', '3', data_dir=official[0])
+    md = tmp_path / 'RESULTS.md'
+    reproduce.main(['--collect', str(runs), '--output', str(md)])
+    text = md.read_text()
+    assert '| float' in text and '7.4' in text and 'lutq4-pow2' in text
+    assert (tmp_path / 'fig2_pruning.png').stat().st_size > 1000
+    errors = {json.load(open(runs / c / 'results.json'))['config']:
+              json.load(open(runs / c / 'results.json'))['final_val_error'] for c in os.listdir(runs)}
+    assert f"{100 * errors['lutq4-pow2']:.2f}" in text
