@@ -13,7 +13,8 @@ $(STAMP): setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 10) else "nnabla 1.39 needs Python 3.8-3.10; found " + sys.version.split()[0] + " (install 3.10, e.g. with pyenv)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[demo,test,examples]'
+	$(PY) -m pip install -q -e '.[demo,test,examples,onnx]'
+	$(PY) -m pip install -q --no-deps 'nnabla-converter==1.39.*'
 	touch $(STAMP)
 
 demo: $(STAMP)

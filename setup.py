@@ -13,9 +13,13 @@ setup(
         'cuda': ['nnabla-ext-cuda120==1.39.*'],
         'demo': ['scikit-learn>=1.0'],
         'examples': ['Pillow>=8', 'matplotlib>=3.3'],
+        # nnabla-converter itself must be installed with --no-deps (its declared dependencies
+        # pull in TensorFlow, which NNP -> ONNX does not use): see the README
+        'onnx': ['onnx~=1.13.0', 'onnxruntime>=1.15,<1.20'],
         'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6', 'Pillow>=8',
                  'matplotlib>=3.3'],
     },
+    entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq.cli:main']},
     classifiers=['Programming Language :: Python :: 3 :: Only',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
 )

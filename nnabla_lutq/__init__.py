@@ -9,6 +9,9 @@ from .solver import LUTQSolver
 from .conversion import initialize, load_float_parameters
 from .reporting import report, Report, LayerRecord
 from .export import export_nnp
+from .packed import pack, unpack
+from .quantize import quantize_nnp
+from .onnx_export import export_onnx
 
 __version__ = '0.1.0'
 

@@ -101,6 +101,21 @@ def _leaves(v):
     return found
 
 
+def _is_table(w):
+    p = w.parent
+    return (p is not None and p.info.type_name == 'Embed' and all(i.parent is None for i in p.inputs)
+            and p.inputs[1].ndim == 1)
+
+
+def _is_folded_bn(f):
+    m, b = f.inputs[0].parent, f.inputs[1]
+    if m is None or m.info.type_name != 'Mul2' or b.parent is not None:
+        return False
+    a = m.inputs[1]
+    return (a.parent is None and a.ndim >= 2 and a.shape == b.shape
+            and int(np.prod(a.shape)) == max(a.shape))
+
+
 def _param_name(v, names):
     return names.get(v.data, '?')
 
@@ -145,24 +160,28 @@ def report(output):
                 layer = find_lutq_layer(leaf)
                 if layer is not None:
                     break
-            if layer is None:
+            if layer is not None:
+                name, d_var, a_var, k = layer.name, layer.d, layer.A, layer.config.n_values
+            elif _is_table(w):  # a loaded graph: Embed(A, d) of stored parameters
+                a_var, d_var = w.parent.inputs
+                name, k = _param_name(d_var, names), int(d_var.shape[0])
+            else:
                 rows.append(LayerRecord(_param_name(w, names), _WEIGHT_FUNCS[t], False, None, n,
                                         32, float(np.mean(w.d == 0)), False, 32 * n, 32 * n,
                                         float_mults, 0, float_mults))
                 return
-            if layer.name in seen:
+            if name in seen:
                 return
-            seen.add(layer.name)
-            d = layer.d.d.astype(np.float32)
-            a = layer.A.data.cast(np.int32)
-            k = layer.config.n_values
+            seen.add(name)
+            d = d_var.d.astype(np.float32)
+            a = a_var.data.cast(np.int32)
             nonzero = np.unique(d[d != 0]).size
             pow2 = is_pow2_array(d)
             per_out = min(nonzero, fan_in)
             mults = 0 if pow2 else outputs * per_out
             shifts = outputs * per_out if pow2 else 0
             bits = bits_per_index(k)
-            rows.append(LayerRecord(layer.name, layer.kind, True, k, n, bits,
+            rows.append(LayerRecord(name, _WEIGHT_FUNCS[t], True, k, n, bits,
                                     float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
                                     mults, shifts, float_mults))
         elif t == 'BatchNormalization':
@@ -177,6 +196,14 @@ def report(output):
             if layer is not None:
                 out = f.outputs[0]
                 _bn_row(rows, layer, beta, out, names, int(np.prod(out.shape[1:])))
+        elif t == 'Add2' and _is_folded_bn(f):  # exported mlbn / BN: x * a + b, a and b stored
+            a = f.inputs[0].parent.inputs[1]
+            out = f.outputs[0]
+            c, elements = int(np.prod(a.shape)), int(np.prod(out.shape[1:]))
+            pow2 = is_pow2_array(a.d)
+            rows.append(LayerRecord(_param_name(a, names), 'bn', pow2, None, c, 32, 0.0, pow2,
+                                    64 * c, 64 * c, 0 if pow2 else elements,
+                                    elements if pow2 else 0, elements))
 
     output.visit(visit)
     return rows

@@ -136,19 +136,24 @@ def read_image_tree(source, size=None, progress=True):
                         f"{splits['test']}")
     classes = splits['train']
     index = {c: i for i, c in enumerate(classes)}
-    items.sort(key=lambda t: (t[0], t[1], t[2] if opener is None else t[2].name))
-    out = {'train': ([], []), 'test': ([], [])}
+    # decode in storage order (a compressed archive is read front to back once), then order the
+    # images by (split, class, file name) so the arrays do not depend on the storage order
+    decoded = []
     for split, cls, key in tqdm(items, desc=f'decoding {os.path.basename(source)}',
                                 disable=not progress, ncols=80, leave=False):
         data = opener.extractfile(key).read() if opener is not None else key
+        name = key if opener is None else key.name
         try:
-            out[split][0].append(_decode(data, size))
+            decoded.append((split, cls, name, _decode(data, size)))
         except (OSError, ValueError) as e:
-            name = key if opener is None else key.name
             raise DataError(f"{name}: cannot decode this image ({e})")
-        out[split][1].append(index[cls])
     if opener is not None:
         opener.close()
+    decoded.sort(key=lambda t: t[:3])
+    out = {'train': ([], []), 'test': ([], [])}
+    for split, cls, _, img in decoded:
+        out[split][0].append(img)
+        out[split][1].append(index[cls])
     shapes = {a.shape for a in out['train'][0] + out['test'][0]}
     if len(shapes) != 1:
         raise DataError(f"{source}: images have different sizes {sorted(shapes)[:4]}; pass size=")

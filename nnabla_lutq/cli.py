@@ -1,0 +1,241 @@
+"""The ``nnabla-lutq`` command: inspect, plot, pack, unpack, convert (post-training) and ONNX.
+
+Examples::
+
+    nnabla-lutq info model.nnp                 # per-layer report (K, bits, sparsity, memory, ...)
+    nnabla-lutq plot run/params.h5 -o w.png    # weight histograms with the dictionary values
+    nnabla-lutq pack model.nnp model.lutq      # indices at ceil(log2 K) bits
+    nnabla-lutq unpack model.lutq model.nnp
+    nnabla-lutq convert float.nnp lutq.nnp --n-values 16 --dictionary pow2
+    nnabla-lutq onnx model.nnp model.onnx      # needs the [onnx] extra
+
+Every command exits with 0 on success and with 1 and one line ``nnabla-lutq: error: ...`` on a
+failure (2 for wrong arguments).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+
+__all__ = ['main', 'load_model_report', 'tables_of']
+
+
+def _load_nnp_or_lutq(path):
+    from .nnp import read_nnp
+    from .packed import read_lutq
+    if path.endswith('.lutq'):
+        return read_lutq(path)
+    if path.endswith('.nnp'):
+        return read_nnp(path)
+    raise ValueError(f"{path}: expected a .nnp or .lutq file")
+
+
+def load_model_report(path):
+    """The :func:`nnabla_lutq.report` of the network in an .nnp or .lutq file.
+
+    The file is loaded with nnabla's ``NnpLoader`` (batch size 1) in a private parameter scope;
+    the network is the first executor's.
+
+    Args:
+        path (str): ``.nnp`` or ``.lutq``.
+
+    Returns:
+        tuple: ``(report, network name)``.
+    """
+    import nnabla as nn
+    from nnabla.utils.nnp_graph import NnpLoader
+    from .nnp import write_nnp
+    from .reporting import report
+    model = _load_nnp_or_lutq(path)
+    name = (model.proto.executor[0].network_name if model.proto.executor
+            else model.proto.network[0].name)
+    scope = 'nnabla_lutq_cli'
+    with tempfile.TemporaryDirectory() as tmp:
+        nnp = os.path.join(tmp, 'model.nnp')
+        write_nnp(nnp, model)
+        with nn.parameter_scope(scope):
+            net = NnpLoader(nnp).get_network(name, batch_size=1)
+        outputs = list(net.outputs.values())
+        rep = report(outputs[0])
+    nn.parameter.get_current_parameter_scope().pop(scope, None)
+    for r in rep:
+        if r.name.startswith(scope + '/'):
+            r.name = r.name[len(scope) + 1:]
+    return rep, name
+
+
+def tables_of(path):
+    """Look-up tables of a model file for plotting.
+
+    Args:
+        path (str): ``.nnp``, ``.lutq`` or an ``.h5`` parameter file (e.g. a run's params.h5,
+            which also holds the float ``W``).
+
+    Returns:
+        list: ``(layer, d, A, W or None)`` per look-up table.
+    """
+    from .nnp import lut_embeds
+    if path.endswith('.h5'):
+        from .conversion import _read_h5
+        params = _read_h5(path)
+        out = []
+        for k in params:
+            if k.endswith('/A') and k[:-2] + '/d' in params:
+                p = k[:-2]
+                out.append((p, params[p + '/d'], params[k], params.get(p + '/W')))
+        return out
+    model = _load_nnp_or_lutq(path)
+    out, seen = [], set()
+    for net in model.proto.network:
+        for _, a, d in lut_embeds(net, model.params):
+            if a not in seen:
+                seen.add(a)
+                p = a[:-2] if a.endswith('/A') else a
+                out.append((p, model.params[d], model.params[a], model.params.get(p + '/W')))
+    return out
+
+
+def _cmd_info(args):
+    rep, name = load_model_report(args.model)
+    if args.json:
+        print(json.dumps({'network': name, 'layers': rep.records(), 'totals': rep.totals},
+                         indent=1))
+        return
+    size = os.path.getsize(args.model)
+    print(f"{args.model}: network {name!r}, {size:,} bytes on disk")
+    print(rep.table())
+
+
+def _cmd_plot(args):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    tables = tables_of(args.model)
+    if not tables:
+        raise ValueError(f"{args.model}: no look-up tables (Embed(A, d) / <layer>/A + <layer>/d) "
+                         "found; is it a LUT-Q model?")
+    n = len(tables)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), dpi=args.dpi,
+                             squeeze=False)
+    for ax, (name, d, a, w) in zip(axes.ravel(), tables):
+        d = np.asarray(d, np.float64)
+        counts = np.bincount(np.asarray(a).ravel().astype(np.int64), minlength=len(d))
+        if w is not None:
+            ax.hist(np.asarray(w).ravel(), bins=80, color='0.6')
+            for v in d:
+                ax.axvline(v, color='tab:red', lw=0.9)
+            ax.set_ylabel('weights')
+        else:
+            width = (np.ptp(d) / max(1, len(d)) * 0.6) or 0.1
+            ax.bar(d, counts, width=width, color='tab:blue')
+            ax.set_ylabel('count')
+        bits = max(1, math.ceil(math.log2(len(d)))) if len(d) > 1 else 0
+        short = name.split('/')
+        ax.set_title(f"{'/'.join(short[-3:-1]) or name}  K={len(d)} ({bits} bit)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis('off')
+    kind = 'weights (grey) and dictionary values (red)' if any(
+        t[3] is not None for t in tables) else 'dictionary usage (count per value)'
+    fig.suptitle(f"{os.path.basename(args.model)}: {kind}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(args.output)
+    plt.close(fig)
+    print(f"wrote {args.output} ({n} layers)")
+
+
+def _cmd_pack(args):
+    from .packed import pack
+    st = pack(args.input, args.output)
+    print(f"{args.output}: {st['total']:,} bytes = look-up tables {st['tables']:,} + other "
+          f"parameters {st['raw']:,} + definition/header/checksum {st['overhead']:,} "
+          f"(.nnp: {os.path.getsize(args.input):,} bytes)")
+
+
+def _cmd_unpack(args):
+    from .packed import unpack
+    model = unpack(args.input, args.output)
+    print(f"{args.output}: {len(model.params)} parameters, "
+          f"{os.path.getsize(args.output):,} bytes")
+
+
+def _cmd_convert(args):
+    from .quantize import quantize_nnp
+    r = quantize_nnp(args.input, args.output, n_values=args.n_values,
+                     dictionary=args.dictionary, prune_ratio=args.prune_ratio, iters=args.iters,
+                     progress=True)
+    for layer in r['layers']:
+        print(f"  {layer['name']:<40} K={layer['K']:<4} N={layer['n_weights']:<9} "
+              f"mse {layer['mse']:.3g}")
+    print(f"wrote {args.output} ({len(r['layers'])} layers quantized)")
+
+
+def _cmd_onnx(args):
+    from .onnx_export import export_onnx
+    info = export_onnx(args.input, args.output)
+    print(f"wrote {args.output}: {info['gather_layers']} layers as Gather(d, A), "
+          f"{info['dense_layers']} dense ({', '.join(info['dense_names']) or 'none'})")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog='nnabla-lutq', description=__doc__.split('\n\n')[0])
+    sub = p.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    s = sub.add_parser('info', help='per-layer report of an .nnp or .lutq model')
+    s.add_argument('model', help='.nnp or .lutq')
+    s.add_argument('--json', action='store_true', help='print the report as JSON')
+    s.set_defaults(func=_cmd_info)
+    s = sub.add_parser('plot', help='per-layer weight/dictionary histograms')
+    s.add_argument('model', help='.nnp, .lutq or a parameter .h5 (with float W: histograms)')
+    s.add_argument('-o', '--output', required=True, help='image file (.png, .pdf, .svg)')
+    s.add_argument('--dpi', type=int, default=110)
+    s.set_defaults(func=_cmd_plot)
+    s = sub.add_parser('pack', help='.nnp -> packed .lutq (indices at ceil(log2 K) bits)')
+    s.add_argument('input', help='.nnp')
+    s.add_argument('output', help='.lutq')
+    s.set_defaults(func=_cmd_pack)
+    s = sub.add_parser('unpack', help='.lutq -> .nnp (lossless)')
+    s.add_argument('input', help='.lutq')
+    s.add_argument('output', help='.nnp')
+    s.set_defaults(func=_cmd_unpack)
+    s = sub.add_parser('convert', help='post-training LUT-Q of a float .nnp')
+    s.add_argument('input', help='float .nnp')
+    s.add_argument('output', help='LUT-Q .nnp')
+    s.add_argument('--n-values', type=int, default=16, help='K, values per dictionary')
+    s.add_argument('--dictionary', choices=['free', 'pow2'], default='free')
+    s.add_argument('--prune-ratio', type=float, default=0.0)
+    s.add_argument('--iters', type=int, default=10, help='k-means iterations')
+    s.set_defaults(func=_cmd_convert)
+    s = sub.add_parser('onnx', help='.nnp -> .onnx through nnabla\'s converter ([onnx] extra)')
+    s.add_argument('input', help='.nnp')
+    s.add_argument('output', help='.onnx')
+    s.set_defaults(func=_cmd_onnx)
+    return p
+
+
+def main(argv=None):
+    """Entry point of the ``nnabla-lutq`` console script."""
+    args = _parser().parse_args(argv)
+    out = getattr(args, 'output', None)
+    if out is not None and getattr(args, 'input', None) is not None and \
+            os.path.abspath(out) == os.path.abspath(args.input):
+        print("nnabla-lutq: error: the output must be another file than the input",
+              file=sys.stderr)
+        return 1
+    try:
+        import logging
+        logging.getLogger('nnabla').setLevel(logging.WARNING)
+        args.func(args)
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
+        print(f"nnabla-lutq: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""Reading, rewriting and writing .nnp files at the protobuf level.
+
+An .nnp is a zip archive holding ``nnp_version.txt``, the network definition (``*.nntxt`` text or
+``*.protobuf`` binary protobuf, :mod:`nnabla.utils.nnabla_pb2`) and the parameters
+(``parameter.h5``: one dataset per name with ``need_grad`` and ``index`` attributes; the dtype is
+kept, so look-up-table indices stay int32). :class:`Nnp` holds the definition and the parameters
+in memory; :func:`write_nnp` writes the same layout as :func:`nnabla.utils.save.save`, atomically.
+
+The rewrites used by export, packing and post-training quantization live here too:
+
+* :func:`lut_embeds`: the ``Embed(A, d)`` functions whose inputs are a look-up table;
+* :func:`fold_constants`: replace every subgraph that depends on parameters only (for example the
+  power-of-two scale ``a`` and bias ``b`` of multiplier-less BN, or with ``dense=True`` the tied
+  weights ``d[A]``) by a stored parameter with the values nnabla computes for it.
+"""
+import io
+import os
+import tempfile
+import zipfile
+from collections import OrderedDict
+
+import h5py
+import numpy as np
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+__all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
+           'proto_network']
+
+
+class NnpError(ValueError):
+    """An .nnp file is missing, damaged or cannot be rewritten; the message says which."""
+
+
+class Nnp:
+    """An .nnp file in memory.
+
+    Attributes:
+        proto (nnabla_pb2.NNablaProtoBuf): networks, executors, ... (without parameter values).
+        params (OrderedDict): parameter name -> numpy array (dtype as stored).
+        need_grad (dict): parameter name -> bool.
+    """
+
+    def __init__(self, proto, params, need_grad=None):
+        self.proto = proto
+        self.params = OrderedDict(params)
+        self.need_grad = dict(need_grad or {})
+
+    def copy(self):
+        """A deep copy."""
+        from nnabla.utils import nnabla_pb2
+        p = nnabla_pb2.NNablaProtoBuf()
+        p.CopyFrom(self.proto)
+        return Nnp(p, OrderedDict((k, v.copy()) for k, v in self.params.items()),
+                   self.need_grad)
+
+
+def read_nnp(path):
+    """Read an .nnp file.
+
+    Args:
+        path (str): the file.
+
+    Returns:
+        Nnp: its definition and parameters.
+
+    Raises:
+        NnpError: if the file is missing, not an .nnp archive, or its parts cannot be parsed.
+    """
+    from nnabla.utils import nnabla_pb2
+    if not os.path.isfile(path):
+        raise NnpError(f"{path}: no such file")
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise NnpError(f"{path}: not an .nnp file (a zip archive written by nnabla): {e}")
+    proto = nnabla_pb2.NNablaProtoBuf()
+    params, need_grad = OrderedDict(), {}
+    with z:
+        names = z.namelist()
+        defs = [n for n in names if n.endswith(('.nntxt', '.prototxt', '.protobuf'))]
+        if not any(n.endswith(('.nntxt', '.prototxt')) for n in defs) and not any(
+                n.endswith('.protobuf') and 'param' not in n for n in defs):
+            raise NnpError(f"{path}: no network definition (.nntxt/.protobuf) in the archive")
+        try:
+            for n in defs:
+                data = z.read(n)
+                part = nnabla_pb2.NNablaProtoBuf()
+                if n.endswith('.protobuf'):
+                    part.ParseFromString(data)
+                else:
+                    text_format.Merge(data.decode('utf-8'), part)
+                for p in part.parameter:  # parameters stored in protobuf form
+                    params[p.variable_name] = np.array(p.data, np.float32).reshape(
+                        tuple(p.shape.dim))
+                    need_grad[p.variable_name] = p.need_grad
+                del part.parameter[:]
+                proto.MergeFrom(part)
+            for n in names:
+                if n.endswith('.h5'):
+                    with h5py.File(io.BytesIO(z.read(n)), 'r') as f:
+                        keys = []
+                        f.visititems(lambda k, o: keys.append((o.attrs.get('index', 0), k))
+                                     if isinstance(o, h5py.Dataset) else None)
+                        for _, k in sorted(keys):
+                            params[k] = f[k][...]
+                            need_grad[k] = bool(f[k].attrs.get('need_grad', False))
+        except (zipfile.BadZipFile, DecodeError, text_format.ParseError, OSError, KeyError,
+                UnicodeDecodeError, ValueError) as e:
+            raise NnpError(f"{path}: damaged .nnp ({type(e).__name__}: {e})")
+    return Nnp(proto, params, need_grad)
+
+
+def write_nnp(path, nnp):
+    """Write an :class:`Nnp` as nnabla does (nntxt + parameter.h5), atomically.
+
+    The archive is written under a temporary name in the destination folder and moved into place,
+    so an existing file is replaced only by a complete one.
+
+    Args:
+        path (str): destination (``.nnp``).
+        nnp (Nnp): what to write.
+    """
+    from nnabla.utils.nnp_format import nnp_version
+    if not str(path).endswith('.nnp'):
+        raise NnpError(f"{path}: the file name must end with .nnp")
+    buf = io.BytesIO()
+    with h5py.File(buf, 'w') as f:
+        for i, (k, v) in enumerate(nnp.params.items()):
+            f[k] = v
+            f[k].attrs['need_grad'] = bool(nnp.need_grad.get(k, False))
+            f[k].attrs['index'] = i
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix='.nnp', dir=folder)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as z:
+            z.writestr('nnp_version.txt', nnp_version())
+            z.writestr('network.nntxt', text_format.MessageToString(nnp.proto))
+            z.writestr('parameter.h5', buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def proto_network(nnp, name=None):
+    """The network called ``name`` (default: the first one) of an :class:`Nnp`."""
+    nets = list(nnp.proto.network)
+    if not nets:
+        raise NnpError("the file defines no network")
+    if name is None:
+        return nets[0]
+    for n in nets:
+        if n.name == name:
+            return n
+    raise NnpError(f"no network named {name!r}; the file has {[n.name for n in nets]}")
+
+
+def lut_embeds(net, params):
+    """The look-up-table functions of a network: ``Embed(A, d)`` with stored int ``A`` and 1-D ``d``.
+
+    Args:
+        net: a network of the protobuf.
+        params (dict): parameter name -> array.
+
+    Returns:
+        list: ``(function, A name, d name)`` triples.
+    """
+    out = []
+    for f in net.function:
+        if f.type == 'Embed' and len(f.input) == 2:
+            a, d = f.input
+            if (a in params and d in params and np.issubdtype(params[a].dtype, np.integer)
+                    and params[d].ndim == 1):
+                out.append((f, a, d))
+    return out
+
+
+def _consumers(net):
+    cons = {}
+    for f in net.function:
+        for i in f.input:
+            cons.setdefault(i, []).append(f)
+    return cons
+
+
+def _common_prefix(names):
+    parts = [n.split('/')[:-1] for n in names]
+    prefix = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        prefix.append(level[0])
+    return '/'.join(prefix)
+
+
+def _evaluate(nnp, net_name, names):
+    """Values of variables ``names`` of a network, computed by nnabla (batch size 1)."""
+    import nnabla as nn
+    from nnabla.utils.nnp_graph import NnpLoader
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, 'eval.nnp')
+    try:
+        write_nnp(path, nnp)
+        with nn.parameter_scope('nnabla_lutq_fold'):  # loaded parameters stay out of the way
+            net = NnpLoader(path).get_network(net_name, batch_size=1)
+            values = {}
+            for n in names:
+                v = net.variables[n]
+                v.forward()
+                values[n] = v.d.copy()
+        nn.parameter.get_current_parameter_scope().pop('nnabla_lutq_fold', None)
+        return values
+    finally:
+        os.remove(path)
+        os.rmdir(folder)
+
+
+def fold_constants(nnp, dense=False):
+    """Replace subgraphs that depend on parameters only by stored parameters.
+
+    A variable computed only from parameters and read by a function that also depends on data is
+    evaluated with nnabla and stored as a parameter; the functions that computed it (and the
+    parameters only they read) are removed. Names: the tied weights of ``Embed(A, d)`` become
+    ``<layer>/W`` (``A`` = ``<layer>/A``); other values take the common scope of the parameters
+    they come from plus ``/a`` when multiplied with data, ``/b`` when added (multiplier-less BN
+    becomes ``x * a + b`` with ``a`` a power of two), ``/c`` otherwise.
+
+    Args:
+        nnp (Nnp): the model (not modified).
+        dense (bool or collection): fold the look-up tables too (``d[A]`` stored as float
+            weights); a collection of function types (e.g. ``{'Affine'}``) folds only the tables
+            those functions read. By default ``Embed(A, d)`` is kept.
+
+    Returns:
+        Nnp: the rewritten model.
+    """
+    out = nnp.copy()
+    used_names = set(out.params)
+    for net in out.proto.network:
+        params = out.params
+        if dense is True or dense is False:
+            keep = set() if dense else {f.output[0] for f, _, _ in lut_embeds(net, params)}
+        else:  # fold only the tables read by the given function types
+            readers = _consumers(net)
+            keep = {f.output[0] for f, _, _ in lut_embeds(net, params)
+                    if not any(g.type in dense for g in readers.get(f.output[0], []))}
+        const = {v.name for v in net.variable if v.type == 'Parameter' and v.name in params}
+        sources = {n: {n} for n in const}
+        producer = {}
+        for f in net.function:  # functions are stored in topological order
+            for o in f.output:
+                producer[o] = f
+            if f.input and all(i in const for i in f.input) and f.output[0] not in keep:
+                src = set().union(*(sources[i] for i in f.input))
+                for o in f.output:
+                    const.add(o)
+                    sources[o] = src
+        cons = _consumers(net)
+        frontier = [v for v in const if v in producer and any(
+            not all(i in const for i in g.input) or g.output[0] in keep for g in cons.get(v, []))]
+        if not frontier:
+            continue
+        values = _evaluate(out, net.name, sorted(frontier))
+        rename = {}
+        for v in sorted(frontier):
+            f = producer[v]
+            if f.type == 'Embed' and f.input[0].endswith('/A'):
+                name = f.input[0][:-2] + '/W'
+            else:
+                kinds = {g.type for g in cons[v] if not all(i in const for i in g.input)}
+                suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {
+                    'Add2', 'Sub2'} else 'c'
+                prefix = _common_prefix(sorted(sources[v])) or 'folded'
+                name = f"{prefix}/{suffix}"
+            base, k = name, 1
+            while name in used_names:
+                name, k = f"{base}_{k}", k + 1
+            used_names.add(name)
+            rename[v] = name
+            out.params[name] = values[v].astype(np.float32)
+            out.need_grad[name] = False
+        # drop the functions whose outputs are all constant, then unused variables/parameters
+        dropped = [f for f in net.function if all(o in const for o in f.output)]
+        for f in dropped:
+            net.function.remove(f)
+        for f in net.function:
+            for j, i in enumerate(f.input):
+                if i in rename:
+                    f.input[j] = rename[i]
+        for v in net.variable:
+            if v.name in rename:
+                v.name = rename[v.name]
+                v.type = 'Parameter'
+        read = {i for f in net.function for i in f.input} | {o for f in net.function
+                                                               for o in f.output}
+        for v in [v for v in net.variable if v.name not in read]:
+            net.variable.remove(v)
+    live = {v.name for net in out.proto.network for v in net.variable if v.type == 'Parameter'}
+    for k in [k for k in out.params if k not in live]:
+        del out.params[k]
+    _sync_executor_parameters(out)
+    return out
+
+
+def _sync_executor_parameters(nnp):
+    """Make every executor's parameter list the parameters its network reads."""
+    nets = {n.name: n for n in nnp.proto.network}
+    for e in nnp.proto.executor:
+        net = nets.get(e.network_name)
+        if net is None:
+            continue
+        names = [v.name for v in net.variable if v.type == 'Parameter' and v.name in nnp.params]
+        del e.parameter_variable[:]
+        for n in names:
+            e.parameter_variable.add().variable_name = n

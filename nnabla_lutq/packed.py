@@ -1,0 +1,250 @@
+"""The packed look-up-table file (``.lutq``): an .nnp with its indices stored at ⌈log2 K⌉ bits.
+
+Format, version 1 (all integers little-endian)::
+
+    offset  size  content
+    0       4     magic b'LUTQ'
+    4       2     format version (uint16) = 1
+    6       2     flags (uint16) = 0
+    8       4     M = length of the compressed metadata (uint32)
+    12      8     P = length of the parameter payload (uint64)
+    20      M     zlib(level 9) of: uint32 J, J bytes of JSON manifest (UTF-8), then the network
+                  definition (binary protobuf, nnabla_pb2.NNablaProtoBuf, without parameters)
+    20+M    P     parameter payloads, in manifest order (see below)
+    20+M+P  4     CRC-32 of every byte before it (uint32)
+
+The manifest is ``{"params": [...], "payload": total payload bytes}``. Each entry is either
+
+* a look-up table ``{"A": name, "d": name, "shape": [...], "K": K, "bits": b, "A_dtype": ...,
+  "need_grad": [gA, gd]}``: payload = ``d`` as K float32 values (K·32 bits) followed by the N
+  indices of ``A`` packed at b = ⌈log2 K⌉ bits each, least significant bit first, the layer
+  padded to a whole byte: exactly ``K·4 + ⌈N·b / 8⌉`` bytes, the paper's K·32 + N·⌈log2 K⌉ bits;
+* any other parameter ``{"name": ..., "shape": [...], "dtype": ..., "need_grad": g}``: its raw
+  little-endian C-order bytes.
+
+A look-up table is an ``Embed(A, d)`` in the network whose ``A`` is a stored integer parameter
+and ``d`` a 1-D float32 parameter (what :func:`nnabla_lutq.export_nnp` writes). Everything beyond
+the raw parameters and the tables — header, names, network definition, checksum — is the
+compressed metadata plus 24 bytes.
+"""
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+from .dictionary import bits_per_index
+from .nnp import Nnp, NnpError, lut_embeds, read_nnp, write_nnp
+
+__all__ = ['pack', 'unpack', 'read_lutq', 'write_lutq', 'pack_indices', 'unpack_indices',
+           'LutqFormatError', 'FORMAT_VERSION', 'MAGIC']
+
+MAGIC = b'LUTQ'
+FORMAT_VERSION = 1
+_HEADER = struct.Struct('<4sHHIQ')
+
+
+class LutqFormatError(ValueError):
+    """A .lutq file is truncated, corrupted, of another version, or not a .lutq file."""
+
+
+def pack_indices(a, bits):
+    """Pack non-negative integers below ``2**bits`` at ``bits`` bits each (LSB first).
+
+    Args:
+        a (numpy.ndarray): the indices (any shape; flattened in C order).
+        bits (int): bits per index (0 gives no bytes).
+
+    Returns:
+        bytes: ``ceil(a.size * bits / 8)`` bytes.
+    """
+    a = np.ascontiguousarray(a).ravel().astype(np.uint32)
+    if bits == 0 or a.size == 0:
+        return b''
+    planes = ((a[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.packbits(planes.ravel(), bitorder='little').tobytes()
+
+
+def unpack_indices(buf, n, bits):
+    """Inverse of :func:`pack_indices`: ``n`` indices as int64."""
+    if bits == 0 or n == 0:
+        return np.zeros(n, np.int64)
+    planes = np.unpackbits(np.frombuffer(buf, np.uint8), count=n * bits, bitorder='little')
+    return (planes.reshape(n, bits).astype(np.int64) << np.arange(bits)).sum(1)
+
+
+def _tables(model):
+    """``A name -> (d name, K)`` of every look-up table that can be packed."""
+    out = {}
+    for net in model.proto.network:
+        for _, a, d in lut_embeds(net, model.params):
+            if model.params[d].dtype != np.float32 or a in out:
+                continue
+            k = len(model.params[d])
+            arr = model.params[a]
+            if arr.size and (arr.min() < 0 or arr.max() >= k):
+                raise LutqFormatError(f"{a}: indices outside [0, {k}) of {d}; not a valid "
+                                      "look-up table")
+            out[a] = (d, k)
+    return out
+
+
+def write_lutq(path, model):
+    """Write an :class:`~nnabla_lutq.nnp.Nnp` as a .lutq file (atomically).
+
+    Args:
+        path (str): destination.
+        model (Nnp): the model.
+
+    Returns:
+        dict: byte counts: ``total``, ``tables`` (look-up tables), ``raw`` (other parameters),
+        ``overhead`` (header, metadata, checksum) and per-table ``layers``.
+    """
+    tables = _tables(model)
+    in_table = {d for d, _ in tables.values()}
+    entries, payload, layers = [], [], []
+    for name, arr in model.params.items():
+        if name in in_table:
+            continue
+        if name in tables:
+            d, k = tables[name]
+            b = bits_per_index(k)
+            blob = model.params[d].astype('<f4').tobytes() + pack_indices(arr, b)
+            entries.append({'A': name, 'd': d, 'shape': list(arr.shape), 'K': k, 'bits': b,
+                            'A_dtype': arr.dtype.str,
+                            'need_grad': [bool(model.need_grad.get(name)),
+                                          bool(model.need_grad.get(d))]})
+            layers.append({'name': name[:-2] if name.endswith('/A') else name, 'K': k,
+                           'bits': b, 'n_weights': int(arr.size), 'bytes': len(blob)})
+        else:
+            le = arr.dtype.newbyteorder('<') if arr.dtype.byteorder == '>' else arr.dtype
+            blob = np.ascontiguousarray(arr, dtype=le).tobytes()
+            entries.append({'name': name, 'shape': list(arr.shape), 'dtype': le.str,
+                            'need_grad': bool(model.need_grad.get(name))})
+        payload.append(blob)
+    body = b''.join(payload)
+    manifest = json.dumps({'params': entries, 'payload': len(body)},
+                          separators=(',', ':')).encode()
+    meta = zlib.compress(struct.pack('<I', len(manifest)) + manifest +
+                         model.proto.SerializeToString(), 9)
+    data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta), len(body)) + meta + body
+    data += struct.pack('<I', zlib.crc32(data) & 0xFFFFFFFF)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix='.lutq', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    table_bytes = sum(x['bytes'] for x in layers)
+    return {'total': len(data), 'tables': table_bytes, 'raw': len(body) - table_bytes,
+            'overhead': len(data) - len(body), 'layers': layers}
+
+
+def read_lutq(path):
+    """Read a .lutq file into an :class:`~nnabla_lutq.nnp.Nnp` (indices back in their dtype).
+
+    Raises:
+        LutqFormatError: missing, not a .lutq file, other version, truncated or corrupted.
+    """
+    from nnabla.utils import nnabla_pb2
+    if not os.path.isfile(path):
+        raise LutqFormatError(f"{path}: no such file")
+    with open(path, 'rb') as f:
+        data = f.read()
+    if data[:4] != MAGIC:
+        raise LutqFormatError(f"{path}: not a .lutq file (it does not start with {MAGIC!r})")
+    if len(data) < _HEADER.size + 4:
+        raise LutqFormatError(f"{path}: truncated ({len(data)} bytes)")
+    magic, version, flags, meta_len, payload_len = _HEADER.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise LutqFormatError(f"{path}: format version {version}; this nnabla-lutq reads version "
+                              f"{FORMAT_VERSION} (use the nnabla-lutq that wrote it)")
+    expected = _HEADER.size + meta_len + payload_len + 4
+    if len(data) != expected:
+        raise LutqFormatError(
+            f"{path}: " + ('truncated' if len(data) < expected else 'has extra bytes') +
+            f" ({len(data)} bytes, the header says {expected}); re-create it with "
+            "`nnabla-lutq pack`")
+    if zlib.crc32(data[:-4]) & 0xFFFFFFFF != struct.unpack('<I', data[-4:])[0]:
+        raise LutqFormatError(f"{path}: corrupted (checksum mismatch); re-create it with "
+                              "`nnabla-lutq pack`")
+    try:
+        meta = zlib.decompress(data[_HEADER.size:_HEADER.size + meta_len])
+        (jlen,) = struct.unpack_from('<I', meta)
+        manifest = json.loads(meta[4:4 + jlen].decode())
+        proto = nnabla_pb2.NNablaProtoBuf()
+        proto.ParseFromString(meta[4 + jlen:])
+    except (zlib.error, struct.error, ValueError, UnicodeDecodeError) as e:
+        raise LutqFormatError(f"{path}: damaged metadata ({e})")
+    body = data[_HEADER.size + meta_len:-4]
+    if len(body) != manifest['payload']:
+        raise LutqFormatError(f"{path}: payload is {len(body)} bytes, the manifest says "
+                              f"{manifest['payload']}")
+    params, need_grad, pos = {}, {}, 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(body):
+            raise LutqFormatError(f"{path}: payload shorter than its manifest")
+        pos += n
+        return body[pos - n:pos]
+    for e in manifest['params']:
+        if 'A' in e:
+            n = int(np.prod(e['shape'], dtype=np.int64))
+            d = np.frombuffer(take(4 * e['K']), '<f4').astype(np.float32)
+            idx = unpack_indices(take((n * e['bits'] + 7) // 8), n, e['bits'])
+            params[e['A']] = idx.astype(np.dtype(e['A_dtype'])).reshape(e['shape'])
+            params[e['d']] = d
+            need_grad[e['A']], need_grad[e['d']] = e['need_grad']
+        else:
+            dt = np.dtype(e['dtype'])
+            n = int(np.prod(e['shape'], dtype=np.int64))
+            params[e['name']] = np.frombuffer(take(n * dt.itemsize), dt).astype(
+                dt.newbyteorder('=')).reshape(e['shape'])
+            need_grad[e['name']] = e['need_grad']
+    return Nnp(proto, params, need_grad)
+
+
+def pack(nnp_path, lutq_path):
+    """Pack an .nnp into a .lutq file (see the module docs for the format).
+
+    Args:
+        nnp_path (str): an .nnp, typically written by :func:`nnabla_lutq.export_nnp`.
+        lutq_path (str): destination.
+
+    Returns:
+        dict: byte counts (see :func:`write_lutq`).
+
+    Raises:
+        ~nnabla_lutq.nnp.NnpError: if the .nnp cannot be read.
+        LutqFormatError: if a look-up table has indices outside its dictionary.
+    """
+    if os.path.abspath(nnp_path) == os.path.abspath(lutq_path):
+        raise LutqFormatError("the input and the output are the same file")
+    return write_lutq(lutq_path, read_nnp(nnp_path))
+
+
+def unpack(lutq_path, nnp_path):
+    """Unpack a .lutq file into an .nnp with the same definition and parameters (lossless).
+
+    Args:
+        lutq_path (str): the packed file.
+        nnp_path (str): destination ``.nnp``.
+
+    Returns:
+        ~nnabla_lutq.nnp.Nnp: the unpacked model.
+
+    Raises:
+        LutqFormatError: truncated, corrupted, other version or not a .lutq file (nothing is
+            written then).
+    """
+    if not str(nnp_path).endswith('.nnp'):
+        raise NnpError(f"{nnp_path}: the file name must end with .nnp")
+    model = read_lutq(lutq_path)
+    write_nnp(nnp_path, model)
+    return model
