@@ -137,6 +137,7 @@ def _cmd_plot(args):
         bits = max(1, math.ceil(math.log2(len(d)))) if len(d) > 1 else 0
         short = name.split('/')
         ax.set_title(f"{'/'.join(short[-3:-1]) or name}  K={len(d)} ({bits} bit)", fontsize=8)
+        ax.set_xlabel('weight value', fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[n:]:
         ax.axis('off')

@@ -3,8 +3,9 @@
 Trains a small CNN float, then LUT-Q 4-bit, 2-bit power-of-two with multiplier-less BN and 4-bit
 with 50 % pruning (each initialized from the float weights with
 :func:`nnabla_lutq.load_float_parameters` and trained with :class:`nnabla_lutq.LUTQSolver`),
-prints the accuracies side by side and the 4-bit model's report, exports the 4-bit model to .nnp
-(look-up tables only, no float W), reloads it with nnabla's loader and checks the outputs match.
+prints the accuracies side by side and the 4-bit model's report, exports the float and the 4-bit
+model to .nnp (the latter with look-up tables only, no float W), packs the 4-bit one into .lutq,
+reloads both files with nnabla's loader and checks the outputs match.
 
 Usage: ``python -m nnabla_lutq.demo [--epochs 30] [--context cpu|cudnn] [--output demo_output]``
 """
@@ -161,6 +162,7 @@ def main(argv=None):
         print(f"  {name:<16} accuracy {r['accuracy']:7.2%}   ({r['seconds']:.1f} s)")
         if name == 'float':
             nn.save_parameters(float_h5)
+            float_nnp = _export_float(layers, data, args.output)
         if name == 'lutq4':
             lutq4_report, export = _report_and_export(layers, data, args.output)
     base = results['float']['accuracy']
@@ -169,10 +171,15 @@ def main(argv=None):
         print(f"  {name:<16} {r['accuracy']:8.2%}   {100 * (r['accuracy'] - base):+6.2f} pts")
     print('\n4-bit LUT-Q model (lutq4):')
     print(lutq4_report.table())
-    print(f"\nexported {export['path']} ({export['bytes']:,} bytes; float W not included) and "
-          f"reloaded it with nnabla's NnpLoader: outputs identical = {export['identical']}")
+    sizes = {'float.nnp': os.path.getsize(float_nnp), 'lutq4.nnp': export['bytes'],
+             'lutq4.lutq': export['lutq_bytes']}
+    print(f"\nfiles: float.nnp {sizes['float.nnp']:,} bytes, lutq4.nnp {sizes['lutq4.nnp']:,} "
+          f"bytes (look-up tables, no float W), lutq4.lutq {sizes['lutq4.lutq']:,} bytes "
+          f"(indices at 4 bits); reloaded .nnp and unpacked .lutq with nnabla's NnpLoader: "
+          f"outputs identical = {export['identical']}")
     summary = {k: {'accuracy': v['accuracy'], 'seconds': v['seconds']} for k, v in results.items()}
     summary['lutq4_report'] = {'layers': lutq4_report.records(), 'totals': lutq4_report.totals}
+    summary['file_bytes'] = sizes
     with open(os.path.join(args.output, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     if not export['identical']:
@@ -180,8 +187,18 @@ def main(argv=None):
     return summary
 
 
+def _export_float(layers, data, out):
+    """Export the float model (for the size comparison)."""
+    x = nn.Variable((1,) + data[2].shape[1:])
+    with nn.parameter_scope('net'):
+        y = digits_cnn(x, layers, test=True)
+    path = os.path.join(out, 'float.nnp')
+    nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
+    return path
+
+
 def _report_and_export(layers, data, out):
-    """Report the trained 4-bit model and round-trip it through .nnp."""
+    """Report the trained 4-bit model, round-trip it through .nnp and pack it into .lutq."""
     from nnabla.utils.nnp_graph import NnpLoader
     x = nn.Variable((len(data[2]),) + data[2].shape[1:])
     with nnabla_lutq.inference_mode(), nn.parameter_scope('net'):
@@ -191,12 +208,20 @@ def _report_and_export(layers, data, out):
     rep = nnabla_lutq.report(y)
     path = os.path.join(out, 'lutq4.nnp')
     nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
-    net = NnpLoader(path).get_network('lutq', batch_size=len(data[2]))
-    xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
-    xi.d = data[2]
-    yo.forward()
-    return rep, {'path': path, 'bytes': os.path.getsize(path),
-                 'identical': bool(np.array_equal(yo.d, y.d))}
+    packed = os.path.join(out, 'lutq4.lutq')
+    nnabla_lutq.pack(path, packed)
+    unpacked = os.path.join(out, 'lutq4-unpacked.nnp')
+    nnabla_lutq.unpack(packed, unpacked)
+    identical = True
+    for i, f in enumerate((path, unpacked)):
+        with nn.parameter_scope(f'reload{i}'):  # keep the trained parameters registered
+            net = NnpLoader(f).get_network('lutq', batch_size=len(data[2]))
+        xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
+        xi.d = data[2]
+        yo.forward()
+        identical &= bool(np.array_equal(yo.d, y.d))
+    return rep, {'path': path, 'bytes': os.path.getsize(path), 'lutq_path': packed,
+                 'lutq_bytes': os.path.getsize(packed), 'identical': identical}
 
 
 if __name__ == '__main__':
