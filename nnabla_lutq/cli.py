@@ -167,13 +167,26 @@ def _cmd_unpack(args):
 
 def _cmd_convert(args):
     from .quantize import quantize_nnp
+    data = None
+    if args.eval_data:
+        import numpy as np
+        try:
+            with np.load(args.eval_data) as f:
+                data = (f['x'].astype(np.float32), f['y'])
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"--eval-data {args.eval_data}: expected an .npz with arrays x "
+                             f"(inputs) and y (labels) ({e})")
     r = quantize_nnp(args.input, args.output, n_values=args.n_values,
                      dictionary=args.dictionary, prune_ratio=args.prune_ratio, iters=args.iters,
-                     progress=True)
+                     data=data, progress=True)
     for layer in r['layers']:
         print(f"  {layer['name']:<40} K={layer['K']:<4} N={layer['n_weights']:<9} "
               f"mse {layer['mse']:.3g}")
     print(f"wrote {args.output} ({len(r['layers'])} layers quantized)")
+    if data is not None:
+        print(f"accuracy on {len(data[0])} samples: float {r['accuracy_before']:.2%} -> "
+              f"LUT-Q {r['accuracy_after']:.2%} "
+              f"({100 * (r['accuracy_after'] - r['accuracy_before']):+.2f} points)")
 
 
 def _cmd_onnx(args):
@@ -211,6 +224,8 @@ def _parser():
     s.add_argument('--dictionary', choices=['free', 'pow2'], default='free')
     s.add_argument('--prune-ratio', type=float, default=0.0)
     s.add_argument('--iters', type=int, default=10, help='k-means iterations')
+    s.add_argument('--eval-data', metavar='NPZ', default=None,
+                   help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
     s.set_defaults(func=_cmd_convert)
     s = sub.add_parser('onnx', help='.nnp -> .onnx through nnabla\'s converter ([onnx] extra)')
     s.add_argument('input', help='.nnp')

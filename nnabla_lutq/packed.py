@@ -8,7 +8,7 @@ Format, version 1 (all integers little-endian)::
     6       2     flags (uint16) = 0
     8       4     M = length of the compressed metadata (uint32)
     12      8     P = length of the parameter payload (uint64)
-    20      M     zlib(level 9) of: uint32 J, J bytes of JSON manifest (UTF-8), then the network
+    20      M     xz (LZMA, preset 9e) of: uint32 J, J bytes of JSON manifest (UTF-8), then the network
                   definition (binary protobuf, nnabla_pb2.NNablaProtoBuf, without parameters)
     20+M    P     parameter payloads, in manifest order (see below)
     20+M+P  4     CRC-32 of every byte before it (uint32)
@@ -31,6 +31,7 @@ import json
 import os
 import struct
 import tempfile
+import lzma
 import zlib
 
 import numpy as np
@@ -127,8 +128,8 @@ def write_lutq(path, model):
     body = b''.join(payload)
     manifest = json.dumps({'params': entries, 'payload': len(body)},
                           separators=(',', ':')).encode()
-    meta = zlib.compress(struct.pack('<I', len(manifest)) + manifest +
-                         model.proto.SerializeToString(), 9)
+    meta = lzma.compress(struct.pack('<I', len(manifest)) + manifest +
+                         model.proto.SerializeToString(), preset=9 | lzma.PRESET_EXTREME)
     data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta), len(body)) + meta + body
     data += struct.pack('<I', zlib.crc32(data) & 0xFFFFFFFF)
     folder = os.path.dirname(os.path.abspath(path))
@@ -174,12 +175,12 @@ def read_lutq(path):
         raise LutqFormatError(f"{path}: corrupted (checksum mismatch); re-create it with "
                               "`nnabla-lutq pack`")
     try:
-        meta = zlib.decompress(data[_HEADER.size:_HEADER.size + meta_len])
+        meta = lzma.decompress(data[_HEADER.size:_HEADER.size + meta_len])
         (jlen,) = struct.unpack_from('<I', meta)
         manifest = json.loads(meta[4:4 + jlen].decode())
         proto = nnabla_pb2.NNablaProtoBuf()
         proto.ParseFromString(meta[4 + jlen:])
-    except (zlib.error, struct.error, ValueError, UnicodeDecodeError) as e:
+    except (lzma.LZMAError, struct.error, ValueError, UnicodeDecodeError) as e:
         raise LutqFormatError(f"{path}: damaged metadata ({e})")
     body = data[_HEADER.size + meta_len:-4]
     if len(body) != manifest['payload']:

@@ -270,7 +270,8 @@ def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
     ds = cifar_data.load_cifar10(jpeg_tar, progress=False)
     _, _, predict = trainer.predict_fn(cifar_train.resnet20, configs.parse(
         'lutq2-pow2-mlbn', act_bits=8), 1, ds.image_shape)
-    net = NnpLoader(str(out / 'model.nnp')).get_network('lutq', batch_size=1)
+    with nn.parameter_scope('loaded'):
+        net = NnpLoader(str(out / 'model.nnp')).get_network('lutq', batch_size=1)
     xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
     names = set(nn.get_parameters(grad_only=False))
     assert not any(n.endswith('/W') and 'lutq' in n for n in net.variables if n not in names)
@@ -278,6 +279,18 @@ def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
         xi.d = img[None]
         yo.forward()
         np.testing.assert_array_equal(yo.d, predict(img[None]))
+    # deployment of the trained ResNet-20: pack, unpack, same outputs; the report reads it
+    from nnabla_lutq import cli, pack, unpack
+    st = pack(str(out / 'model.nnp'), str(tmp_path / 'm.lutq'))
+    assert len(st['layers']) == 22 and st['overhead'] <= 4096
+    unpack(str(tmp_path / 'm.lutq'), str(tmp_path / 'back.nnp'))
+    with nn.parameter_scope('back'):
+        net2 = NnpLoader(str(tmp_path / 'back.nnp')).get_network('lutq', batch_size=1)
+    xi2, yo2 = list(net2.inputs.values())[0], list(net2.outputs.values())[0]
+    xi2.d = ds.x_test[:1].astype(np.float32)
+    yo2.forward()
+    np.testing.assert_array_equal(yo2.d, predict(ds.x_test[:1].astype(np.float32)))
+    assert cli.main(['info', str(tmp_path / 'm.lutq')]) == 0
 
 
 # --- reproduction table -----------------------------------------------------------------------

@@ -279,9 +279,14 @@ def test_cli_commands(tmp_path, rng, capsys):
     assert (tmp_path / 'p.png').stat().st_size > 5000 and (tmp_path / 'h.png').stat().st_size > 5000
     nn.clear_parameters()
     (tmp_path / 'f').mkdir()
-    _, _, fpath = _float_model(tmp_path / 'f', rng)
+    fx, fy, fpath = _float_model(tmp_path / 'f', rng)
+    _float_model_data = (fx.d.copy(), fy.d.argmax(1))
+    fx, fy = _float_model_data
+    np.savez(tmp_path / 'eval.npz', x=fx, y=fy)
+    capsys.readouterr()
     assert cli.main(['convert', str(fpath), str(tmp_path / 'c.nnp'), '--n-values', '4',
-                     '--dictionary', 'pow2']) == 0
+                     '--dictionary', 'pow2', '--eval-data', str(tmp_path / 'eval.npz')]) == 0
+    assert 'float 100.00% -> LUT-Q' in capsys.readouterr().out
     assert read_nnp(str(tmp_path / 'c.nnp')).params['net/conv1/lutq_conv/d'].shape == (4,)
 
 
