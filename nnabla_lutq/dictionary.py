@@ -235,9 +235,7 @@ def _boundaries(values):
     v = values.astype(np.float64)
     mid = (v[:-1] + v[1:]) * 0.5  # exact: the sum of two float32 values fits a float64
     b = mid.astype(np.float32)
-    up = b.astype(np.float64) > mid
-    b[up] = np.nextafter(b[up], np.float32(-np.inf))
-    return b
+    return np.where(b > mid, np.nextafter(b, np.float32(-np.inf)), b)  # round down, never up
 
 
 def assign(w, d, config):

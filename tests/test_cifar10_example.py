@@ -307,3 +307,19 @@ def test_reproduce_collects_runs_into_results_md(tmp_path, official):
     errors = {json.load(open(runs / c / 'results.json'))['config']:
               json.load(open(runs / c / 'results.json'))['final_val_error'] for c in os.listdir(runs)}
     assert f"{100 * errors['lutq4-pow2']:.2f}" in text
+
+
+def test_reproduce_runs_configs_then_reports(tmp_path, official):
+    runs, md = tmp_path / 'runs', tmp_path / 'R.md'
+    argv = ['--run', 'float', 'lutq2-pow2-mlbn', '--runs', str(runs), '--output', str(md),
+            '--data-dir', official[0], '--max-iter', '2', '--batch-size', '8', '--no-progress']
+    reproduce.main(argv)
+    assert sorted(os.listdir(runs)) == ['float', 'lutq2-pow2-mlbn']
+    text = md.read_text()
+    assert '| lutq2-pow2-mlbn | 2-bit pow-2 (fully multiplier-less) | multiplier-less BN | 9.0 |' \
+        in text
+    before = (runs / 'float' / 'results.json').read_bytes()
+    reproduce.main(argv)  # finished runs are kept, not retrained
+    assert (runs / 'float' / 'results.json').read_bytes() == before
+    with pytest.raises(SystemExit):
+        reproduce.main(['--run', 'lutq2-pow3', '--runs', str(runs)])
