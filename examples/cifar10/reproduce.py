@@ -56,9 +56,17 @@ def describe_schedule(r):
     s = r['schedule']
     init = 'fine-tuned from float' if s.get('init') else 'from scratch'
     act = f", {r['act_bits']}-bit activations" if r.get('act_bits') else ''
-    return (f"{s['epochs_run']:g} epochs ({s['iterations']} it., batch {s['batch_size']}), "
+    return (f"{s['epochs_run']:.3g} epochs ({s['iterations']} it., batch {s['batch_size']}), "
             f"{s['name']} lr {s['lr']:g}, wd {s['weight_decay']:g}, {init}{act}, "
             f"{r['n_train']} training images, {r['context']}")
+
+
+def _label(layers):
+    if not layers['lutq']:
+        return 'float'
+    bits = int(layers['n_values']).bit_length() - 1
+    prune = f", {layers['prune_ratio']:.0%} pruned" if layers['prune_ratio'] else ''
+    return f"{bits}-bit {layers['dictionary']}{prune}"
 
 
 def _pct(x):
@@ -97,8 +105,7 @@ def write_report(runs, output, title_note=''):
             if c not in by:
                 continue
             r = by[c]
-            label = next((lbl for cc, lbl, _ in _ROWS if cc == c), configs.describe(
-                configs.parse(c)).split(', activations')[0])
+            label = next((lbl for cc, lbl, _ in _ROWS if cc == c), _label(r['layers']))
             bn = 'multiplier-less BN' if r['layers']['mlbn'] else 'float BN'
             delta = (f"{100 * (r['final_val_error'] - base['final_val_error']):+.2f}"
                      if base else 'n/a')
@@ -155,13 +162,16 @@ def _plot_sweep(sweep, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog='Other flags (e.g. --epochs, --context, --data-dir) are passed to train.py.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument('--run', nargs='+', metavar='CONFIG', help='configurations to train first')
     g.add_argument('--collect', metavar='DIR', help='only collect results.json below DIR')
     p.add_argument('--runs', default='runs', help='folder of the run folders (with --run)')
-    p.add_argument('--output', default='RESULTS.md')
+    p.add_argument('--output', default='RESULTS.md',
+                   help='markdown file to write (fig2_pruning.png goes next to it)')
     p.add_argument('--note', default='', help='a paragraph for the top of RESULTS.md')
     args, train_args = p.parse_known_args(argv)
     if args.run:

@@ -25,8 +25,7 @@ from nnabla_lutq.models import resnet20  # noqa: E402
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     trainer.add_arguments(p, epochs=160)
     p.add_argument('--data-dir', default=None,
                    help='folder with cifar-10-python.tar.gz, cifar-10-batches-py/ or a JPEG tree '

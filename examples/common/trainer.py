@@ -51,35 +51,39 @@ def add_arguments(parser, epochs=160):
     a = parser.add_argument
     a('--config', default='float',
       help="float or lutq<B>[-pow2][-mlbn][-prune<P>], e.g. lutq4, lutq2-pow2-mlbn, "
-           "lutq2-prune70 (see --list-configs)")
+           "lutq2-prune70 (see --list-configs; default: %(default)s)")
     a('--list-configs', action='store_true', help='print the named configurations and exit')
     a('--act-bits', type=int, default=None,
-      help='quantize activations after each ReLU to 2**bits uniform levels (e.g. 8); '
-           'default: float activations')
+      help='quantize activations after each ReLU to 2**bits uniform levels over [0, r], r '
+           'tracked per layer (e.g. 8; default: float activations)')
     a('--float-first-last', action='store_true',
       help='keep the first convolution and the last affine layer float (default: quantize all '
            'layers, as in the paper)')
-    a('--epochs', type=int, default=epochs, help='epochs of the schedule')
+    a('--epochs', type=int, default=epochs, help='epochs of the schedule (default: %(default)s)')
     a('--max-iter', type=int, default=None,
       help='stop after this many iterations (short runs); the schedule then spans them')
-    a('--batch-size', type=int, default=128)
-    a('--lr', type=float, default=0.1, help='initial learning rate (SGD, momentum 0.9)')
-    a('--momentum', type=float, default=0.9)
-    a('--weight-decay', type=float, default=5e-4)
+    a('--batch-size', type=int, default=128, help='minibatch size (default: %(default)s)')
+    a('--lr', type=float, default=0.1, help='initial learning rate (default: %(default)s)')
+    a('--momentum', type=float, default=0.9, help='SGD momentum (default: %(default)s)')
+    a('--weight-decay', type=float, default=5e-4, help='weight decay (default: %(default)s)')
     a('--schedule', choices=['step', 'cosine'], default='step',
-      help='step: lr/10 at 50%% and 75%% of the run; cosine: cosine annealing to 0')
-    a('--kmeans-iters', type=int, default=1, help='k-means iterations M per LUT-Q solver step')
+      help='step: lr/10 at 50%% and 75%% of the run; cosine: cosine annealing to 0 '
+           '(default: %(default)s)')
+    a('--kmeans-iters', type=int, default=1,
+      help='k-means iterations M per LUT-Q solver step (default: %(default)s)')
     a('--init', default=None,
       help='float parameters (.h5, e.g. a float run\'s params.h5) to start from; LUT-Q tables '
            'are initialized from them')
     a('--context', default=None, choices=['cpu', 'cudnn'],
-      help='nnabla extension context (default: cpu; a resumed run: its own)')
-    a('--seed', type=int, default=0, help='seed of initializers, data order and augmentation')
+      help='nnabla extension context (default: cpu; a resumed run keeps its own)')
+    a('--seed', type=int, default=0,
+      help='seed of initializers, data order and augmentation (default: %(default)s)')
     a('--output', default=None,
       help='run folder (default: a new folder <config>-<date>-<time> in the current directory)')
     a('--resume', default=None, metavar='RUN_DIR',
       help='continue the run in RUN_DIR from its last checkpoint, with its own settings')
-    a('--val-batch-size', type=int, default=500)
+    a('--val-batch-size', type=int, default=500,
+      help='batch size of validation (default: %(default)s)')
     a('--no-progress', dest='progress', action='store_false', help='no progress bar')
 
 
@@ -164,7 +168,7 @@ def prepare(args):
     args.context = args.context or 'cpu'
     layers = check_arguments(args)
     run_dir = args.output or f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if os.path.exists(os.path.join(run_dir, 'args.json')):
+    if any(os.path.exists(os.path.join(run_dir, f)) for f in ('checkpoint', 'results.json')):
         raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
                        f"{run_dir} or choose another --output")
     return args, layers, run_dir, False
