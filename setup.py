@@ -7,6 +7,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['nnabla_lutq', 'nnabla_lutq.*']),
+    py_modules=['nnabla_lutq_cli'],
     python_requires='>=3.8,<3.11',
     install_requires=['nnabla==1.39.*', 'numpy>=1.20,<2', 'h5py', 'tqdm'],
     extras_require={
@@ -19,7 +20,7 @@ setup(
         'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6', 'Pillow>=8',
                  'matplotlib>=3.3'],
     },
-    entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq.cli:main']},
+    entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq_cli:main']},
     classifiers=['Programming Language :: Python :: 3 :: Only',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
 )

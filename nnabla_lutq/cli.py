@@ -197,7 +197,10 @@ def _cmd_onnx(args):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog='nnabla-lutq', description=__doc__.split('\n\n')[0])
+    p = argparse.ArgumentParser(
+        prog='nnabla-lutq', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='LUT-Q models: inspect, plot, pack, unpack, convert (post-training), ONNX.',
+        epilog='\n'.join(__doc__.split('\n\n')[1:]).replace('::', ':'))
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     s = sub.add_parser('info', help='per-layer report of an .nnp or .lutq model')
@@ -244,8 +247,6 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     try:
-        import logging
-        logging.getLogger('nnabla').setLevel(logging.WARNING)
         args.func(args)
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         print(f"nnabla-lutq: error: {e}", file=sys.stderr)

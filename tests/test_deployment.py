@@ -319,3 +319,14 @@ def test_onnx_export_matches_onnxruntime(tmp_path, rng):
     assert sum(n.op_type == 'Gather' for n in graph.node) == 3
     for xb in (rng.rand(1, 1, 8, 8), rng.randn(1, 1, 8, 8)):
         assert check_onnx(str(tmp_path / 'm.onnx'), str(path), xb.astype(np.float32)) < 1e-5
+
+
+def test_console_script_prints_one_line_on_error(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, '-m', 'nnabla_lutq_cli', 'info',
+                        str(tmp_path / 'missing.nnp')], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"nnabla-lutq: error: {tmp_path / 'missing.nnp'}: no such file"]
+    assert r.stdout == ''
