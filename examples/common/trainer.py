@@ -4,7 +4,8 @@ One run = one configuration trained in its own folder::
 
     RUN_DIR/
       args.json            the settings of the run (``--resume`` reads them back)
-      checkpoint/          params.h5 + solver.h5 + state.json (latest; replaced atomically)
+      checkpoint/          params.h5 + solver.h5 + state.json (iteration, epoch, validation
+                           history; the latest one, replaced atomically)
       *.series.txt         nnabla monitors: train_loss, train_error, val_error, time
       params.h5            final parameters (``--init`` of a LUT-Q run takes a float one)
       model.nnp            inference graph (LUT-Q layers as F.embed(A, d), no float W)
@@ -311,13 +312,13 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print):
                                          'val_error': err})
                 bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
             if it % steps == 0 or it == total or it == stop_at:
-                state.update(iteration=it, seconds=time.time() - start)
+                state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
                 _save_checkpoint(run_dir, solver, state)
             if it == stop_at:
                 stopped = True
                 break
     except KeyboardInterrupt:
-        state.update(iteration=it, seconds=time.time() - start)
+        state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
         _save_checkpoint(run_dir, solver, state)
         bar.close()
         log(f"interrupted at iteration {it}: continue with --resume {run_dir}")
