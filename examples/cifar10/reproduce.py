@@ -49,7 +49,7 @@ def schedule_key(r):
     """Runs with equal keys were trained with the same schedule (comparable with each other)."""
     s = r['schedule']
     return (s['name'], s['lr'], s['iterations'], s['batch_size'], s['weight_decay'],
-            r.get('act_bits'), r['n_train'], bool(s.get('init')))
+            r.get('act_bits'), r['n_train'], bool(s.get('init')), r.get('seed', 0))
 
 
 def describe_schedule(r):
@@ -58,7 +58,7 @@ def describe_schedule(r):
     act = f", {r['act_bits']}-bit activations" if r.get('act_bits') else ''
     return (f"{s['epochs_run']:.3g} epochs ({s['iterations']} it., batch {s['batch_size']}), "
             f"{s['name']} lr {s['lr']:g}, wd {s['weight_decay']:g}, {init}{act}, "
-            f"{r['n_train']} training images, {r['context']}")
+            f"{r['n_train']} training images, seed {r.get('seed', 0)}, {r['context']}")
 
 
 def _label(layers):
@@ -122,6 +122,7 @@ def write_report(runs, output, title_note=''):
             if pts:
                 sweep.append((f"schedule {n}", pts))
     if sweep:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         fig = os.path.join(os.path.dirname(os.path.abspath(output)), 'fig2_pruning.png')
         _plot_sweep(sweep, fig)
         lines += ['## Pruning with 2-bit LUT-Q (paper Fig. 2)', '',
@@ -138,6 +139,7 @@ def write_report(runs, output, title_note=''):
                 f"{d[p]:+.2f}" if p in d else '' for p in ps) + ' |')
         lines += ['', f"![Fig. 2]({os.path.basename(fig)})", '']
     text = '\n'.join(lines)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, 'w') as f:
         f.write(text)
     return text
