@@ -232,10 +232,12 @@ def pruned_mask(w, n_pruned):
 
 def _boundaries(values):
     """float32 thresholds b with ``w > b_k  <=>  w > (v_k + v_{k+1}) / 2`` exactly for float32 w."""
-    mid = np.add(values[:-1], values[1:], dtype=np.float64)  # exact: a float32 sum fits a float64
-    mid *= 0.5
+    v = values.astype(np.float64)
+    mid = (v[:-1] + v[1:]) * 0.5  # exact: the sum of two float32 values fits a float64
     b = mid.astype(np.float32)
-    return np.where(b > mid, np.nextafter(b, np.float32(-np.inf)), b)  # round down, never up
+    up = b.astype(np.float64) > mid
+    b[up] = np.nextafter(b[up], np.float32(-np.inf))
+    return b
 
 
 def assign(w, d, config):
@@ -276,11 +278,11 @@ def _means(w, a, d, config):
     k = config.n_values
     counts = np.bincount(a, minlength=k)
     sums = np.bincount(a, weights=w, minlength=k)
-    filled = counts > 0
-    new = np.where(filled, sums / np.maximum(counts, 1), d).astype(np.float32)
+    empty = counts == 0
+    new = np.divide(sums, counts, out=d.astype(np.float64), where=~empty).astype(np.float32)
     if config.kind == 'pow2':
         new = pow2_round(new, config.pow2_range)
-        new[~filled] = d[~filled]  # an empty cluster keeps its value, unrounded
+        new[empty] = d[empty]  # an empty cluster keeps its value, unrounded
     if config.pruned:
         new[0] = 0.0
     return new
