@@ -56,7 +56,8 @@ def describe_schedule(r):
     s = r['schedule']
     init = 'fine-tuned from float' if s.get('init') else 'from scratch'
     act = f", {r['act_bits']}-bit activations" if r.get('act_bits') else ''
-    return (f"{s['epochs_run']:.3g} epochs ({s['iterations']} it., batch {s['batch_size']}), "
+    epochs = f"{s['epochs_run']:.3g} epoch" + ('' if s['epochs_run'] == 1 else 's')
+    return (f"{epochs} ({s['iterations']} it., batch {s['batch_size']}), "
             f"{s['name']} lr {s['lr']:g}, wd {s['weight_decay']:g}, {init}{act}, "
             f"{r['n_train']} training images, seed {r.get('seed', 0)}, {r['context']}")
 
@@ -94,7 +95,8 @@ def write_report(runs, output, title_note=''):
               "*Ours*: the schedule stated under each table (one table per schedule); Δ is the "
               "difference to our float run with the same schedule.", '']
     sweep = []
-    for n, (key, rs) in enumerate(groups.items(), 1):
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))  # the fullest table first
+    for n, (key, rs) in enumerate(ordered, 1):
         by = {r['config']: r for r in rs}
         base = by.get('float')
         lines += [f"## Schedule {n}: {describe_schedule(rs[0])}", '',
@@ -120,7 +122,8 @@ def write_report(runs, output, title_note=''):
                                                              base['final_val_error']))
                          for c, r in by.items() if c == 'lutq2' or c.startswith('lutq2-prune'))
             if pts:
-                sweep.append((f"schedule {n}", pts))
+                sweep.append((f"schedule {n} ({rs[0]['schedule']['iterations']} it., "
+                              f"seed {rs[0].get('seed', 0)})", pts))
     if sweep:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         fig = os.path.join(os.path.dirname(os.path.abspath(output)), 'fig2_pruning.png')
