@@ -88,6 +88,15 @@ def test_export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng):
     np.testing.assert_array_equal(out.d, y.d)
 
 
+def test_export_without_folding_keeps_the_mlbn_subgraph(tmp_path, rng):
+    x, y = build(LUTQ, rng)
+    path = tmp_path / 'raw.nnp'
+    names = nnabla_lutq.export_nnp(str(path), {'x': x}, {'y': y}, fold=False)
+    assert 'net/bn1/mlbn/gamma' in names and 'net/bn1/mlbn/a' not in names
+    assert 'Round' in [f.type for f in read_nnp(str(path)).proto.network[0].function]
+    np.testing.assert_array_equal(load_run(path, x.d), y.d)
+
+
 def test_dense_export_stores_q_as_float_weights(tmp_path, rng):
     x, y = build(LUTQ, rng)
     path = tmp_path / 'dense.nnp'
