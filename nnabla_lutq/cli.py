@@ -44,25 +44,17 @@ def load_model_report(path):
     Returns:
         tuple: ``(report, network name)``.
     """
-    import nnabla as nn
-    from nnabla.utils.nnp_graph import NnpLoader
-    from .nnp import write_nnp
+    from .nnp import default_network, loaded_network, write_nnp
     from .reporting import report
     model = _load_nnp_or_lutq(path)
-    name = (model.proto.executor[0].network_name if model.proto.executor
-            else model.proto.network[0].name)
-    scope = 'nnabla_lutq_cli'
+    name = default_network(model)
     with tempfile.TemporaryDirectory() as tmp:
-        nnp = os.path.join(tmp, 'model.nnp')
-        write_nnp(nnp, model)
-        with nn.parameter_scope(scope):
-            net = NnpLoader(nnp).get_network(name, batch_size=1)
-        outputs = list(net.outputs.values())
-        rep = report(outputs[0])
-    nn.parameter.get_current_parameter_scope().pop(scope, None)
-    for r in rep:
-        if r.name.startswith(scope + '/'):
-            r.name = r.name[len(scope) + 1:]
+        nnp = path
+        if not path.endswith('.nnp'):  # a .lutq is unpacked for nnabla's loader
+            nnp = os.path.join(tmp, 'model.nnp')
+            write_nnp(nnp, model)
+        with loaded_network(nnp, name) as net:
+            rep = report(list(net.outputs.values())[0])
     return rep, name
 
 
@@ -113,6 +105,7 @@ def _cmd_plot(args):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
+    from .dictionary import bits_per_index
     tables = tables_of(args.model)
     if not tables:
         raise ValueError(f"{args.model}: no look-up tables (Embed(A, d) / <layer>/A + <layer>/d) "
@@ -134,7 +127,7 @@ def _cmd_plot(args):
             width = (np.ptp(d) / max(1, len(d)) * 0.6) or 0.1
             ax.bar(d, counts, width=width, color='tab:blue')
             ax.set_ylabel('count')
-        bits = max(1, math.ceil(math.log2(len(d)))) if len(d) > 1 else 0
+        bits = bits_per_index(len(d))
         short = name.split('/')
         ax.set_title(f"{'/'.join(short[-3:-1]) or name}  K={len(d)} ({bits} bit)", fontsize=8)
         ax.set_xlabel('weight value', fontsize=7)

@@ -199,7 +199,7 @@ def _export_float(layers, data, out):
 
 def _report_and_export(layers, data, out):
     """Report the trained 4-bit model, round-trip it through .nnp and pack it into .lutq."""
-    from nnabla.utils.nnp_graph import NnpLoader
+    from nnabla_lutq.nnp import loaded_network
     x = nn.Variable((len(data[2]),) + data[2].shape[1:])
     with nnabla_lutq.inference_mode(), nn.parameter_scope('net'):
         y = digits_cnn(x, layers, test=True)
@@ -213,13 +213,12 @@ def _report_and_export(layers, data, out):
     unpacked = os.path.join(out, 'lutq4-unpacked.nnp')
     nnabla_lutq.unpack(packed, unpacked)
     identical = True
-    for i, f in enumerate((path, unpacked)):
-        with nn.parameter_scope(f'reload{i}'):  # keep the trained parameters registered
-            net = NnpLoader(f).get_network('lutq', batch_size=len(data[2]))
-        xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
-        xi.d = data[2]
-        yo.forward()
-        identical &= bool(np.array_equal(yo.d, y.d))
+    for f in (path, unpacked):
+        with loaded_network(f, 'lutq', batch_size=len(data[2])) as net:
+            xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
+            xi.d = data[2]
+            yo.forward()
+            identical &= bool(np.array_equal(yo.d, y.d))
     return rep, {'path': path, 'bytes': os.path.getsize(path), 'lutq_path': packed,
                  'lutq_bytes': os.path.getsize(packed), 'identical': identical}
 

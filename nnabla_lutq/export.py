@@ -1,11 +1,9 @@
 """Saving LUT-Q inference graphs to .nnp with nnabla's own writer."""
-import os
-import tempfile
 
 import nnabla as nn
 from nnabla.utils.save import save
 
-from .nnp import fold_constants, read_nnp, write_nnp
+from .nnp import atomic_output, fold_constants, read_nnp, write_nnp
 from .parametric_functions import find_lutq_layer
 
 __all__ = ['export_nnp']
@@ -97,17 +95,10 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
                       'outputs': dict(outputs), 'names': dict(inputs)}],
         'executors': [{'name': 'runtime', 'network': network_name,
                        'data': list(inputs.keys()), 'output': list(outputs.keys())}]}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix='.nnp', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path, '.nnp') as tmp:
         save(tmp, contents, variable_batch_size=True, parameters=params)
         if fold or dense:
             model = fold_constants(read_nnp(tmp), dense=dense)
             write_nnp(tmp, model)
             params = model.params
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return sorted(params)

@@ -5,7 +5,7 @@ The same model function builds the float network (``PF.convolution`` / ``PF.affi
 names, so a float checkpoint loads into the LUT-Q network with
 :func:`nnabla_lutq.load_float_parameters`. Shared by the demo, the benchmarks and the examples.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple, Union, Sequence
 
 import nnabla.functions as F

@@ -13,6 +13,7 @@ The rewrites used by export, packing and post-training quantization live here to
   power-of-two scale ``a`` and bias ``b`` of multiplier-less BN, or with ``dense=True`` the tied
   weights ``d[A]``) by a stored parameter with the values nnabla computes for it.
 """
+import contextlib
 import io
 import os
 import tempfile
@@ -25,7 +26,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
-           'proto_network']
+           'proto_network', 'atomic_output', 'default_network', 'loaded_network']
 
 
 class NnpError(ValueError):
@@ -130,18 +131,65 @@ def write_nnp(path, nnp):
             f[k] = v
             f[k].attrs['need_grad'] = bool(nnp.need_grad.get(k, False))
             f[k].attrs['index'] = i
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix='.nnp', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_output(path, '.nnp') as tmp:
         with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_DEFLATED) as z:
             z.writestr('nnp_version.txt', nnp_version())
             z.writestr('network.nntxt', text_format.MessageToString(nnp.proto))
             z.writestr('parameter.h5', buf.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix):
+    """A temporary file next to ``path`` that replaces ``path`` only if the block succeeds.
+
+    Args:
+        path (str): the destination.
+        suffix (str): suffix of the temporary name (writers that choose a format by it need it).
+
+    Yields:
+        str: the temporary path to write; it is removed if the block raises.
+    """
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def default_network(model):
+    """Name of the network of an :class:`Nnp` that its first executor runs (else the first)."""
+    if model.proto.executor:
+        return model.proto.executor[0].network_name
+    return proto_network(model).name
+
+
+@contextlib.contextmanager
+def loaded_network(path, network, batch_size=1):
+    """An .nnp's network loaded with nnabla's ``NnpLoader``, its parameters kept private.
+
+    ``NnpLoader`` registers the file's parameters in the current parameter scope, replacing
+    parameters of the same names; here they go to a private scope that is removed when the block
+    ends. Inside the block ``nn.get_parameters()`` lists the file's parameters by their own names.
+
+    Args:
+        path (str): the .nnp.
+        network (str): network name.
+        batch_size (int): batch size of the built graph.
+
+    Yields:
+        NnpNetwork: with ``inputs``, ``outputs`` and ``variables`` dicts.
+    """
+    import nnabla as nn
+    from nnabla.utils.nnp_graph import NnpLoader
+    scope = 'nnabla_lutq_loaded'
+    try:
+        with nn.parameter_scope(scope):
+            yield NnpLoader(path).get_network(network, batch_size=batch_size)
+    finally:
+        nn.parameter.get_current_parameter_scope().pop(scope, None)
 
 
 def proto_network(nnp, name=None):
@@ -197,24 +245,16 @@ def _common_prefix(names):
 
 def _evaluate(nnp, net_name, names):
     """Values of variables ``names`` of a network, computed by nnabla (batch size 1)."""
-    import nnabla as nn
-    from nnabla.utils.nnp_graph import NnpLoader
-    folder = tempfile.mkdtemp()
-    path = os.path.join(folder, 'eval.nnp')
-    try:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, 'eval.nnp')
         write_nnp(path, nnp)
-        with nn.parameter_scope('nnabla_lutq_fold'):  # loaded parameters stay out of the way
-            net = NnpLoader(path).get_network(net_name, batch_size=1)
+        with loaded_network(path, net_name) as net:
             values = {}
             for n in names:
                 v = net.variables[n]
                 v.forward()
                 values[n] = v.d.copy()
-        nn.parameter.get_current_parameter_scope().pop('nnabla_lutq_fold', None)
-        return values
-    finally:
-        os.remove(path)
-        os.rmdir(folder)
+    return values
 
 
 def fold_constants(nnp, dense=False):

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from .nnp import fold_constants, lut_embeds, read_nnp, write_nnp
+from .nnp import default_network, fold_constants, loaded_network, lut_embeds, read_nnp, write_nnp
 
 __all__ = ['export_onnx', 'check_onnx', 'DENSE_FUNCTIONS']
 
@@ -82,18 +82,13 @@ def check_onnx(onnx_path, nnp_path, inputs, network=None):
     Returns:
         float: max |onnxruntime - nnabla|.
     """
-    import nnabla as nn
     import onnxruntime as ort
-    from nnabla.utils.nnp_graph import NnpLoader
-    model = read_nnp(nnp_path)
-    network = network or model.proto.executor[0].network_name
-    with nn.parameter_scope('nnabla_lutq_check_onnx'):
-        net = NnpLoader(nnp_path).get_network(network, batch_size=len(inputs))
+    network = network or default_network(read_nnp(nnp_path))
+    with loaded_network(nnp_path, network, len(inputs)) as net:
         xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
         xi.d = inputs
         yo.forward()
         ref = yo.d.copy()
-    nn.parameter.get_current_parameter_scope().pop('nnabla_lutq_check_onnx', None)
     sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
     got = sess.run(None, {sess.get_inputs()[0].name: inputs.astype(np.float32)})[0]
     return float(np.max(np.abs(got.reshape(ref.shape) - ref)))

@@ -28,16 +28,15 @@ the raw parameters and the tables — header, names, network definition, checksu
 compressed metadata plus 24 bytes.
 """
 import json
+import lzma
 import os
 import struct
-import tempfile
-import lzma
 import zlib
 
 import numpy as np
 
 from .dictionary import bits_per_index
-from .nnp import Nnp, NnpError, lut_embeds, read_nnp, write_nnp
+from .nnp import Nnp, NnpError, atomic_output, lut_embeds, read_nnp, write_nnp
 
 __all__ = ['pack', 'unpack', 'read_lutq', 'write_lutq', 'pack_indices', 'unpack_indices',
            'LutqFormatError', 'FORMAT_VERSION', 'MAGIC']
@@ -132,15 +131,9 @@ def write_lutq(path, model):
                          model.proto.SerializeToString(), preset=9 | lzma.PRESET_EXTREME)
     data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta), len(body)) + meta + body
     data += struct.pack('<I', zlib.crc32(data) & 0xFFFFFFFF)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix='.lutq', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    with atomic_output(path, '.lutq') as tmp:
+        with open(tmp, 'wb') as f:
             f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     table_bytes = sum(x['bytes'] for x in layers)
     return {'total': len(data), 'tables': table_bytes, 'raw': len(body) - table_bytes,
             'overhead': len(data) - len(body), 'layers': layers}

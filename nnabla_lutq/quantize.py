@@ -6,7 +6,8 @@ from tqdm import tqdm
 
 from .conversion import FLOAT_TO_LUTQ_SCOPES
 from .dictionary import init_dictionary, make_config
-from .nnp import NnpError, _sync_executor_parameters, read_nnp, write_nnp
+from .nnp import (NnpError, _sync_executor_parameters, default_network, loaded_network,
+                  read_nnp, write_nnp)
 
 __all__ = ['quantize_nnp', 'WEIGHT_FUNCTIONS', 'evaluate_nnp']
 
@@ -35,15 +36,9 @@ def evaluate_nnp(path, x, y, batch_size=100, network=None):
     Returns:
         float: accuracy in [0, 1].
     """
-    import nnabla as nn
-    from nnabla.utils.nnp_graph import NnpLoader
-    model = read_nnp(path)
-    if network is None:
-        network = (model.proto.executor[0].network_name if model.proto.executor
-                   else model.proto.network[0].name)
+    network = network or default_network(read_nnp(path))
     y = np.asarray(y).reshape(-1)
-    with nn.parameter_scope('nnabla_lutq_evaluate'):
-        net = NnpLoader(path).get_network(network, batch_size=batch_size)
+    with loaded_network(path, network, batch_size) as net:
         xi = list(net.inputs.values())[0]
         yo = list(net.outputs.values())[0]
         correct = 0
@@ -53,7 +48,6 @@ def evaluate_nnp(path, x, y, batch_size=100, network=None):
             yo.forward(clear_buffer=True)
             correct += int(np.sum(yo.d[:len(xb)].reshape(len(xb), -1).argmax(1) ==
                                   y[i:i + len(xb)]))
-    nn.parameter.get_current_parameter_scope().pop('nnabla_lutq_evaluate', None)
     return correct / len(x)
 
 

@@ -11,11 +11,12 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from nnabla_lutq.nnp import atomic_output
 
 __all__ = ['DataError', 'cache_dir', 'cached', 'read_image_tree', 'ArrayDataset']
 
@@ -60,14 +61,8 @@ def cached(kind, source, build):
             pass  # a damaged cache file is rebuilt below
     arrays = build()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.npz', dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with atomic_output(path, '.npz') as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return arrays
 
 
