@@ -257,6 +257,11 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path,
     assert (out / 'params.h5').read_bytes() == before
     with pytest.raises(SystemExit, match='no checkpoint'):
         cifar_train.main(['--resume', str(tmp_path / 'nothing')])
+    broken = tmp_path / 'broken' / 'checkpoint'
+    broken.mkdir(parents=True)
+    (broken / 'state.json').write_text('{}')
+    with pytest.raises(SystemExit, match='args.json cannot be read'):
+        cifar_train.main(['--resume', str(tmp_path / 'broken')])
     for bad in (['--epochs', '0'], ['--lr', '-1'], ['--config', 'lutq2-pow3']):
         with pytest.raises(SystemExit, match='error'):
             run(tmp_path, 'x', *bad, data_dir=official[0])

@@ -160,8 +160,12 @@ def prepare(args):
         if not os.path.isfile(state):
             raise RunError(f"--resume {args.resume}: no checkpoint there "
                            f"({state} is missing); start a new run instead")
-        with open(os.path.join(args.resume, 'args.json')) as f:
-            saved = json.load(f)
+        try:
+            with open(os.path.join(args.resume, 'args.json')) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as e:
+            raise RunError(f"--resume {args.resume}: its args.json cannot be read ({e}); the "
+                           "run folder is incomplete, start a new run instead")
         merged = dict(saved, **{k: getattr(args, k) for k in _RUNTIME_ONLY
                                 if getattr(args, k, None) is not None})
         args = argparse.Namespace(**merged)
