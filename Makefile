@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m nnabla_lutq.demo
+	$(PY) examples/digits/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

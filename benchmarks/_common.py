@@ -3,8 +3,11 @@ import datetime
 import os
 import platform
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the benchmarks use the examples' models (examples.common.models)
+    sys.path.insert(0, ROOT)
 
 
 def machine(context='cpu'):

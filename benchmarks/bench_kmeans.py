@@ -13,7 +13,7 @@ import nnabla as nn
 from nnabla.ext_utils import get_extension_context
 
 from _common import append, synchronizer
-from nnabla_lutq.dictionary import make_config, kmeans_step
+from nnabla_lutq.core import make_config, kmeans_step
 
 
 def numpy_baseline(w, d):
@@ -44,16 +44,16 @@ def best_of(fn, repeat, min_sample_s=0.005):
 
 def device_step_ms(w, d, cfg, repeat):
     """Time the device graph step of one layer (cudnn context)."""
-    from nnabla_lutq.kmeans_graph import KMeansGraph
-    from nnabla_lutq.parametric_functions import LUTQLayer
+    from nnabla_lutq.kmeans import GraphKMeans
+    from nnabla_lutq.nn.state import LUTQLayer
     W = nn.Variable.from_numpy_array(w)
     dv = nn.Variable.from_numpy_array(d)
     A = nn.Variable.from_numpy_array(np.zeros(w.shape, np.int32))
-    g = KMeansGraph([LUTQLayer('bench', 'conv', W, dv, A, cfg)], 1)
+    g = GraphKMeans([LUTQLayer('bench', 'conv', W, dv, A, cfg)], 1, check_finite=False)
     sync = synchronizer('cudnn')
 
     def run():
-        g.run()
+        g.step()
         sync()
     return best_of(run, repeat)
 

@@ -18,7 +18,7 @@ from nnabla.ext_utils import get_extension_context
 
 from _common import append, synchronizer
 import nnabla_lutq
-from nnabla_lutq.models import Layers, resnet20
+from examples.common.models import Layers, resnet20
 
 
 def build(scope, layers, batch, rng):

@@ -12,14 +12,12 @@ import nnabla as nn
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'examples'))
-sys.path.insert(0, os.path.join(ROOT, 'examples', 'cifar10'))
 
-import data as cifar_data  # noqa: E402
-import reproduce  # noqa: E402
-import train as cifar_train  # noqa: E402
-from common import configs, trainer  # noqa: E402
-from common.image_data import ArrayDataset, DataError, read_image_tree  # noqa: E402
+from examples.cifar10 import data as cifar_data  # noqa: E402
+from examples.cifar10 import reproduce  # noqa: E402
+from examples.cifar10 import train as cifar_train  # noqa: E402
+from examples.common import configs, trainer  # noqa: E402
+from examples.common.image_data import ArrayDataset, DataError, read_image_tree  # noqa: E402
 
 PER_CLASS = {'train': 4, 'test': 2}
 
@@ -285,7 +283,8 @@ def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
         yo.forward()
         np.testing.assert_array_equal(yo.d, predict(img[None]))
     # deployment of the trained ResNet-20: pack, unpack, same outputs; the report reads it
-    from nnabla_lutq import cli, pack, unpack
+    from nnabla_lutq import pack, unpack
+    from nnabla_lutq import cli
     st = pack(str(out / 'model.nnp'), str(tmp_path / 'm.lutq'))
     assert len(st['layers']) == 22 and st['overhead'] <= 4096
     unpack(str(tmp_path / 'm.lutq'), str(tmp_path / 'back.nnp'))

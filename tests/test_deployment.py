@@ -13,12 +13,12 @@ from nnabla.utils.nnp_graph import NnpLoader
 
 import nnabla_lutq
 from nnabla_lutq import cli
-from nnabla_lutq.dictionary import is_pow2_array
-from nnabla_lutq.models import Layers, digits_cnn, resnet20
-from nnabla_lutq.nnp import NnpError, read_nnp
-from nnabla_lutq.packed import (LutqFormatError, pack, pack_indices, read_lutq, unpack,
+from nnabla_lutq.core import is_pow2_array
+from examples.common.models import Layers, digits_cnn, resnet20
+from nnabla_lutq.io.nnp import NnpError, read_nnp
+from nnabla_lutq.io.packed import (LutqFormatError, pack, pack_indices, read_lutq, unpack,
                                 unpack_indices)
-from nnabla_lutq.quantize import quantize_nnp
+from nnabla_lutq.io.quantize import quantize_nnp
 
 LUTQ = Layers(lutq=True, n_values=4, dictionary='pow2', mlbn=True)
 
@@ -319,7 +319,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys):
 def test_onnx_export_matches_onnxruntime(tmp_path, rng):
     pytest.importorskip('nnabla.utils.converter.onnx')
     pytest.importorskip('onnxruntime')
-    from nnabla_lutq.onnx_export import check_onnx, export_onnx
+    from nnabla_lutq.io.onnx import check_onnx, export_onnx
     x, y, path = _exported(tmp_path, rng)
     info = export_onnx(str(path), str(tmp_path / 'm.onnx'))
     assert info['gather_layers'] == 3 and info['dense_names'] == ['net/fc/lutq_affine']

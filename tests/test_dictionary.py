@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from nnabla_lutq.dictionary import (make_config, kmeans_step, init_dictionary, pruned_count,
+from nnabla_lutq.core import (make_config, kmeans_step, init_dictionary, pruned_count,
                                     pow2_round, is_pow2_array, assign, bits_per_index)
 from reference import ref_step, ref_assign
 
 CASES = [
     dict(n_values=2), dict(n_values=3), dict(n_values=16), dict(n_values=7),
     dict(n_values=16, dictionary='pow2'), dict(n_values=4, dictionary='pow2', pow2_range=(-4, -2)),
-    dict(dictionary=[-1, 1]), dict(dictionary=[-1, 0, 1]), dict(dictionary=[0.5, -0.25, 0.1]),
+    dict(dictionary=[-1, 1]), dict(dictionary=[-1, 0, 1]), dict(dictionary=[-0.25, 0.1, 0.5]),
     dict(n_values=4, prune_ratio=0.3), dict(n_values=16, prune_ratio=0.7),
     dict(n_values=4, dictionary='pow2', prune_ratio=0.5), dict(dictionary=[-1, 0, 1], prune_ratio=0.5),
 ]
@@ -141,7 +141,7 @@ def test_init_is_deterministic_and_fixed_sets_keep_their_values(rng):
     np.testing.assert_array_equal(d1, d2)
     np.testing.assert_array_equal(a1, a2)
     assert a1.shape == w.shape and a1.dtype == np.int32
-    cfg = cfg_for(w.size, dictionary=[1, -1])
+    cfg = cfg_for(w.size, dictionary=[-1, 1])
     d, a = init_dictionary(w, cfg)
     np.testing.assert_array_equal(d, [-1, 1])
     np.testing.assert_array_equal(d[a], np.where(w > 0, 1, -1))
@@ -156,7 +156,9 @@ def test_init_is_deterministic_and_fixed_sets_keep_their_values(rng):
     (dict(n_values=16, prune_ratio=0.9), 'leaves 10 weights'),
     (dict(dictionary='kmeans'), 'unknown dictionary'),
     (dict(dictionary=[1]), 'at least 2 distinct'),
-    (dict(dictionary=[1, 1]), 'at least 2 distinct'),
+    (dict(dictionary=[1, 1]), 'distinct values in ascending order'),
+    (dict(dictionary=[1, -1]), r'ascending order, got \[1.0, -1.0\]; use \[-1.0, 1.0\]'),
+    (dict(n_values=4, dictionary='pow2', pow2_range=(-2, -2)), 'offers only 2 distinct values'),
     (dict(dictionary=[-1, 1], prune_ratio=0.5), 'has no 0'),
     (dict(pow2_range=(-3, 0)), "only used with dictionary='pow2'"),
     (dict(dictionary='pow2', pow2_range=(2, 1)), 'min_exp <= max_exp'),

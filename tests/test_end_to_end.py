@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 
-from nnabla_lutq import demo
-from nnabla_lutq.models import Layers
+from examples.digits import demo
+from examples.common.models import Layers
 
 
 def test_lutq4_is_within_1_5_points_of_float(tmp_path):

@@ -74,7 +74,7 @@ def test_name_argument_and_nested_scopes(rng):
 
 def test_registered_in_nnabla_PF_without_replacing_nnabla_names():
     import nnabla.parametric_functions as P
-    import nnabla_lutq.parametric_functions as L
+    import nnabla_lutq.nn.layers as L
     for n in ('lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn'):
         assert getattr(P, n) is getattr(L, n)
     assert P.convolution.__module__ == 'nnabla.parametric_functions'

@@ -4,7 +4,7 @@ import nnabla as nn
 import nnabla.parametric_functions as PF
 
 import nnabla_lutq
-from nnabla_lutq.dictionary import pow2_round
+from nnabla_lutq.core.pow2 import pow2_round
 
 
 def _setup(rng, shape=(8, 4, 3, 3)):
@@ -46,7 +46,7 @@ def test_inference_scale_is_exactly_a_power_of_two(rng):
     np.testing.assert_array_equal(fa, a)
     np.testing.assert_allclose(fb, b - a * m, rtol=1e-6, atol=1e-6)
     assert np.array_equal(nnabla_lutq.fold_mlbn('bn')[0], fa)
-    with pytest.raises(ValueError, match='no mlbn layer'):
+    with pytest.raises(ValueError, match='no LUT-Q or mlbn layer named'):
         nnabla_lutq.fold_mlbn('other')
 
 

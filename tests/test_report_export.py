@@ -108,7 +108,7 @@ def test_load_float_parameters_maps_scopes_and_initializes_tables(rng, tmp_path)
     q = nn.get_parameters(grad_only=False)
     np.testing.assert_array_equal(q['c1/lutq_conv/W'].d, floats['c1/conv/W'])
     np.testing.assert_array_equal(q['b1/mlbn/gamma'].d, floats['b1/bn/gamma'])
-    from nnabla_lutq.dictionary import init_dictionary
+    from nnabla_lutq.core import init_dictionary
     for s in nnabla_lutq.lutq_layers():
         d, a = init_dictionary(s.W.d, s.config)
         np.testing.assert_array_equal(s.d.d, d)
@@ -132,5 +132,5 @@ def test_load_float_parameters_errors_change_nothing(rng, tmp_path):
         nnabla_lutq.load_float_parameters(str(tmp_path / 'missing.h5'))
     with pytest.raises(ValueError, match='.h5 parameter file'):
         nnabla_lutq.load_float_parameters(str(tmp_path / 'f.protobuf'))
-    with pytest.raises(ValueError, match='no LUT-Q layer named'):
+    with pytest.raises(ValueError, match='no LUT-Q or mlbn layer named'):
         nnabla_lutq.initialize(['nope'])

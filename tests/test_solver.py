@@ -6,7 +6,7 @@ import nnabla.parametric_functions as PF
 import nnabla.solvers as S
 
 import nnabla_lutq
-from nnabla_lutq.kmeans_graph import KMeansGraph
+from nnabla_lutq.kmeans import GraphKMeans
 from reference import ref_step
 
 OPTS = {'free': dict(n_values=8), 'pow2': dict(n_values=8, dictionary='pow2'),
@@ -69,8 +69,8 @@ def test_device_graph_step_matches_host_step(kind, rng):
     for s in solver.layers:  # move W away from the initial tables
         s.W.d = s.W.d + rng.randn(*s.W.shape).astype(np.float32) * 0.05
     start = _snapshot()
-    g = KMeansGraph(solver.layers, 2)
-    g.run()
+    g = GraphKMeans(solver.layers, 2)
+    g.step()
     dev = _snapshot()
     for k, v in start.items():
         nn.get_parameters(grad_only=False)[k].d = v

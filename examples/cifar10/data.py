@@ -18,7 +18,7 @@ import urllib.request
 
 import numpy as np
 
-from common.image_data import ArrayDataset, DataError, cached, read_image_tree
+from examples.common.image_data import ArrayDataset, DataError, cached, read_image_tree
 
 __all__ = ['CLASSES', 'OFFICIAL_URL', 'OFFICIAL_FILE', 'find_source', 'load_arrays',
            'load_cifar10']

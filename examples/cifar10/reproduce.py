@@ -19,10 +19,10 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ''):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-from common import configs  # noqa: E402
+from examples.common import configs  # noqa: E402
 
 #: The paper's CIFAR-10 ResNet-20 validation errors (%), full schedule.
 PAPER = {'float': 7.4, 'lutq4-pow2': 7.6, 'lutq2-pow2': 8.0, 'lutq4-pow2-mlbn': 8.1,
@@ -185,7 +185,7 @@ def main(argv=None):
                 configs.parse(c)
             except ValueError as e:
                 p.error(str(e))
-        import train
+        from examples.cifar10 import train
         for c in args.run:
             out = os.path.join(args.runs, c)
             if os.path.exists(os.path.join(out, 'results.json')):

@@ -15,13 +15,13 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ''):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-from common import trainer  # noqa: E402
-from common.image_data import DataError  # noqa: E402
-from data import load_cifar10  # noqa: E402
-from nnabla_lutq.models import resnet20  # noqa: E402
+from examples.common import trainer  # noqa: E402
+from examples.common.image_data import DataError  # noqa: E402
+from examples.common.models import resnet20  # noqa: E402
+from examples.cifar10.data import load_cifar10  # noqa: E402
 
 
 def parser():

@@ -13,7 +13,7 @@ Activation quantization is not part of the name: it is the ``--act-bits`` flag.
 """
 import re
 
-from nnabla_lutq.models import Layers
+from .models import Layers
 
 __all__ = ['NAMED', 'PRUNING_SWEEP', 'parse', 'describe']
 
@@ -29,7 +29,7 @@ _PATTERN = re.compile(r'^lutq(?P<bits>\d+)(?P<pow2>-pow2)?(?P<mlbn>-mlbn)?'
 
 
 def parse(name, act_bits=None, quantize_first_last=True):
-    """The :class:`~nnabla_lutq.models.Layers` of a configuration name.
+    """The :class:`~examples.common.models.Layers` of a configuration name.
 
     Args:
         name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]`` (see the module docs).
@@ -37,7 +37,7 @@ def parse(name, act_bits=None, quantize_first_last=True):
         quantize_first_last (bool): quantize the first convolution and the last affine layer.
 
     Returns:
-        ~nnabla_lutq.models.Layers: the layer choice.
+        ~examples.common.models.Layers: the layer choice.
 
     Raises:
         ValueError: for a name that does not follow the pattern or out-of-range numbers.
@@ -65,7 +65,7 @@ def parse(name, act_bits=None, quantize_first_last=True):
 
 
 def describe(layers):
-    """One line with the settings of a :class:`~nnabla_lutq.models.Layers`."""
+    """One line with the settings of a :class:`~examples.common.models.Layers`."""
     act = f"{layers.act_bits}-bit uniform" if layers.act_bits else 'float'
     if not layers.lutq:
         return f"float weights, float BN, activations {act}"

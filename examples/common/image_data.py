@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from nnabla_lutq.nnp import atomic_output
+from nnabla_lutq.io.nnp import atomic_output
 
 __all__ = ['DataError', 'cache_dir', 'cached', 'read_image_tree', 'ArrayDataset']
 

@@ -226,7 +226,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print):
         dataset_fn (callable): ``dataset_fn(args) -> ArrayDataset`` (called after the flags are
             checked, before the run folder is created).
         model_fn (callable): ``model_fn(x, layers, test) -> logits`` (e.g.
-            :func:`nnabla_lutq.models.resnet20`).
+            :func:`examples.common.models.resnet20`).
         stop_at (int or None): stop after this iteration with a checkpoint, as if interrupted
             (Ctrl-C does the same); ``--resume`` continues from there.
         log (callable): where progress lines go.

@@ -10,10 +10,6 @@ respect to those tied weights (straight-through estimator) and nothing to ``d`` 
 ``d`` and ``A`` change only in :meth:`nnabla_lutq.LUTQSolver.update` (the k-means step) and in
 :func:`nnabla_lutq.initialize`.
 """
-import contextlib
-import threading
-from dataclasses import dataclass
-
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
@@ -21,135 +17,20 @@ from nnabla.initializer import (ConstantInitializer, UniformInitializer, calc_un
 from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
-from .dictionary import make_config, init_dictionary, LUTQConfig
-from .kmeans_graph import pow2_scale
+from ..core.config import make_config
+from ..core.kmeans import init_dictionary
+from .functions import detached, float32_context, mlbn_scale
+from .state import STATE, LUTQLayer, MLBNLayer, WeightMode, _scope_path
 
-__all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn',
-           'inference_mode', 'fold_mlbn', 'pow2_scale', 'LUTQLayer', 'MLBNLayer',
-           'lutq_layers', 'mlbn_layers']
-
-
-@dataclass
-class LUTQLayer:
-    """Record of one LUT-Q layer, found by the solver, :func:`initialize` and the report.
-
-    Attributes:
-        name (str): the parameter prefix of the layer, e.g. ``'conv1/lutq_conv'``.
-        kind (str): ``'affine'``, ``'conv'`` or ``'depthwise_conv'``.
-        W (~nnabla.Variable): full-precision weights.
-        d (~nnabla.Variable): dictionary, shape ``(K,)``.
-        A (~nnabla.Variable): int32 assignment, shape of ``W``.
-        config (~nnabla_lutq.dictionary.LUTQConfig): validated settings.
-    """
-    name: str
-    kind: str
-    W: nn.Variable
-    d: nn.Variable
-    A: nn.Variable
-    config: LUTQConfig
-
-
-@dataclass
-class MLBNLayer:
-    """Record of one multiplier-less batch normalization layer.
-
-    Attributes:
-        name (str): the parameter prefix, e.g. ``'bn1/mlbn'``.
-        beta, gamma, mean, var (~nnabla.Variable): the parameters, as in ``PF.batch_normalization``.
-        eps (float): the epsilon the layer was built with.
-    """
-    name: str
-    beta: nn.Variable
-    gamma: nn.Variable
-    mean: nn.Variable
-    var: nn.Variable
-    eps: float
-
-
-# Registries keyed by the parameters' NdArray, which stays the same across
-# get_parameter_or_create calls, unlinked copies and nn.load_parameters.
-_LUTQ = {}  # W -> layer (one entry per layer)
-_LUTQ_ANY = {}  # W, d and A -> layer
-_MLBN = {}  # gamma -> layer
-_MLBN_BETA = {}  # beta -> layer
-_state = threading.local()
-
-
-def lutq_layers():
-    """LUT-Q layers whose parameters are still registered in nnabla's parameter scope.
-
-    Returns:
-        list: :class:`LUTQLayer` records in creation order.
-    """
-    live = {p.data for p in nn.get_parameters(grad_only=False).values()}
-    return [s for k, s in _LUTQ.items() if k in live]
-
-
-def mlbn_layers():
-    """Multiplier-less BN layers whose parameters are still registered.
-
-    Returns:
-        list: :class:`MLBNLayer` records in creation order.
-    """
-    live = {p.data for p in nn.get_parameters(grad_only=False).values()}
-    return [s for k, s in _MLBN.items() if k in live]
-
-
-def find_lutq_layer(w):
-    """The :class:`LUTQLayer` whose ``W``, ``d`` or ``A`` is the given variable, or None."""
-    return _LUTQ_ANY.get(w.data)
-
-
-def find_mlbn_layer(gamma):
-    """The :class:`MLBNLayer` whose ``gamma`` or ``beta`` is the given variable, or None."""
-    return _MLBN.get(gamma.data) or _MLBN_BETA.get(gamma.data)
-
-
-@contextlib.contextmanager
-def inference_mode():
-    """Build deployment graphs: LUT-Q layers compute ``F.embed(A, d)`` without referencing ``W``.
-
-    Graphs built inside this context contain no float weights, so they can be saved to .nnp with
-    only ``d``, ``A`` and the other parameters (see :func:`nnabla_lutq.export_nnp`). Their outputs
-    are identical to those of the training graph in test mode.
-
-    Example:
-        >>> with nnabla_lutq.inference_mode():
-        ...     y = model(x, test=True)
-    """
-    old = getattr(_state, 'inference', False)
-    _state.inference = True
-    try:
-        yield
-    finally:
-        _state.inference = old
-
-
-def _in_inference_mode():
-    return getattr(_state, 'inference', False)
-
-
-def _scope_name():
-    """The '/'-joined path of the current parameter scope (searched from the root scope)."""
-    target = nn.parameter.get_current_parameter_scope()
-
-    def walk(scope, path):
-        if scope is target:
-            return path
-        for k, v in scope.items():
-            if isinstance(v, dict):
-                found = walk(v, path + [k])
-                if found is not None:
-                    return found
-        return None
-    found = walk(nn.parameter.root_scope, [])
-    return '/'.join(found) if found is not None else '?'
+__all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn', 'fold_mlbn']
 
 
 def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
                  pow2_range):
-    """Create/get W, d and A in the current scope and return the tied weight variable."""
-    name = _scope_name()
+    """Create/get W, d and A in the current scope, register the layer and return the weight the
+    layer computes with (by the current :class:`~nnabla_lutq.nn.state.WeightMode`)."""
+    scope = nn.parameter.get_current_parameter_scope()
+    name = _scope_path(scope) or '?'
     cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name)
     k = cfg.n_values
     d_old = nn.parameter.get_parameter("d")
@@ -164,24 +45,31 @@ def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, pr
         raise ValueError(
             f"{name}: the existing assignment 'A' has shape {a_old.shape}, the weights "
             f"{tuple(w_shape)}; clear the parameters or load a matching file")
+    w_old = nn.parameter.get_parameter("W")
+    if w_old is not None and w_old.shape != tuple(w_shape):
+        raise ValueError(f"{name}: the existing weights 'W' have shape {w_old.shape}, the layer "
+                         f"asks for {tuple(w_shape)}; clear the parameters or use another name")
+    if w_old is not None and d_old is not None:  # settings conflict: refuse before any change
+        STATE.register(LUTQLayer(name, kind, w_old, d_old, a_old, cfg), scope)
     w = get_parameter_or_create("W", w_shape, w_init, True, not fix_parameters)
-    d_exists = d_old is not None
-    if d_exists:
-        d_init = a_init = None
-    else:
+    if d_old is None:
         d_init, a_init = init_dictionary(w.d, cfg)
+    else:
+        d_init = a_init = None
     d = get_parameter_or_create("d", (k,), d_init, False)
     a = get_parameter_or_create("A", tuple(w_shape), a_init, False)
     if a.data.dtype != np.int32:
         a.data.cast(np.int32)
-    _LUTQ[w.data] = layer = LUTQLayer(name, kind, w, d, a, cfg)
-    for v in (w, d, a):
-        _LUTQ_ANY[v.data] = layer
+    STATE.register(LUTQLayer(name, kind, w, d, a, cfg), scope)
+    mode = STATE.mode
+    if mode is WeightMode.FLOAT:
+        return w
     q = F.embed(a, d)
-    if _in_inference_mode() or not w.need_grad:
+    if mode is WeightMode.TABLES or not w.need_grad:
         return q
-    # (W - W) is exactly 0 forward, and passes the gradient of Q to W backward.
-    return (w - w.get_unlinked_variable(need_grad=False)) + q
+    # (W - W) is exactly 0 forward and passes the gradient of Q to W backward; the detached copy
+    # has its own gradient array (W.grad appears once in the graph).
+    return (w - detached(w)) + q
 
 
 _LUTQ_DOC_ARGS = """
@@ -404,22 +292,27 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
     unknown = set(param_init) - {'beta', 'gamma', 'mean', 'var'}
     if unknown:
         raise ValueError(f"mlbn: unknown param_init keys {sorted(unknown)}; use beta, gamma, mean, var")
+    scope = nn.parameter.get_current_parameter_scope()
+    name = _scope_path(scope) or '?'
+    existing = [nn.parameter.get_parameter(k) for k in ('beta', 'gamma', 'mean', 'var')]
+    if all(v is not None for v in existing):  # settings conflict: refuse before any change
+        STATE.register(MLBNLayer(name, *existing, float(eps), tuple(axes)), scope)
     beta = get_parameter_or_create("beta", shape_stat, param_init.get('beta', ConstantInitializer(0)),
                                    True, not fix_parameters)
     gamma = get_parameter_or_create("gamma", shape_stat, param_init.get('gamma', ConstantInitializer(1)),
                                     True, not fix_parameters)
     mean = get_parameter_or_create("mean", shape_stat, param_init.get('mean', ConstantInitializer(0)), False)
     var = get_parameter_or_create("var", shape_stat, param_init.get('var', ConstantInitializer(1)), False)
-    _MLBN[gamma.data] = _MLBN_BETA[beta.data] = MLBNLayer(_scope_name(), beta, gamma, mean, var, eps)
+    STATE.register(MLBNLayer(name, beta, gamma, mean, var, float(eps), tuple(axes)), scope)
     if not batch_stat:
-        a = pow2_scale(gamma / F.pow_scalar(var + eps, 0.5))
+        a, _ = mlbn_scale(gamma, var, eps)
         return inp * a + (beta - a * mean)
     red = tuple(i for i in range(inp.ndim) if i not in axes)
     mu = F.mean(inp, axis=red, keepdims=True)
     sigma2 = F.mean(F.pow_scalar(inp - mu, 2.0), axis=red, keepdims=True)
-    std = F.pow_scalar(sigma2 + eps, 0.5)
-    g = gamma.get_unlinked_variable(need_grad=False)
-    correction = pow2_scale(g / std) * std - g
+    g = detached(gamma)
+    a, std = mlbn_scale(g, sigma2, eps)
+    correction = a * std - g
     correction.need_grad = False  # straight through: no gradient via the rounding or σ²_B
     gamma_hat = gamma + correction
     return F.batch_normalization(inp, beta, gamma_hat, mean, var, axes, decay_rate, eps,
@@ -429,8 +322,12 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
 def fold_mlbn(layer):
     """The inference scale and bias ``(a, b)`` of a multiplier-less BN layer, for export.
 
+    Computed with the same nnabla functions as the layer's inference graph (in float32), so the
+    values equal what the graph and the exported file use.
+
     Args:
-        layer (str or MLBNLayer): the layer's parameter prefix (e.g. ``'bn1/mlbn'``) or record.
+        layer (str or MLBNLayer): the layer's parameter prefix (e.g. ``'bn1/mlbn'`` or ``'bn1'``)
+            or record.
 
     Returns:
         tuple: ``(a, b)`` float32 arrays of the shape of ``gamma``; every ``a`` is 0 or ``±2^k``
@@ -439,14 +336,12 @@ def fold_mlbn(layer):
     Raises:
         ValueError: if no multiplier-less BN layer has that name.
     """
-    from .dictionary import pow2_round
     if isinstance(layer, str):
-        found = [m for m in mlbn_layers() if m.name == layer or m.name == layer + '/mlbn']
-        if not found:
-            raise ValueError(f"no mlbn layer named {layer!r}; known: {[m.name for m in mlbn_layers()]}")
-        layer = found[0]
-    g = layer.gamma.d.astype(np.float32)
-    s = np.sqrt(layer.var.d.astype(np.float32) + np.float32(layer.eps))
-    a = pow2_round(g / s)
-    b = (layer.beta.d - a * layer.mean.d).astype(np.float32)
-    return a, b
+        layer = STATE.layer(layer)
+        if not isinstance(layer, MLBNLayer):
+            raise ValueError(f"{layer.name} is a LUT-Q layer, not a multiplier-less BN layer")
+    with nn.context_scope(float32_context()):
+        a, _ = mlbn_scale(detached(layer.gamma), detached(layer.var), layer.eps)
+        b = detached(layer.beta) - a * detached(layer.mean)
+        F.sink(a, b).forward()
+    return a.d.astype(np.float32).copy(), b.d.astype(np.float32).copy()

@@ -23,8 +23,8 @@ __all__ = ['main', 'load_model_report', 'tables_of']
 
 
 def _load_nnp_or_lutq(path):
-    from .nnp import read_nnp
-    from .packed import read_lutq
+    from ..io.nnp import read_nnp
+    from ..io.packed import read_lutq
     if path.endswith('.lutq'):
         return read_lutq(path)
     if path.endswith('.nnp'):
@@ -44,8 +44,8 @@ def load_model_report(path):
     Returns:
         tuple: ``(report, network name)``.
     """
-    from .nnp import default_network, loaded_network, write_nnp
-    from .reporting import report
+    from ..io.nnp import default_network, describe_legacy, loaded_network, write_nnp
+    from ..analysis.report import report
     model = _load_nnp_or_lutq(path)
     name = default_network(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +54,8 @@ def load_model_report(path):
             nnp = os.path.join(tmp, 'model.nnp')
             write_nnp(nnp, model)
         with loaded_network(nnp, name) as net:
-            rep = report(list(net.outputs.values())[0])
+            rep = report(list(net.outputs.values())[0],
+                         meta=model.meta or describe_legacy(model))
     return rep, name
 
 
@@ -68,9 +69,9 @@ def tables_of(path):
     Returns:
         list: ``(layer, d, A, W or None)`` per look-up table.
     """
-    from .nnp import lut_embeds
+    from ..io.nnp import lut_embeds
     if path.endswith('.h5'):
-        from .conversion import _read_h5
+        from ..training.initialization import _read_h5
         params = _read_h5(path)
         out = []
         for k in params:
@@ -105,7 +106,7 @@ def _cmd_plot(args):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import numpy as np
-    from .dictionary import bits_per_index
+    from ..core.config import bits_per_index
     tables = tables_of(args.model)
     if not tables:
         raise ValueError(f"{args.model}: no look-up tables (Embed(A, d) / <layer>/A + <layer>/d) "
@@ -144,7 +145,7 @@ def _cmd_plot(args):
 
 
 def _cmd_pack(args):
-    from .packed import pack
+    from ..io.packed import pack
     st = pack(args.input, args.output)
     print(f"{args.output}: {st['total']:,} bytes = look-up tables {st['tables']:,} + other "
           f"parameters {st['raw']:,} + definition/header/checksum {st['overhead']:,} "
@@ -152,14 +153,14 @@ def _cmd_pack(args):
 
 
 def _cmd_unpack(args):
-    from .packed import unpack
+    from ..io.packed import unpack
     model = unpack(args.input, args.output)
     print(f"{args.output}: {len(model.params)} parameters, "
           f"{os.path.getsize(args.output):,} bytes")
 
 
 def _cmd_convert(args):
-    from .quantize import quantize_nnp
+    from ..io.quantize import quantize_nnp
     data = None
     if args.eval_data:
         import numpy as np
@@ -183,7 +184,7 @@ def _cmd_convert(args):
 
 
 def _cmd_onnx(args):
-    from .onnx_export import export_onnx
+    from ..io.onnx import export_onnx
     info = export_onnx(args.input, args.output)
     print(f"wrote {args.output}: {info['gather_layers']} layers as Gather(d, A), "
           f"{info['dense_layers']} dense ({', '.join(info['dense_names']) or 'none'})")

@@ -1,7 +1,7 @@
-"""The LUT-Q k-means step as one nnabla graph, for devices (cudnn context).
+"""The k-means backend ``'graph'``: the LUT-Q step as one nnabla graph, for devices (cudnn).
 
 On a GPU the weights must not travel to the host each minibatch, so the step of
-:func:`nnabla_lutq.dictionary.kmeans_step` is expressed with nnabla functions that have device
+:func:`nnabla_lutq.core.kmeans.kmeans_step` is expressed with nnabla functions that have device
 kernels (``searchsorted``, ``scatter_add``, ``sort``, ``where``, ``assign``) and all layers' steps
 are gathered under one ``F.sink``: one ``forward`` call per minibatch runs every layer's step.
 
@@ -13,30 +13,14 @@ Differences from the host step, documented rather than hidden:
   in the last bits and between runs (the host step is deterministic);
 * with pruning, ties in |W| at the threshold are broken by the device sort's order.
 """
-import math
-
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
-__all__ = ['KMeansGraph', 'pow2_scale']
+from ..nn.functions import float32_context, pow2_round_graph
+from .base import KMeansBackend, validate
 
-
-def pow2_scale(x, pow2_range=None):
-    """sign(x)·2^round(log2|x|) as nnabla functions (0 stays 0); used by the step and by mlbn.
-
-    Args:
-        x (~nnabla.Variable): N-D array.
-        pow2_range (tuple or None): ``(min_exp, max_exp)`` clipping the exponent.
-
-    Returns:
-        ~nnabla.Variable: powers of two with the signs of ``x``.
-    """
-    e = F.round(F.log(F.abs(x)) * (1.0 / math.log(2.0)))
-    if pow2_range is not None:
-        e = F.clip_by_value(e, float(pow2_range[0]), float(pow2_range[1]))
-    # log(0) = -inf -> exponent -inf -> 2^-inf = 0, so a zero mean stays zero.
-    return F.sign(x) * F.r_pow_scalar(e, 2.0)
+__all__ = ['GraphKMeans']
 
 
 def _const(value):
@@ -73,7 +57,7 @@ def _layer_step(spec, iters):
         counts = F.scatter_add(zeros_k, i_flat, ones, axis=0)
         mean = sums / F.maximum_scalar(counts, 1.0)
         if cfg.kind == 'pow2':
-            mean = pow2_scale(mean, cfg.pow2_range)
+            mean = pow2_round_graph(mean, cfg.pow2_range)
         empty = F.less_scalar(counts, 0.5)
         d = F.where(empty, d, mean)
         if first:
@@ -84,28 +68,56 @@ def _layer_step(spec, iters):
     return outs
 
 
-class KMeansGraph(object):
-    """All layers' k-means steps as one nnabla graph, built in the current context.
+class GraphKMeans(KMeansBackend):
+    """All layers' k-means steps as one nnabla graph on the device, computed in float32.
 
-    Args:
-        specs (list): the layers' :class:`~nnabla_lutq.parametric_functions.LUTQLayer` records.
-        iters (int): M, k-means iterations per step.
+    The graph is built on the first step in the float32 version of the current context (see
+    :func:`~nnabla_lutq.nn.functions.float32_context`: a ``half`` type config would give wrong
+    means), together with a small graph that counts non-finite weights. ``d`` is validated when the
+    graph is built; each step then validates shapes and dtypes only, and reads back one number for
+    the finiteness check (``check_finite=False`` skips it).
     """
+    name = 'graph'
 
-    def __init__(self, specs, iters):
-        self.specs = list(specs)
-        outs = []
-        for spec in self.specs:
-            outs.extend(_layer_step(spec, iters))
-        self.sink = F.sink(*outs)
+    def __init__(self, layers, iters=1, check_finite=True):
+        super().__init__(layers, iters, check_finite)
+        self._ctx = None
+        self._sink = self._finite = None
 
-    def run(self):
-        """Run the step on the device: ``d`` gets the new means, ``A`` (int32) the last assignment."""
-        self.sink.forward(clear_no_need_grad=True)
-        ctx = nn.get_current_context()
-        for spec in self.specs:
+    def _build(self):
+        ctx = float32_context()
+        validate(self.layers, values=True)
+        with nn.context_scope(ctx):
+            outs = []
+            for spec in self.layers:
+                outs.extend(_layer_step(spec, self.iters))
+            self._sink = F.sink(*outs)
+            bad = [F.sum(F.logical_or(F.isnan(s.W), F.isinf(s.W))) for s in self.layers]
+            self._finite = F.add_n(*bad) if len(bad) > 1 else bad[0]
+        self._ctx = ctx
+
+    def _validate(self):
+        if self._sink is None:
+            self._build()
+        else:
+            validate(self.layers, values=False)
+
+    def nonfinite(self):
+        if self._sink is None:
+            self._build()
+        with nn.context_scope(self._ctx):
+            self._finite.forward()
+        if float(self._finite.d) == 0:
+            return []
+        return [s.name for s in self.layers
+                if not np.all(np.isfinite(s.W.data.get_data('r', np.float32)))]
+
+    def _run(self):
+        with nn.context_scope(self._ctx):
+            self._sink.forward(clear_no_need_grad=True)
+        for spec in self.layers:
             # restore the int32 dtype in place, where the array lives (no host copy on a device)
-            if ctx.array_class:
-                spec.A.data.cast(np.int32, ctx)
+            if self._ctx.array_class:
+                spec.A.data.cast(np.int32, self._ctx)
             else:
                 spec.A.data.cast(np.int32)

@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import nnabla as nn
 
-from .dictionary import init_dictionary
-from .parametric_functions import lutq_layers
+from ..core.kmeans import init_dictionary
+from ..nn.state import STATE, LUTQLayer
 
 __all__ = ['initialize', 'load_float_parameters', 'FLOAT_TO_LUTQ_SCOPES']
 
@@ -22,8 +22,8 @@ def initialize(layers=None, iters=10):
     (:func:`nnabla_lutq.dictionary.init_dictionary`). Call it after loading or editing ``W``.
 
     Args:
-        layers (list): :class:`~nnabla_lutq.parametric_functions.LUTQLayer` records or their
-            names; all registered LUT-Q layers by default.
+        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records or their full names;
+            all live LUT-Q layers by default (wherever it is called from).
         iters (int): k-means iterations after the quantile start.
 
     Returns:
@@ -32,21 +32,19 @@ def initialize(layers=None, iters=10):
     Raises:
         ValueError: for an unknown layer name or non-finite weights (nothing is changed then).
     """
-    known = lutq_layers()
     if layers is None:
-        chosen = known
+        chosen = STATE.lutq_layers()
     else:
-        by_name = {s.name: s for s in known}
         chosen = []
         for x in layers:
             if isinstance(x, str):
-                if x not in by_name:
-                    raise ValueError(f"no LUT-Q layer named {x!r}; known: {sorted(by_name)}")
-                x = by_name[x]
+                x = STATE.layer(x)
+                if not isinstance(x, LUTQLayer):
+                    raise ValueError(f"{x.name} is a multiplier-less BN layer, not a LUT-Q layer")
             chosen.append(x)
     new = []
     for s in chosen:
-        w = s.W.data.cast(np.float32)
+        w = s.W.data.get_data('r', np.float32)
         if not np.all(np.isfinite(w)):
             raise ValueError(f"{s.name}: W has non-finite values; cannot initialize its dictionary")
         new.append(init_dictionary(w, s.config, iters))
@@ -128,7 +126,7 @@ def load_float_parameters(path, initialize_tables=True, iters=10):
         var.data.cast(data[key].dtype)[...] = data[key]
     if initialize_tables:
         loaded = set(mapping.values())
-        layers = [s for s in lutq_layers()
-                  if any(current[t].data == s.W.data for t in loaded)]
+        loaded_data = {current[t].data for t in loaded}
+        layers = [s for s in STATE.lutq_layers() if s.W.data in loaded_data]
         initialize(layers, iters)
     return mapping

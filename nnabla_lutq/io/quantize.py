@@ -4,8 +4,9 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from .conversion import FLOAT_TO_LUTQ_SCOPES
-from .dictionary import init_dictionary, make_config
+from ..training.initialization import FLOAT_TO_LUTQ_SCOPES
+from ..core.config import make_config
+from ..core.kmeans import init_dictionary
 from .nnp import (NnpError, _sync_executor_parameters, default_network, loaded_network,
                   read_nnp, write_nnp)
 

@@ -20,12 +20,17 @@ import tempfile
 import zipfile
 from collections import OrderedDict
 
+import json
+
 import h5py
 import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
+from . import metadata
+
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
+           'describe_legacy',
            'proto_network', 'atomic_output', 'default_network', 'loaded_network']
 
 
@@ -40,12 +45,15 @@ class Nnp:
         proto (nnabla_pb2.NNablaProtoBuf): networks, executors, ... (without parameter values).
         params (OrderedDict): parameter name -> numpy array (dtype as stored).
         need_grad (dict): parameter name -> bool.
+        meta (dict or None): the file's LUT-Q description (:mod:`nnabla_lutq.io.metadata`);
+            None for a file that nnabla-lutq did not write.
     """
 
-    def __init__(self, proto, params, need_grad=None):
+    def __init__(self, proto, params, need_grad=None, meta=None):
         self.proto = proto
         self.params = OrderedDict(params)
         self.need_grad = dict(need_grad or {})
+        self.meta = meta
 
     def copy(self):
         """A deep copy."""
@@ -53,7 +61,7 @@ class Nnp:
         p = nnabla_pb2.NNablaProtoBuf()
         p.CopyFrom(self.proto)
         return Nnp(p, OrderedDict((k, v.copy()) for k, v in self.params.items()),
-                   self.need_grad)
+                   self.need_grad, json.loads(json.dumps(self.meta)) if self.meta else None)
 
 
 def read_nnp(path):
@@ -66,7 +74,8 @@ def read_nnp(path):
         Nnp: its definition and parameters.
 
     Raises:
-        NnpError: if the file is missing, not an .nnp archive, or its parts cannot be parsed.
+        NnpError: if the file is missing, not an .nnp archive, or its parts cannot be parsed, or
+            its LUT-Q description has a version or flags this package does not know.
     """
     from nnabla.utils import nnabla_pb2
     if not os.path.isfile(path):
@@ -97,6 +106,10 @@ def read_nnp(path):
                     need_grad[p.variable_name] = p.need_grad
                 del part.parameter[:]
                 proto.MergeFrom(part)
+            meta = None
+            if metadata.FILE_NAME in names:
+                meta = metadata.check(json.loads(z.read(metadata.FILE_NAME).decode('utf-8')),
+                                      path, NnpError)
             for n in names:
                 if n.endswith('.h5'):
                     with h5py.File(io.BytesIO(z.read(n)), 'r') as f:
@@ -106,10 +119,12 @@ def read_nnp(path):
                         for _, k in sorted(keys):
                             params[k] = f[k][...]
                             need_grad[k] = bool(f[k].attrs.get('need_grad', False))
+        except NnpError:
+            raise
         except (zipfile.BadZipFile, DecodeError, text_format.ParseError, OSError, KeyError,
                 UnicodeDecodeError, ValueError) as e:
             raise NnpError(f"{path}: damaged .nnp ({type(e).__name__}: {e})")
-    return Nnp(proto, params, need_grad)
+    return Nnp(proto, params, need_grad, meta)
 
 
 def write_nnp(path, nnp):
@@ -136,6 +151,8 @@ def write_nnp(path, nnp):
             z.writestr('nnp_version.txt', nnp_version())
             z.writestr('network.nntxt', text_format.MessageToString(nnp.proto))
             z.writestr('parameter.h5', buf.getvalue())
+            if nnp.meta:
+                z.writestr(metadata.FILE_NAME, json.dumps(nnp.meta, indent=1, sort_keys=True))
 
 
 @contextlib.contextmanager
@@ -223,6 +240,33 @@ def lut_embeds(net, params):
                     and params[d].ndim == 1):
                 out.append((f, a, d))
     return out
+
+
+def describe_legacy(nnp):
+    """A LUT-Q description for a file written without one (older nnabla-lutq, other tools).
+
+    Its look-up tables are the ``Embed(A, d)`` of stored parameters (:func:`lut_embeds`), their
+    kind read from the values (``'pow2'`` when every value is 0 or ±2^k, else ``'free'``); BN
+    layers are not described (they count as float).
+
+    Args:
+        nnp (Nnp): the model.
+
+    Returns:
+        dict: a description in the layout of :mod:`nnabla_lutq.io.metadata`.
+    """
+    from ..core.pow2 import is_pow2_array
+    meta = metadata.new()
+    for net in nnp.proto.network:
+        for _, a, d in lut_embeds(net, nnp.params):
+            layer = a[:-2] if a.endswith('/A') else a
+            meta['tables'][layer] = {
+                'kind': None, 'dictionary': 'pow2' if is_pow2_array(nnp.params[d]) else 'free',
+                'n_values': int(nnp.params[d].shape[0]), 'prune_ratio': None, 'pruned': None,
+                'pow2_range': None, 'fixed_values': None,
+                'n_weights': int(nnp.params[a].size), 'stored': 'tables', 'A': a, 'd': d,
+                'W': None}
+    return meta
 
 
 def _consumers(net):

@@ -35,7 +35,8 @@ import zlib
 
 import numpy as np
 
-from .dictionary import bits_per_index
+from ..core.config import bits_per_index
+from . import metadata
 from .nnp import Nnp, NnpError, atomic_output, lut_embeds, read_nnp, write_nnp
 
 __all__ = ['pack', 'unpack', 'read_lutq', 'write_lutq', 'pack_indices', 'unpack_indices',
@@ -76,18 +77,30 @@ def unpack_indices(buf, n, bits):
 
 
 def _tables(model):
-    """``A name -> (d name, K)`` of every look-up table that can be packed."""
+    """``A name -> (d name, K)`` of every look-up table that can be packed.
+
+    The file's LUT-Q description names its tables; a file without one (written by other tools)
+    is searched for ``Embed(A, d)`` of stored parameters.
+    """
+    if model.meta is not None:
+        pairs = [(t['A'], t['d']) for t in model.meta['tables'].values()
+                 if t.get('stored') == 'tables']
+        missing = [n for pair in pairs for n in pair if n not in model.params]
+        if missing:
+            raise LutqFormatError(f"the model's description names tables that it does not hold: "
+                                  f"{missing[:3]}")
+    else:
+        pairs = [(a, d) for net in model.proto.network for _, a, d in lut_embeds(net, model.params)]
     out = {}
-    for net in model.proto.network:
-        for _, a, d in lut_embeds(net, model.params):
-            if model.params[d].dtype != np.float32 or a in out:
-                continue
-            k = len(model.params[d])
-            arr = model.params[a]
-            if arr.size and (arr.min() < 0 or arr.max() >= k):
-                raise LutqFormatError(f"{a}: indices outside [0, {k}) of {d}; not a valid "
-                                      "look-up table")
-            out[a] = (d, k)
+    for a, d in pairs:
+        if model.params[d].dtype != np.float32 or a in out:
+            continue
+        k = len(model.params[d])
+        arr = model.params[a]
+        if arr.size and (arr.min() < 0 or arr.max() >= k):
+            raise LutqFormatError(f"{a}: indices outside [0, {k}) of {d}; not a valid "
+                                  "look-up table")
+        out[a] = (d, k)
     return out
 
 
@@ -125,7 +138,7 @@ def write_lutq(path, model):
                             'need_grad': bool(model.need_grad.get(name))})
         payload.append(blob)
     body = b''.join(payload)
-    manifest = json.dumps({'params': entries, 'payload': len(body)},
+    manifest = json.dumps({'params': entries, 'payload': len(body), 'lutq': model.meta},
                           separators=(',', ':')).encode()
     meta = lzma.compress(struct.pack('<I', len(manifest)) + manifest +
                          model.proto.SerializeToString(), preset=9 | lzma.PRESET_EXTREME)
@@ -201,7 +214,10 @@ def read_lutq(path):
             params[e['name']] = np.frombuffer(take(n * dt.itemsize), dt).astype(
                 dt.newbyteorder('=')).reshape(e['shape'])
             need_grad[e['name']] = e['need_grad']
-    return Nnp(proto, params, need_grad)
+    meta = manifest.get('lutq')
+    if meta is not None:
+        meta = metadata.check(meta, path, LutqFormatError)
+    return Nnp(proto, params, need_grad, meta)
 
 
 def pack(nnp_path, lutq_path):

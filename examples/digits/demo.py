@@ -23,7 +23,7 @@ from nnabla.monitor import Monitor, MonitorSeries
 from tqdm import tqdm
 
 import nnabla_lutq
-from nnabla_lutq.models import Layers, digits_cnn
+from examples.common.models import Layers, digits_cnn
 
 CONFIGS = {
     'float': Layers(),
@@ -199,7 +199,7 @@ def _export_float(layers, data, out):
 
 def _report_and_export(layers, data, out):
     """Report the trained 4-bit model, round-trip it through .nnp and pack it into .lutq."""
-    from nnabla_lutq.nnp import loaded_network
+    from nnabla_lutq.io.nnp import loaded_network
     x = nn.Variable((len(data[2]),) + data[2].shape[1:])
     with nnabla_lutq.inference_mode(), nn.parameter_scope('net'):
         y = digits_cnn(x, layers, test=True)

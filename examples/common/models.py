@@ -3,7 +3,8 @@
 The same model function builds the float network (``PF.convolution`` / ``PF.affine`` /
 ``PF.batch_normalization``) and its LUT-Q twin (``PF.lutq_*`` / ``PF.mlbn``) with matching scope
 names, so a float checkpoint loads into the LUT-Q network with
-:func:`nnabla_lutq.load_float_parameters`. Shared by the demo, the benchmarks and the examples.
+:func:`nnabla_lutq.load_float_parameters`. Shared by the digits demo, the benchmarks and the examples (it is example code, not part of
+the library).
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union, Sequence
@@ -12,7 +13,7 @@ import nnabla.functions as F
 import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
-from . import parametric_functions as LPF
+from nnabla_lutq.nn import layers as LPF
 
 __all__ = ['Layers', 'digits_cnn', 'resnet20']
 

@@ -1,0 +1,1 @@
+"""Examples of nnabla-lutq (importable by package path: ``examples.cifar10.train``)."""

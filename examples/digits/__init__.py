@@ -1,0 +1,1 @@
+"""The digits demo (`make demo`)."""

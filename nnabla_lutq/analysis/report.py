@@ -1,0 +1,286 @@
+"""Per-layer memory and multiplication report of a network's graph (``nnabla_lutq.report``)."""
+from dataclasses import dataclass, asdict
+from typing import Optional
+
+import numpy as np
+import nnabla as nn
+
+from ..core.config import bits_per_index
+from ..core.pow2 import is_pow2_array
+from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
+
+__all__ = ['report', 'LayerRecord', 'Report']
+
+_WEIGHT_FUNCS = {'Convolution': 'conv', 'DepthwiseConvolution': 'depthwise_conv',
+                 'Affine': 'affine'}
+
+
+@dataclass
+class LayerRecord:
+    """One row of the report (per inference of one sample).
+
+    Attributes:
+        name (str): parameter prefix of the layer.
+        type (str): ``conv``, ``depthwise_conv``, ``affine`` or ``bn``.
+        lutq (bool): whether the layer is LUT-Q (or multiplier-less BN).
+        n_values (int or None): K.
+        n_weights (int): N (for BN: channels).
+        bits (int): bits per weight index, ceil(log2 K) (32 for float weights).
+        sparsity (float): fraction of weights tied to a zero value.
+        pow2 (bool): whether every dictionary value (or BN scale) is 0 or ±2^k.
+        memory_bits (int): K·32 + N·ceil(log2 K) for LUT-Q, N·32 for float (BN: 2·C·32).
+        float_memory_bits (int): N·32 (BN: 2·C·32).
+        mults (int): multiplications of this layer.
+        shifts (int): multiplications by ±2^k, i.e. shifts.
+        float_mults (int): multiplications of the float layer.
+    """
+    name: str
+    type: str
+    lutq: bool
+    n_values: Optional[int]
+    n_weights: int
+    bits: int
+    sparsity: float
+    pow2: bool
+    memory_bits: int
+    float_memory_bits: int
+    mults: int
+    shifts: int
+    float_mults: int
+
+
+class Report(list):
+    """A list of :class:`LayerRecord` with totals and a printable table."""
+
+    @property
+    def totals(self):
+        """dict: summed memory, multiplications and shifts, and the compression ratio."""
+        t = {k: sum(getattr(r, k) for r in self) for k in
+             ('memory_bits', 'float_memory_bits', 'mults', 'shifts', 'float_mults')}
+        t['compression'] = t['float_memory_bits'] / max(1, t['memory_bits'])
+        return t
+
+    def records(self):
+        """list: the rows as plain dicts (for JSON)."""
+        return [asdict(r) for r in self]
+
+    def table(self):
+        """str: the report as a fixed-width table with a totals line."""
+        head = (f"{'layer':<28} {'type':<8} {'K':>4} {'N':>9} {'bits':>4} {'sparse':>6} "
+                f"{'pow2':>4} {'mem kbit':>9} {'float kbit':>10} {'mults':>11} {'shifts':>11} "
+                f"{'float mults':>12}")
+        lines = [head, '-' * len(head)]
+        for r in self:
+            lines.append(
+                f"{r.name[-28:]:<28} {r.type[:8]:<8} {r.n_values or '-':>4} {r.n_weights:>9} "
+                f"{r.bits:>4} {r.sparsity:>6.1%} {'yes' if r.pow2 else 'no':>4} "
+                f"{r.memory_bits / 1e3:>9.1f} {r.float_memory_bits / 1e3:>10.1f} {r.mults:>11,} "
+                f"{r.shifts:>11,} {r.float_mults:>12,}")
+        t = self.totals
+        lines.append('-' * len(head))
+        lines.append(
+            f"{'total':<28} {'':<8} {'':>4} {'':>9} {'':>4} {'':>6} {'':>4} "
+            f"{t['memory_bits'] / 1e3:>9.1f} {t['float_memory_bits'] / 1e3:>10.1f} "
+            f"{t['mults']:>11,} {t['shifts']:>11,} {t['float_mults']:>12,}")
+        lines.append(f"memory {t['float_memory_bits'] / 8e3:.1f} kB float -> "
+                     f"{t['memory_bits'] / 8e3:.1f} kB ({t['compression']:.1f}x smaller); "
+                     f"multiplications {t['float_mults']:,} -> {t['mults']:,} "
+                     f"(+ {t['shifts']:,} shifts)")
+        return '\n'.join(lines)
+
+    def __str__(self):
+        return self.table()
+
+
+def _leaves(v):
+    found = [v] if v.parent is None else []
+
+    def cb(f):
+        found.extend(i for i in f.inputs if i.parent is None)
+    if v.parent is not None:
+        v.visit(cb)
+    return found
+
+
+class _Facts:
+    """What the report knows about parameters: the LUT-Q state, or a file's description."""
+
+    def __init__(self, meta, names):
+        self.names = names  # NdArray -> parameter name
+        self.meta = meta
+        self.by_param = {}
+        if meta is not None:
+            for layer, t in meta['tables'].items():
+                for part in ('A', 'd', 'W'):
+                    if t.get(part):
+                        self.by_param[t[part]] = ('table', layer, t)
+            for layer, b in meta['bn'].items():
+                for p in b['params']:
+                    self.by_param[p] = ('bn', layer, b)
+
+    def table(self, w):
+        """``(name, d Variable, A Variable, K, kind)`` of the LUT-Q layer computing ``w``, or None."""
+        for leaf in _leaves(w):
+            if self.meta is None:
+                rec, part = STATE.part_of(leaf)
+                if isinstance(rec, LUTQLayer):
+                    return rec.name, rec.d, rec.A, rec.config.n_values
+            else:
+                fact = self.by_param.get(self.names.get(leaf.data))
+                if fact and fact[0] == 'table' and fact[2]['stored'] == 'tables':
+                    t = fact[2]
+                    leaves = {self.names.get(v.data): v for v in _leaves(w)}
+                    return fact[1], leaves[t['d']], leaves[t['A']], t['n_values']
+        return None
+
+    def bn_of(self, v):
+        """``(name, multiplier-less, a per-channel Variable)`` of the BN layer whose parameter
+        ``v`` is, or None."""
+        if self.meta is None:
+            rec, _ = STATE.part_of(v)
+            if isinstance(rec, MLBNLayer):
+                return rec.name, True, rec.gamma
+            return None
+        fact = self.by_param.get(self.names.get(v.data))
+        if fact and fact[0] == 'bn':
+            return fact[1], fact[2]['multiplier_less'], v
+        return None
+
+    def bn(self, f):
+        """The BN layer (see :meth:`bn_of`) one of whose parameters ``f`` reads, or None."""
+        for v in f.inputs:
+            if v.parent is None and self.bn_of(v) is not None:
+                return self.bn_of(v)
+        return None
+
+
+def report(output, meta=None):
+    """Report memory and multiplications per layer of the graph that computes ``output``.
+
+    For a LUT-Q layer with K values the memory is K·32 + N·ceil(log2 K) bits (float: N·32).
+    Per output value it sums its inputs per dictionary value and then needs one multiplication
+    per distinct non-zero dictionary value (at most the fan-in); with a power-of-two dictionary
+    those are counted as shifts. A float layer needs one multiplication per input per output
+    value. Batch normalization needs one multiplication per element at inference (a shift for
+    ``mlbn``). Counts are per sample.
+
+    Layers are recognised by facts, never by the shape of their arithmetic: in a graph built in
+    this process through the LUT-Q state, in a graph loaded from an exported file through the
+    file's description (``meta``, see :mod:`nnabla_lutq.io.metadata`).
+
+    Args:
+        output (~nnabla.Variable): the network output; the graph must be built (shapes known).
+        meta (dict or None): the description of the file the graph was loaded from (the
+            parameters are then named as registered in the current scope, as ``NnpLoader``
+            registers them).
+
+    Returns:
+        Report: a list of :class:`LayerRecord`; ``print(report(y))`` prints the table.
+
+    Raises:
+        ValueError: if ``output`` is not an nnabla Variable.
+    """
+    if not isinstance(output, nn.Variable):
+        raise ValueError(f"report() takes the network's output Variable (e.g. report(y)), got "
+                         f"{type(output).__name__} {output!r}")
+    names = {p.data: k for k, p in all_parameters().items()}
+    if meta is not None:  # a loaded file: its own names, as registered in the current scope
+        names.update({p.data: k for k, p in nn.get_parameters(grad_only=False).items()})
+    facts = _Facts(meta, names)
+    rows = Report()
+    seen = set()
+
+    def per_sample(f, out):
+        base = f.info.args.get('base_axis', 1)
+        return int(np.prod(out.shape[base:]))
+
+    def param_name(v):
+        return names.get(v.data, '?')
+
+    def visit(f):
+        t = f.info.type_name
+        if t in _WEIGHT_FUNCS:
+            w = f.inputs[1]
+            n = int(np.prod(w.shape))
+            fan_in = w.shape[0] if t == 'Affine' else n // w.shape[0]
+            outputs = per_sample(f, f.outputs[0])
+            float_mults = outputs * fan_in
+            found = facts.table(w)
+            if found is None:
+                name = param_name(w) if w.parent is None else param_name(_leaves(w)[0])
+                wd = w.data.get_data('r', np.float32)
+                rows.append(LayerRecord(name.rsplit('/', 1)[0], _WEIGHT_FUNCS[t], False, None, n,
+                                        32, float(np.mean(wd == 0)), False, 32 * n, 32 * n,
+                                        float_mults, 0, float_mults))
+                return
+            name, d_var, a_var, k = found
+            if name in seen:
+                return
+            seen.add(name)
+            d = d_var.data.get_data('r', np.float32)
+            a = a_var.data.get_data('r').astype(np.int64)
+            nonzero = np.unique(d[d != 0]).size
+            pow2 = is_pow2_array(d)
+            per_out = min(nonzero, fan_in)
+            mults = 0 if pow2 else outputs * per_out
+            shifts = outputs * per_out if pow2 else 0
+            bits = bits_per_index(k)
+            rows.append(LayerRecord(name, _WEIGHT_FUNCS[t], True, k, n, bits,
+                                    float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
+                                    mults, shifts, float_mults))
+            return
+        if t in ('BatchNormalization', 'FusedBatchNormalization') and facts.bn(f) is None:
+            gamma = f.inputs[2]  # a float BN
+            name = param_name(gamma).rsplit('/', 1)[0]
+            if name not in seen:
+                seen.add(name)
+                c = int(np.prod(gamma.shape))
+                elements = int(np.prod(f.outputs[0].shape[1:]))
+                rows.append(LayerRecord(name, 'bn', False, None, c, 32, 0.0, False, 64 * c,
+                                        64 * c, elements, 0, elements))
+
+    functions = []
+    output.visit(functions.append)
+    placed = []  # (position in the graph, row)
+    for pos, f in enumerate(functions):
+        before = len(rows)
+        visit(f)
+        placed.extend((pos, r) for r in rows[before:])
+    placed.extend(_bn_rows(functions, facts, names))
+    return Report(r for _, r in sorted(placed, key=lambda pr: pr[0]))
+
+
+def _bn_rows(functions, facts, names):
+    """Rows of the BN layers known by their parameters (mlbn built in this process, or the file's
+    description for a loaded graph), in graph order. A layer's size is the largest output of a
+    function that combines data with a value computed from the layer's parameters alone (the
+    normalization itself, or ``x * a`` of a folded one).
+
+    Returns:
+        list: ``(position of the first such function, LayerRecord)``.
+    """
+    param_only = set()
+    found = {}
+    for pos, f in enumerate(functions):
+        for v in f.inputs:
+            if v.parent is None and v.data in names:
+                param_only.add(v)
+        if all(v in param_only for v in f.inputs):
+            param_only.update(f.outputs)
+            continue
+        elements = int(np.prod(f.outputs[0].shape[1:]))
+        for v in f.inputs:
+            if v not in param_only:
+                continue
+            for leaf in _leaves(v):
+                fact = facts.bn_of(leaf)
+                if fact is not None:
+                    name, ml, chan = fact
+                    first, _, _, size = found.get(name, (pos, ml, chan, 0))
+                    found[name] = (min(first, pos), ml, chan, max(size, elements))
+    rows = []
+    for name, (first, ml, chan, elements) in found.items():
+        c = int(np.prod(chan.shape))
+        rows.append((first, LayerRecord(name, 'bn', ml, None, c, 32, 0.0, ml, 64 * c, 64 * c,
+                                        0 if ml else elements, elements if ml else 0, elements)))
+    return rows

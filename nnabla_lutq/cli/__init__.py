@@ -1,0 +1,4 @@
+"""The ``nnabla-lutq`` command line."""
+from .main import main
+
+__all__ = ['main']

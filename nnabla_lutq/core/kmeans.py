@@ -1,0 +1,153 @@
+"""The 1-D k-means step of LUT-Q on the host (numpy only), exact to the bit.
+
+* :func:`assign` -- each weight to its nearest dictionary value (ties to the lower value; see
+  :func:`assign` for equal values);
+* :func:`kmeans_step` -- one iteration of the paper's step 4: assignment, then each value becomes
+  the mean of its weights (float64 sums; an empty cluster keeps its value), then the constraint
+  (power-of-two rounding by :mod:`nnabla_lutq.core.pow2`, the fixed zero, fixed sets);
+* :func:`init_dictionary` -- the deterministic initialization from the current weights.
+
+The k-means update keeps the layout of ``d`` (see :mod:`nnabla_lutq.core.config`): a cluster's
+mean lies between its neighbours' boundaries, so ``A`` never needs re-labelling.
+"""
+import numpy as np
+
+from .pow2 import pow2_round
+
+__all__ = ['pruned_mask', 'boundaries', 'assign', 'kmeans_step', 'init_dictionary']
+
+
+def pruned_mask(w, n_pruned):
+    """Mask of the ``n_pruned`` smallest-|w| weights (ties to the lower flat index).
+
+    Args:
+        w (numpy.ndarray): flat float32 weights.
+        n_pruned (int): how many to select.
+
+    Returns:
+        numpy.ndarray: bool mask with exactly ``n_pruned`` True entries.
+    """
+    mask = np.zeros(w.shape, dtype=bool)
+    if n_pruned <= 0:
+        return mask
+    a = np.abs(w)
+    t = np.partition(a, n_pruned - 1)[n_pruned - 1]
+    mask = a < t
+    missing = n_pruned - int(mask.sum())
+    if missing:
+        mask[np.flatnonzero(a == t)[:missing]] = True
+    return mask
+
+
+def boundaries(values):
+    """float32 thresholds b with ``w > b_k  <=>  w > (v_k + v_{k+1}) / 2`` exactly for float32 w."""
+    v = values.astype(np.float64)
+    mid = (v[:-1] + v[1:]) * 0.5  # exact: the sum of two float32 values fits a float64
+    b = mid.astype(np.float32)
+    up = b.astype(np.float64) > mid
+    b[up] = np.nextafter(b[up], np.float32(-np.inf))
+    return b
+
+
+def assign(w, d, config):
+    """Assign each weight to its nearest dictionary value (ties to the lower value).
+
+    A weight exactly halfway between two different values goes to the lower one. Among equal
+    values (two means rounded to the same power of two, say) a weight at or below them goes to
+    the first of the run and a weight above them to the last, which keeps ``d`` sorted after the
+    means are recomputed and lets duplicated values separate again.
+
+    Args:
+        w (numpy.ndarray): flat float32 weights.
+        d (numpy.ndarray): the dictionary in the layout described in the module docstring.
+        config (LUTQConfig): the layer's configuration.
+
+    Returns:
+        numpy.ndarray: int32 indices into ``d``, shape of ``w``.
+    """
+    return _assign(w, d, config).astype(np.int32)
+
+
+def _assign(w, d, config):
+    """:func:`assign` with native integer indices (what ``np.bincount`` takes without a copy)."""
+    first = config.first_free
+    b = boundaries(np.asarray(d, dtype=np.float32)[first:])
+    a = np.searchsorted(b, w, side='left')
+    if first:
+        a += 1
+        a[pruned_mask(w, config.n_pruned)] = 0
+    return a
+
+
+def _means(w, a, d, config):
+    """New dictionary from an assignment: cluster means (float64 sums), constraint applied."""
+    d = np.asarray(d, dtype=np.float32)
+    if config.kind == 'fixed':
+        return d.copy()
+    k = config.n_values
+    counts = np.bincount(a, minlength=k)
+    sums = np.bincount(a, weights=w, minlength=k)
+    empty = counts == 0
+    new = np.divide(sums, counts, out=d.astype(np.float64), where=~empty).astype(np.float32)
+    if config.kind == 'pow2':
+        new = pow2_round(new, config.pow2_range)
+        new[empty] = d[empty]  # an empty cluster keeps its value, unrounded
+    if config.pruned:
+        new[0] = 0.0
+    return new
+
+
+def kmeans_step(w, d, config):
+    """One LUT-Q k-means iteration (the paper's step 4) on the host.
+
+    Args:
+        w (numpy.ndarray): flat float32 weights.
+        d (numpy.ndarray): current dictionary (K,).
+        config (LUTQConfig): the layer's configuration.
+
+    Returns:
+        tuple: ``(d_new, a)`` -- the new float32 dictionary and the int32 assignment that was made
+        *before* the means were recomputed.
+    """
+    a = _assign(w, d, config)
+    return _means(w, a, d, config), a.astype(np.int32)
+
+
+def init_dictionary(w, config, iters=10):
+    """Deterministic initialization of ``(d, A)`` from the current weights.
+
+    The free values start at the sample quantiles ``(j + 0.5) / K'`` of the weights they will be
+    fitted to (all weights, or the non-pruned ones), are rounded to powers of two for ``'pow2'``,
+    and then take ``iters`` k-means iterations. ``A`` is finally the nearest-value assignment to
+    the resulting ``d``, so ``d[A]`` is the quantization of the current ``W``. A fixed dictionary
+    only gets the assignment.
+
+    Args:
+        w (numpy.ndarray): the layer's weights (any shape; flattened).
+        config (LUTQConfig): the layer's configuration.
+        iters (int): k-means iterations after the quantile start.
+
+    Returns:
+        tuple: ``(d, A)``, float32 of shape (K,) and int32 of the shape of ``w``.
+
+    Raises:
+        ValueError: if ``w`` has non-finite values.
+    """
+    shape = np.shape(w)
+    w = np.ascontiguousarray(w, dtype=np.float32).ravel()
+    if not np.all(np.isfinite(w)):
+        raise ValueError('cannot initialize a dictionary from non-finite weights')
+    if config.kind == 'fixed':
+        d = np.asarray(config.fixed_values, dtype=np.float32)
+    else:
+        first = config.first_free
+        rest = w[~pruned_mask(w, config.n_pruned)] if first else w
+        s = np.sort(rest)
+        kk = config.n_values - first
+        q = s[((np.arange(kk) + 0.5) / kk * s.size).astype(np.int64)]
+        if config.kind == 'pow2':
+            q = np.sort(pow2_round(q, config.pow2_range))
+        d = np.concatenate([np.zeros(first, np.float32), q]).astype(np.float32)
+        for _ in range(iters):
+            d, _ = kmeans_step(w, d, config)
+    return d, assign(w, d, config).reshape(shape)

@@ -1,0 +1,70 @@
+"""The self-description that exported files carry (``lutq.json`` inside an .nnp, the manifest of a
+.lutq): which parameters are look-up tables and of what kind, which BN layers are multiplier-less.
+
+Readers (``report``, ``pack``, ``info``, a future integer executor) read these facts instead of
+recognising graph shapes. Layout, version 1::
+
+    {"format": "nnabla-lutq", "version": 1, "flags": [],
+     "tables": {"<layer>": {"kind": "conv"|"affine"|"depthwise_conv",
+                            "dictionary": "free"|"pow2"|"fixed", "n_values": K,
+                            "prune_ratio": p, "pruned": bool, "pow2_range": [lo, hi] or null,
+                            "fixed_values": [...] or null, "n_weights": N,
+                            "stored": "tables"|"dense", "A": name, "d": name, "W": name}},
+     "bn": {"<layer>": {"multiplier_less": bool, "folded": bool, "params": [names]}}}
+
+``stored`` is ``"tables"`` when the file holds ``A`` (int) and ``d`` and the graph computes
+``Embed(A, d)``, ``"dense"`` when it holds ``d[A]`` as the float parameter ``W``. ``flags`` lists
+features a reader must understand to use the file; a reader refuses a file with a flag or a
+version it does not know rather than misreading it.
+"""
+__all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'new', 'check']
+
+#: the member of an .nnp archive that holds the description
+FILE_NAME = 'lutq.json'
+FORMAT = 'nnabla-lutq'
+VERSION = 1
+#: flags this version understands (none are defined yet)
+KNOWN_FLAGS = frozenset()
+
+
+def new():
+    """An empty description of the current version.
+
+    Returns:
+        dict: ``{"format", "version", "flags", "tables", "bn"}``.
+    """
+    return {'format': FORMAT, 'version': VERSION, 'flags': [], 'tables': {}, 'bn': {}}
+
+
+def check(meta, source, error=ValueError):
+    """Validate a description read from a file.
+
+    Args:
+        meta (dict): the parsed JSON.
+        source (str): the file, for messages.
+        error (type): the exception class to raise.
+
+    Returns:
+        dict: ``meta``.
+
+    Raises:
+        error: for another format, a newer version, unknown flags or a malformed layout.
+    """
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+        raise error(f"{source}: {FILE_NAME} is not an {FORMAT} description")
+    version = meta.get('version')
+    if not isinstance(version, int) or version < 1:
+        raise error(f"{source}: {FILE_NAME} has no valid version ({version!r})")
+    if version > VERSION:
+        raise error(f"{source}: written by a newer nnabla-lutq (description version {version}, "
+                    f"this one reads up to {VERSION}); upgrade nnabla-lutq")
+    flags = meta.get('flags', [])
+    unknown = sorted(set(flags) - KNOWN_FLAGS) if isinstance(flags, list) else [flags]
+    if unknown:
+        raise error(f"{source}: uses format flags {unknown} that this nnabla-lutq does not know; "
+                    "upgrade nnabla-lutq to read it")
+    if not isinstance(meta.get('tables', {}), dict) or not isinstance(meta.get('bn', {}), dict):
+        raise error(f"{source}: {FILE_NAME} is malformed (tables and bn must be objects)")
+    meta.setdefault('tables', {})
+    meta.setdefault('bn', {})
+    return meta

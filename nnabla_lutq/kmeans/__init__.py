@@ -1,0 +1,45 @@
+"""The LUT-Q k-means step behind one interface (see :mod:`nnabla_lutq.kmeans.base`).
+
+``backend_for(layers, iters)`` picks the backend for the current context: ``'host'`` (exact numpy)
+in ``cpu`` contexts, ``'graph'`` (one nnabla graph on the device, float32) elsewhere. Further
+backends (a fused GPU kernel, a rank-synchronized variant for data-parallel training) register
+themselves in :data:`BACKENDS`.
+"""
+from .base import KMeansBackend, validate, nonfinite_error, on_host
+from .host import HostKMeans
+from .graph import GraphKMeans
+
+__all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'BACKENDS', 'backend_for', 'validate',
+           'nonfinite_error', 'on_host']
+
+#: name -> backend class
+BACKENDS = {'host': HostKMeans, 'graph': GraphKMeans}
+
+
+def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None):
+    """A k-means backend for these layers.
+
+    Args:
+        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records.
+        iters (int): M, k-means iterations per step.
+        backend (str or type): ``'auto'`` (host in cpu contexts, graph elsewhere), a name in
+            :data:`BACKENDS`, or a :class:`KMeansBackend` subclass.
+        check_finite (bool): refuse non-finite weights.
+        ctx (~nnabla.Context): the context ``'auto'`` decides by (the current one by default).
+
+    Returns:
+        KMeansBackend: ready to ``step()``.
+
+    Raises:
+        ValueError: for an unknown backend name.
+    """
+    if isinstance(backend, type) and issubclass(backend, KMeansBackend):
+        cls = backend
+    elif backend == 'auto':
+        cls = HostKMeans if on_host(ctx) else GraphKMeans
+    elif backend in BACKENDS:
+        cls = BACKENDS[backend]
+    else:
+        raise ValueError(f"unknown k-means backend {backend!r}; use 'auto' or one of "
+                         f"{sorted(BACKENDS)}")
+    return cls(layers, iters, check_finite)

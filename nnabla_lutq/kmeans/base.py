@@ -1,0 +1,130 @@
+"""The k-means step interface: one validation path, interchangeable backends.
+
+A backend runs ``M`` iterations of the LUT-Q k-means step (:func:`nnabla_lutq.core.kmeans.kmeans_step`)
+on a fixed list of layers; afterwards each layer's ``d`` holds the new means and ``A`` (int32) the
+last assignment, made before the means were recomputed. Backends differ only in where and how the
+arithmetic runs:
+
+* ``'host'`` (:class:`~nnabla_lutq.kmeans.host.HostKMeans`): numpy on the parameters' host
+  memory; exact to the bit (midpoints resolved exactly, float64 sums), deterministic. The default
+  in ``cpu`` contexts.
+* ``'graph'`` (:class:`~nnabla_lutq.kmeans.graph.GraphKMeans`): one nnabla graph for all layers,
+  run on the device in float32 whatever the training type config. The default elsewhere.
+
+Every backend validates through :func:`validate` and reports non-finite weights the same way.
+"""
+import abc
+
+import numpy as np
+import nnabla as nn
+
+__all__ = ['KMeansBackend', 'validate', 'nonfinite_error', 'on_host']
+
+
+def on_host(ctx=None):
+    """Whether a context computes on the host CPU.
+
+    Args:
+        ctx (~nnabla.Context): the context; the current one by default.
+
+    Returns:
+        bool: True for ``cpu`` contexts (any type config).
+    """
+    ctx = ctx or nn.get_current_context()
+    return all(b.split(':')[0] == 'cpu' for b in ctx.backend)
+
+
+def nonfinite_error(names):
+    """The ValueError for layers whose ``W`` became non-finite.
+
+    Args:
+        names (list): layer names.
+
+    Returns:
+        ValueError: the error to raise (``d`` and ``A`` are then unchanged).
+    """
+    return ValueError(
+        f"{', '.join(names)}: W has non-finite values after the solver update (diverged "
+        "training: lower the learning rate or check the loss); d and A were left unchanged")
+
+
+def validate(layers, values=True):
+    """Check LUT-Q parameters before a k-means step changes anything.
+
+    Args:
+        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records.
+        values (bool): also read ``d`` (K numbers per layer) and check its layout; a device
+            backend does this once, when it is built.
+
+    Raises:
+        ValueError: naming the layer, for a ``d`` or ``A`` of the wrong shape or dtype, or a ``d``
+            that is not in the LUT-Q layout (finite, sorted ascending, ``d[0] = 0`` with pruning).
+    """
+    for s in layers:
+        cfg = s.config
+        if s.d.shape != (cfg.n_values,) or s.A.shape != s.W.shape:
+            raise ValueError(
+                f"{s.name}: d has shape {s.d.shape} and A {s.A.shape}, expected ({cfg.n_values},) "
+                f"and {s.W.shape}; rebuild the layer or load a matching parameter file")
+        if s.A.data.dtype != np.int32:
+            raise ValueError(
+                f"{s.name}: A has dtype {np.dtype(s.A.data.dtype).name}, it must stay int32; write "
+                "it with A.data.cast(numpy.int32)[...] = ... or call nnabla_lutq.initialize()")
+        if not values:
+            continue
+        d = s.d.data.get_data('r', np.float32)
+        v = d[cfg.first_free:]
+        if not np.all(np.isfinite(d)) or np.any(v[1:] < v[:-1]) or (cfg.pruned and d[0] != 0):
+            raise ValueError(
+                f"{s.name}: d = {d.tolist()} is not a LUT-Q dictionary (finite, sorted ascending, "
+                "d[0] = 0 with pruning); call nnabla_lutq.initialize() after editing or loading it")
+
+
+class KMeansBackend(abc.ABC):
+    """M iterations of the LUT-Q k-means step over a fixed list of layers.
+
+    Args:
+        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records.
+        iters (int): M, iterations per step (>= 1).
+        check_finite (bool): refuse non-finite weights before changing anything.
+    """
+    #: the name under which :func:`nnabla_lutq.kmeans.backend_for` knows the backend
+    name = None
+
+    def __init__(self, layers, iters=1, check_finite=True):
+        if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+            raise ValueError(f"kmeans_iters must be an integer >= 1, got {iters!r}")
+        self.layers = list(layers)
+        self.iters = int(iters)
+        self.check_finite = check_finite
+
+    def step(self):
+        """Validate, then run the step: ``d`` <- new means, ``A`` <- the last assignment.
+
+        Raises:
+            ValueError: from :func:`validate`, or for non-finite weights; ``d`` and ``A`` are then
+                unchanged.
+        """
+        if not self.layers:
+            return
+        self._validate()
+        if self.check_finite:
+            bad = self.nonfinite()
+            if bad:
+                raise nonfinite_error(bad)
+        self._run()
+
+    def _validate(self):
+        validate(self.layers, values=True)
+
+    @abc.abstractmethod
+    def nonfinite(self):
+        """Names of the layers whose ``W`` holds a NaN or an infinity.
+
+        Returns:
+            list: layer names (empty when all are finite).
+        """
+
+    @abc.abstractmethod
+    def _run(self):
+        """The step itself, on validated finite parameters."""
