@@ -31,34 +31,35 @@ OPTIONS = [dict(n_values=4), dict(n_values=5, dictionary='pow2'), dict(dictionar
 
 @pytest.mark.parametrize('kind', list(LAYERS))
 @pytest.mark.parametrize('opts', OPTIONS, ids=str)
-def test_parameters_forward_is_exactly_d_of_A_and_gradient_is_straight_through(kind, opts, rng):
-    build, xshape, ref, scope, wshape = LAYERS[kind]
-    x = _var(rng, xshape, need_grad=True)
-    y = build(x, **opts)
-    params = nn.get_parameters(grad_only=False)
-    assert set(params) == {f'{scope}/{n}' for n in ('W', 'b', 'd', 'A')}
-    W, d, A = (params[f'{scope}/{n}'] for n in ('W', 'd', 'A'))
-    k = len(opts['dictionary']) if isinstance(opts.get('dictionary'), list) else opts['n_values']
-    assert W.shape == wshape and A.shape == wshape and d.shape == (k,)
-    assert A.d.dtype == np.int32 and W.d.dtype == np.float32 and d.d.dtype == np.float32
-    assert not d.need_grad and not A.need_grad and W.need_grad
-    assert set(nn.get_parameters()) == {f'{scope}/W', f'{scope}/b'}  # the solver never sees d, A
-    # reference: the same function with a leaf holding d[A]
-    q = nn.Variable.from_numpy_array(d.d[A.d], need_grad=True)
-    x2 = nn.Variable.from_numpy_array(x.d, need_grad=True)
-    b2 = nn.Variable.from_numpy_array(params[f'{scope}/b'].d, need_grad=True)
-    y2 = ref(x2, q, b2)
-    dy = rng.randn(*y.shape).astype(np.float32)
-    for out in (y, y2):
-        out.forward()
-    assert np.array_equal(y.d, y2.d)
-    for v in (W, x, x2, q, params[f'{scope}/b'], b2):
-        v.grad.zero()
-    y.backward(dy)
-    y2.backward(dy)
-    assert np.array_equal(W.g, q.g)
-    assert np.array_equal(x.g, x2.g)
-    assert np.all(d.g == 0)
+def test_parameters_forward_is_exactly_d_of_A_and_gradient_is_straight_through(kind, opts, rng, ctx):
+    with nn.context_scope(ctx):
+        build, xshape, ref, scope, wshape = LAYERS[kind]
+        x = _var(rng, xshape, need_grad=True)
+        y = build(x, **opts)
+        params = nn.get_parameters(grad_only=False)
+        assert set(params) == {f'{scope}/{n}' for n in ('W', 'b', 'd', 'A')}
+        W, d, A = (params[f'{scope}/{n}'] for n in ('W', 'd', 'A'))
+        k = len(opts['dictionary']) if isinstance(opts.get('dictionary'), list) else opts['n_values']
+        assert W.shape == wshape and A.shape == wshape and d.shape == (k,)
+        assert A.d.dtype == np.int32 and W.d.dtype == np.float32 and d.d.dtype == np.float32
+        assert not d.need_grad and not A.need_grad and W.need_grad
+        assert set(nn.get_parameters()) == {f'{scope}/W', f'{scope}/b'}  # the solver never sees d, A
+        # reference: the same function with a leaf holding d[A]
+        q = nn.Variable.from_numpy_array(d.d[A.d], need_grad=True)
+        x2 = nn.Variable.from_numpy_array(x.d, need_grad=True)
+        b2 = nn.Variable.from_numpy_array(params[f'{scope}/b'].d, need_grad=True)
+        y2 = ref(x2, q, b2)
+        dy = rng.randn(*y.shape).astype(np.float32)
+        for out in (y, y2):
+            out.forward()
+        assert np.array_equal(y.d, y2.d)
+        for v in (W, x, x2, q, params[f'{scope}/b'], b2):
+            v.grad.zero()
+        y.backward(dy)
+        y2.backward(dy)
+        assert np.array_equal(W.g, q.g)
+        assert np.array_equal(x.g, x2.g)
+        assert np.all(d.g == 0)
 
 
 def test_name_argument_and_nested_scopes(rng):

@@ -8,6 +8,7 @@ import nnabla.parametric_functions as PF
 from nnabla.utils.nnp_graph import NnpLoader
 
 import nnabla_lutq
+from reference import ref_pruned
 
 
 def _model(x, test=False):
@@ -36,7 +37,12 @@ def test_report_counts_memory_and_multiplications(rng):
     fc = by['fc/lutq_affine']
     a = nn.get_parameters(grad_only=False)['fc/lutq_affine/A'].d
     fd = nn.get_parameters(grad_only=False)['fc/lutq_affine/d'].d
-    assert fd[0] == 0 and len(set(fd[1:].tolist())) >= 1
+    # the pruned pow-2 table: d[0] = 0 takes exactly the ceil(N/2) smallest |W| (brute force),
+    # the other values are sorted powers of two
+    w = nn.get_parameters(grad_only=False)['fc/lutq_affine/W'].d.ravel()
+    assert fd[0] == 0 and np.all(np.diff(fd[1:]) >= 0)
+    assert np.all(np.abs(fd[1:]) == 2.0 ** np.round(np.log2(np.abs(fd[1:]))))
+    np.testing.assert_array_equal(a.ravel() == 0, ref_pruned(w, int(np.ceil(0.5 * w.size))))
     # 3 outputs x distinct non-zero values, as shifts
     assert fc.pow2 and fc.mults == 0 and fc.shifts == 3 * len(set(fd[fd != 0].tolist()))
     assert fc.sparsity == pytest.approx(np.mean(a == 0)) and fc.sparsity >= 0.5

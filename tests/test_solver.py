@@ -29,35 +29,36 @@ def _snapshot():
 
 @pytest.mark.parametrize('kind', list(OPTS))
 @pytest.mark.parametrize('iters', [1, 3])
-def test_update_is_inner_update_then_kmeans_exactly(kind, iters, rng):
-    loss = _net(rng, OPTS[kind])
-    solver = nnabla_lutq.LUTQSolver(S.Momentum(0.5, 0.9), kmeans_iters=iters)
-    solver.set_parameters(nn.get_parameters())
-    assert [s.name for s in solver.layers] == ['c1/lutq_conv', 'c2/lutq_conv', 'fc/lutq_affine']
-    twin = S.Momentum(0.5, 0.9)  # the same update on copies of W and b
-    copies = {k: nn.Variable.from_numpy_array(v.d.copy(), need_grad=True)
-              for k, v in nn.get_parameters().items()}
-    twin.set_parameters(copies)
-    for step in range(3):
-        before = _snapshot()
-        loss.forward()
-        solver.zero_grad()
-        loss.backward()
-        for k, v in nn.get_parameters().items():
-            copies[k].g = v.g.copy()
-        solver.update()
-        twin.update()
-        after = _snapshot()
-        for k, v in copies.items():
-            np.testing.assert_array_equal(after[k], v.d)  # W, b: exactly the inner solver's update
-        for s in solver.layers:
-            cfg = s.config
-            d = before[s.name + '/d']
-            for _ in range(iters):
-                d, a = ref_step(after[s.name + '/W'], d, cfg)
-            np.testing.assert_array_equal(after[s.name + '/A'].ravel(), a)
-            np.testing.assert_array_max_ulp(after[s.name + '/d'], d, maxulp=1)
-            assert s.A.d.dtype == np.int32
+def test_update_is_inner_update_then_kmeans_exactly(kind, iters, rng, ctx):
+    with nn.context_scope(ctx):
+        loss = _net(rng, OPTS[kind])
+        solver = nnabla_lutq.LUTQSolver(S.Momentum(0.5, 0.9), kmeans_iters=iters)
+        solver.set_parameters(nn.get_parameters())
+        assert [s.name for s in solver.layers] == ['c1/lutq_conv', 'c2/lutq_conv', 'fc/lutq_affine']
+        twin = S.Momentum(0.5, 0.9)  # the same update on copies of W and b
+        copies = {k: nn.Variable.from_numpy_array(v.d.copy(), need_grad=True)
+                  for k, v in nn.get_parameters().items()}
+        twin.set_parameters(copies)
+        for step in range(3):
+            before = _snapshot()
+            loss.forward()
+            solver.zero_grad()
+            loss.backward()
+            for k, v in nn.get_parameters().items():
+                copies[k].g = v.g.copy()
+            solver.update()
+            twin.update()
+            after = _snapshot()
+            for k, v in copies.items():
+                np.testing.assert_array_equal(after[k], v.d)  # W, b: exactly the inner solver's update
+            for s in solver.layers:
+                cfg = s.config
+                d = before[s.name + '/d']
+                for _ in range(iters):
+                    d, a = ref_step(after[s.name + '/W'], d, cfg)
+                np.testing.assert_array_equal(after[s.name + '/A'].ravel(), a)
+                np.testing.assert_array_max_ulp(after[s.name + '/d'], d, maxulp=1)
+                assert s.A.d.dtype == np.int32
 
 
 @pytest.mark.parametrize('kind', list(OPTS))

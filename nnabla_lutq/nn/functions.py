@@ -41,7 +41,7 @@ def pow2_round_graph(x, pow2_range=None):
     k = k + F.greater_equal(ax, p * _UP) - F.less(ax, p * _DOWN)
     if pow2_range is not None:
         k = F.clip_by_value(k, float(pow2_range[0]), float(pow2_range[1]))
-    return F.sign(x) * F.r_pow_scalar(k, 2.0)
+    return F.sign(x, alpha=0.0) * F.r_pow_scalar(k, 2.0)  # nnabla's sign(0) is 1 by default
 
 
 def mlbn_scale(gamma, var, eps):
