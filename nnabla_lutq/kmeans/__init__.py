@@ -1,22 +1,24 @@
 """The LUT-Q k-means step behind one interface (see :mod:`nnabla_lutq.kmeans.base`).
 
 ``backend_for(layers, iters)`` picks the backend for the current context: ``'host'`` (exact numpy)
-in ``cpu`` contexts, ``'graph'`` (one nnabla graph on the device, float32) elsewhere. Further
-backends (a fused GPU kernel, a rank-synchronized variant for data-parallel training) register
+in ``cpu`` contexts, ``'graph'`` (one nnabla graph on the device, float32) elsewhere; with a
+data-parallel communicator of several ranks it wraps that backend in :class:`SyncKMeans`, which
+keeps the tables identical on every rank. Further backends (a fused GPU kernel) register
 themselves in :data:`BACKENDS`.
 """
 from .base import KMeansBackend, validate, nonfinite_error, on_host
 from .host import HostKMeans
 from .graph import GraphKMeans
+from .sync import SyncKMeans
 
-__all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'BACKENDS', 'backend_for', 'validate',
+__all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'SyncKMeans', 'BACKENDS', 'backend_for', 'validate',
            'nonfinite_error', 'on_host']
 
 #: name -> backend class
 BACKENDS = {'host': HostKMeans, 'graph': GraphKMeans}
 
 
-def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None):
+def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None, comm=None):
     """A k-means backend for these layers.
 
     Args:
@@ -26,6 +28,8 @@ def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None):
             :data:`BACKENDS`, or a :class:`KMeansBackend` subclass.
         check_finite (bool): refuse non-finite weights.
         ctx (~nnabla.Context): the context ``'auto'`` decides by (the current one by default).
+        comm: a data-parallel communicator; with one of more than one rank the chosen backend is
+            wrapped in :class:`SyncKMeans` (tables identical on every rank).
 
     Returns:
         KMeansBackend: ready to ``step()``.
@@ -42,4 +46,6 @@ def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None):
     else:
         raise ValueError(f"unknown k-means backend {backend!r}; use 'auto' or one of "
                          f"{sorted(BACKENDS)}")
+    if comm is not None and getattr(comm, 'size', 1) > 1:
+        return SyncKMeans(layers, iters, check_finite, comm=comm, inner=cls)
     return cls(layers, iters, check_finite)

@@ -38,6 +38,9 @@ class LUTQSolver(nn.solver.Solver):
         check_finite (bool): verify that the weights are finite before each k-means step
             (on a device this reads one number back per step).
         backend (str): k-means backend, ``'auto'``, ``'host'`` or ``'graph'``.
+        comm: nnabla's data-parallel communicator, for multi-GPU training: the k-means step then
+            keeps the tables identical on every rank (:class:`~nnabla_lutq.kmeans.SyncKMeans`).
+            Gradients are all-reduced by the training script, as for any nnabla solver.
 
     Example:
         >>> solver = nnabla_lutq.LUTQSolver(S.Momentum(0.1, 0.9))
@@ -45,7 +48,7 @@ class LUTQSolver(nn.solver.Solver):
         >>> ...; solver.zero_grad(); loss.backward(); solver.update()
     """
 
-    def __init__(self, solver, kmeans_iters=1, check_finite=True, backend='auto'):
+    def __init__(self, solver, kmeans_iters=1, check_finite=True, backend='auto', comm=None):
         for m in ('set_parameters', 'update', 'zero_grad'):
             if not hasattr(solver, m):
                 raise ValueError(f"LUTQSolver wraps an nnabla solver such as S.Momentum(0.1, 0.9); "
@@ -58,6 +61,7 @@ class LUTQSolver(nn.solver.Solver):
         self.kmeans_iters = int(kmeans_iters)
         self.check_finite = check_finite
         self.backend = backend
+        self.comm = comm
         self._params = {}
         self._layers = []
         self._backends = {}
@@ -134,7 +138,7 @@ class LUTQSolver(nn.solver.Solver):
         b = self._backends.get(key)
         if b is None:
             b = self._backends[key] = backend_for(self._layers, self.kmeans_iters, self.backend,
-                                                  self.check_finite)
+                                                  self.check_finite, comm=self.comm)
         b.step()
 
     # -- states -------------------------------------------------------------------------
@@ -190,7 +194,7 @@ class LUTQSolver(nn.solver.Solver):
         return self.solver.info
 
     def __getattr__(self, name):
-        if name in ('solver', '_params', '_layers', '_backends'):
+        if name in ('solver', '_params', '_layers', '_backends', 'comm'):
             raise AttributeError(name)
         return getattr(self.solver, name)
 

@@ -1,0 +1,115 @@
+"""Data-parallel k-means: identical tables on every rank by construction, checked in one process
+with a communicator stand-in that implements nnabla's ``bcast``."""
+import numpy as np
+import pytest
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+import nnabla.solvers as S
+
+import nnabla_lutq
+from nnabla_lutq.kmeans import HostKMeans, SyncKMeans, backend_for
+from reference import ref_step
+
+
+class _Group:
+    """Ranks of one process; rank 0 must reach each collective first (as the test drives them)."""
+
+    def __init__(self, size):
+        self.size = size
+        self.sent = []
+
+
+class FakeComm:
+    """The part of nnabla's data-parallel communicator the backend uses (``bcast``)."""
+
+    def __init__(self, group, rank):
+        self.group, self.rank, self.size = group, rank, group.size
+        self.calls = 0
+
+    def bcast(self, data, src=0, inplace=False):
+        assert src == 0 and inplace
+        if self.rank == 0:
+            self.group.sent.append([a.get_data('r').copy() for a in data])
+        else:
+            for a, v in zip(data, self.group.sent[self.calls]):
+                a.cast(v.dtype)[...] = v
+        self.calls += 1
+
+
+class NoisyKMeans(HostKMeans):
+    """A host step whose means differ by one ulp per rank: what GPU atomics can do."""
+    name = 'noisy'
+    rank = 0
+
+    def _run(self):
+        super()._run()
+        for s in self.layers:
+            d = s.d.data.cast(np.float32)
+            for _ in range(NoisyKMeans.rank):
+                d[...] = np.nextafter(d, np.float32(np.inf))
+
+
+def _rank_net(rank, rng_seed=3):
+    rng = np.random.RandomState(rng_seed)  # the same weights on every rank
+    with nn.parameter_scope(f'rank{rank}'):
+        x = nn.Variable((4, 3, 6, 6))
+        PF.lutq_convolution(x, 4, (3, 3), name='c1', n_values=4, dictionary='pow2')
+        PF.lutq_affine(x, 5, name='fc', n_values=6, prune_ratio=0.3)
+    layers = [s for s in nnabla_lutq.lutq_layers() if s.name.startswith(f'rank{rank}/')]
+    for s in layers:
+        s.W.d = rng.randn(*s.W.shape).astype(np.float32)
+    nnabla_lutq.initialize(layers)  # ranks start from identical parameters, as in training
+    return layers
+
+
+@pytest.mark.parametrize('iters', [1, 3])
+def test_sync_backend_makes_every_rank_hold_rank0s_tables(iters):
+    group = _Group(3)
+    ranks = [_rank_net(r) for r in range(3)]
+    start = [(s.W.d.copy(), s.d.d.copy()) for s in ranks[0]]
+    backends = [SyncKMeans(layers, iters, comm=FakeComm(group, r), inner=NoisyKMeans)
+                for r, layers in enumerate(ranks)]
+    for step in range(2):
+        for r, b in enumerate(backends):
+            NoisyKMeans.rank = r
+            b.step()
+        assert len(group.sent) == (step + 1) * iters  # one bcast of all tables per iteration
+        for r in (1, 2):
+            for a, b in zip(ranks[0], ranks[r]):
+                np.testing.assert_array_equal(a.d.d, b.d.d)
+                np.testing.assert_array_equal(a.A.d, b.A.d)
+    # rank 0's result is the plain step (its noise is zero): two steps of M iterations
+    for (w, d), s in zip(start, ranks[0]):
+        for _ in range(2 * iters):
+            d, a = ref_step(w, d, s.config)
+        np.testing.assert_array_equal(s.A.d.ravel(), a)
+        np.testing.assert_array_max_ulp(s.d.d, d, maxulp=1)
+
+
+def test_without_sync_the_ranks_drift_apart():
+    ranks = [_rank_net(r) for r in range(2)]
+    for r, layers in enumerate(ranks):
+        NoisyKMeans.rank = r
+        NoisyKMeans(layers, 1).step()
+    assert any(not np.array_equal(a.d.d, b.d.d) for a, b in zip(*ranks))
+
+
+def test_solver_with_a_communicator_uses_the_sync_backend():
+    group = _Group(2)
+    layers = _rank_net(0)
+    assert isinstance(backend_for(layers, comm=FakeComm(group, 0)), SyncKMeans)
+    assert isinstance(backend_for(layers, comm=FakeComm(_Group(1), 0)), HostKMeans)
+    x = nn.Variable.from_numpy_array(np.ones((2, 3, 6, 6), np.float32))
+    with nn.parameter_scope('rank0'):
+        y = PF.lutq_affine(x, 5, name='fc', n_values=6, prune_ratio=0.3)
+    solver = nnabla_lutq.LUTQSolver(S.Sgd(0.1), comm=FakeComm(group, 0))
+    solver.set_parameters(nn.get_parameters())
+    loss = F.sum(y ** 2)
+    loss.forward()
+    solver.zero_grad()
+    loss.backward()
+    solver.update()
+    assert len(group.sent) == 1 and len(group.sent[0]) == 2  # one bcast of both tables
+    with pytest.raises(ValueError, match='needs an nnabla communicator'):
+        SyncKMeans(layers, 1, comm=None)
