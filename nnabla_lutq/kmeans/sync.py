@@ -52,4 +52,4 @@ class SyncKMeans(base.KMeansBackend):
         tables = [s.d.data for s in self.layers]
         for _ in range(self.iters):
             self.inner._run()
-            self.comm.bcast(tables, src=0, inplace=True)
+            self.comm.bcast(tables, src=0, inplace=False)  # results land in the same arrays
