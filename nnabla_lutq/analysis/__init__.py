@@ -1,4 +1,5 @@
-"""Analysis of LUT-Q networks: the per-layer memory and multiplication report."""
+"""Analysis of LUT-Q networks: the per-layer memory and multiplication report, the footprint."""
 from .report import report, Report, LayerRecord
+from .footprint import footprint
 
-__all__ = ['report', 'Report', 'LayerRecord']
+__all__ = ['report', 'Report', 'LayerRecord', 'footprint']
