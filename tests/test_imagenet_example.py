@@ -151,3 +151,13 @@ def test_resnet_forward_backward_float_and_lutq(depth):
         assert len(convs) == {18: 21, 50: 54}[depth]  # incl. projection shortcuts and fc
     with pytest.raises(ValueError, match='depth 20 is not available'):
         resnet(x, Layers(), 20)
+
+
+def test_workers_leave_no_shared_memory_behind(folder):
+    before = set(os.listdir('/dev/shm')) if os.path.isdir('/dev/shm') else set()
+    ds = inet_data.ImageFolder(str(folder), image_size=16, workers=2, prefetch=2)
+    ds.train_batch(0, 0, 4, 0)  # queues batches 1 and 2 too
+    next(iter(ds.test_batches(2)))  # a consumer that stops after one batch
+    ds.close()
+    after = set(os.listdir('/dev/shm')) if os.path.isdir('/dev/shm') else set()
+    assert after <= before

@@ -31,6 +31,7 @@ import csv
 import math
 import multiprocessing
 import os
+from multiprocessing import shared_memory
 
 import numpy as np
 from PIL import Image
@@ -153,6 +154,29 @@ def _decode(task):
     return a[:, :, ::-1] if flip else a
 
 
+def _decode_many(tasks, shm_name=None, offset=0):
+    """Decode a chunk of images: uint8 (n, 3, S, S), or written into shared memory.
+
+    Args:
+        tasks (list): ``_decode`` tasks.
+        shm_name (str or None): a ``multiprocessing.shared_memory`` block holding the minibatch;
+            the images go to positions ``offset, offset + 1, ...`` (no pickling of pixels).
+        offset (int): position of the first image of the chunk in the minibatch.
+    """
+    if shm_name is None:
+        return np.stack([_decode(t) for t in tasks])
+    size = tasks[0][1]
+    shm = shared_memory.SharedMemory(name=shm_name)
+    try:
+        out = np.ndarray((offset + len(tasks), 3, size, size), np.uint8, buffer=shm.buf)
+        for k, t in enumerate(tasks):
+            out[offset + k] = _decode(t)
+        del out
+    finally:
+        shm.close()
+    return None
+
+
 def _random_box(w, h, r):
     """The random-resized-crop box of a ``w x h`` image from ``r`` (``_TRIES x 4`` uniforms)."""
     area = w * h
@@ -246,13 +270,13 @@ class ImageFolder:
         The next ``prefetch`` minibatches are queued for decoding before this one is awaited.
         """
         steps = self.steps_per_epoch(batch_size)
-        for ahead in range(self.prefetch + 1):
+        for ahead in range(self.prefetch + 1 if self.workers > 0 else 1):  # no workers: lazily
             i = index + ahead
             if i < steps and (epoch, i, batch_size, seed) not in self._pending:
                 self._pending[(epoch, i, batch_size, seed)] = self._submit(
                     self._train_tasks(epoch, i, batch_size, seed))
         for key in [k for k in self._pending if k[:2] < (epoch, index)]:  # skipped ones
-            self._pending.pop(key)
+            self._release(self._pending.pop(key))
         tasks_labels = self._pending.pop((epoch, index, batch_size, seed))
         return self._collect(tasks_labels)
 
@@ -266,21 +290,28 @@ class ImageFolder:
         items = self.test_items[:limit] if limit else self.test_items
         starts = list(range(0, len(items), batch_size))
         queue = []
-        for k, s in enumerate(starts):
-            while len(queue) <= self.prefetch and k + len(queue) < len(starts):
-                t = starts[k + len(queue)]
-                chunk = items[t:t + batch_size]
-                queue.append(self._submit(
-                    ([(p, self.image_size, ('val', self.resize), False) for p, _ in chunk],
-                     [lab for _, lab in chunk])))
-            yield self._collect(queue.pop(0))
+        try:
+            for k in range(len(starts)):
+                while len(queue) <= (self.prefetch if self.workers > 0 else 0) and \
+                        k + len(queue) < len(starts):
+                    t = starts[k + len(queue)]
+                    chunk = items[t:t + batch_size]
+                    queue.append(self._submit(
+                        ([(p, self.image_size, ('val', self.resize), False) for p, _ in chunk],
+                         [lab for _, lab in chunk])))
+                yield self._collect(queue.pop(0))
+        finally:  # a consumer that stops early: free what was queued
+            for pending in queue:
+                self._release(pending)
 
     def close(self):
-        """Stop the worker processes."""
+        """Stop the worker processes and free the queued minibatches."""
+        for pending in self._pending.values():
+            self._release(pending)
+        self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
-        self._pending.clear()
 
     # -- internals -----------------------------------------------------------------------------
     def _train_tasks(self, epoch, index, batch_size, seed):
@@ -297,18 +328,41 @@ class ImageFolder:
     def _submit(self, tasks_labels):
         tasks, labels = tasks_labels
         if self.workers <= 0:
-            return [_decode(t) for t in tasks], labels
+            return None, [_decode_many(tasks)], labels
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context('fork'))
-        return [self._pool.submit(_decode, t) for t in tasks], labels
+        # the workers write the pixels into one shared block per minibatch, a few chunks per
+        # worker: one small message per chunk, no pickled images
+        shm = shared_memory.SharedMemory(create=True, size=max(1, len(tasks) * 3 *
+                                                               self.image_size ** 2))
+        n = max(1, min(len(tasks), 2 * self.workers))
+        bounds = np.linspace(0, len(tasks), n + 1).astype(int)
+        return shm, [self._pool.submit(_decode_many, tasks[a:b], shm.name, a)
+                     for a, b in zip(bounds[:-1], bounds[1:]) if b > a], labels
 
-    @staticmethod
-    def _collect(pending):
-        images, labels = pending
-        arrays = [im.result() if hasattr(im, 'result') else im for im in images]
-        return (np.stack(arrays).astype(np.float32),
-                np.asarray(labels, np.int32).reshape(-1, 1))
+    def _collect(self, pending):
+        shm, chunks, labels = pending
+        if shm is None:
+            x = np.concatenate(chunks).astype(np.float32)
+        else:
+            try:
+                for c in chunks:
+                    c.result()
+                s = self.image_size
+                x = np.ndarray((len(labels), 3, s, s), np.uint8, buffer=shm.buf).astype(np.float32)
+            finally:
+                shm.close()
+                shm.unlink()
+        return x, np.asarray(labels, np.int32).reshape(-1, 1)
+
+    def _release(self, pending):
+        """Drop a queued minibatch that will not be asked for (wait for it, free its memory)."""
+        shm, chunks, _ = pending
+        if shm is not None:
+            concurrent.futures.wait(chunks)
+            shm.close()
+            shm.unlink()
 
     def __del__(self):
         try:
