@@ -13,8 +13,8 @@ OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 $PY -c 'import nnabla, nnabla_ext.cuda; print("nnabla", nnabla.__version__, "ext-cuda", nnabla_ext.cuda.__version__)' \
   | tee -a "$OUT/gpu.txt"
-# 1. every test that takes a context, in cudnn (float and half type configs)
-$PY -m pytest -q -p no:cacheprovider tests -k ctx --context cudnn --context cudnn:half \
+# 1. every test that takes a context (ctx), in its cudnn instances (float and half type configs)
+$PY -m pytest -q -p no:cacheprovider tests -k cudnn --context cudnn --context cudnn:half \
   > "$OUT/pytest_cudnn.log" 2>&1; echo "pytest rc=$?" | tee -a "$OUT/gpu.txt"
 tail -5 "$OUT/pytest_cudnn.log"
 # 2. benchmarks (they append to BENCHMARKS.md, copied back)
