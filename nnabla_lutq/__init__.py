@@ -24,6 +24,7 @@ from .io.export import export_nnp
 from .io.packed import pack, unpack
 from .io.quantize import quantize_nnp
 from .io.onnx import export_onnx
+from .nn.convert import LayerConfig, LUTQModifier, convert
 
 __version__ = '0.1.0'
 
