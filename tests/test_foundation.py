@@ -445,3 +445,19 @@ def test_export_refuses_broken_graphs_before_writing(rng, tmp_path):
     a.data.cast(np.int32)[...] = good
     nnabla_lutq.export_nnp(str(path), {'x': x}, {'y': y})
     assert read_nnp(str(path)).meta is not None
+
+
+def test_export_of_layers_with_base_axis_2_reloads(rng, tmp_path):
+    from nnabla_lutq.io.nnp import loaded_network
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3, 4, 6, 6).astype(np.float32))
+    with nnabla_lutq.inference_mode():
+        h = PF.lutq_convolution(x, 5, (3, 3), base_axis=2, name='c', n_values=4)
+        y = PF.lutq_affine(h, 3, base_axis=2, name='fc', n_values=4)
+    y.forward()
+    path = str(tmp_path / 'm.nnp')
+    nnabla_lutq.export_nnp(path, {'x': x}, {'y': y}, batch_size=2)
+    with loaded_network(path, 'lutq', batch_size=2) as net:
+        list(net.inputs.values())[0].d = x.d
+        out = list(net.outputs.values())[0]
+        out.forward()
+        np.testing.assert_array_equal(out.d, y.d)

@@ -173,8 +173,10 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
                       'outputs': dict(outputs), 'names': dict(inputs)}],
         'executors': [{'name': 'runtime', 'network': network_name,
                        'data': list(inputs.keys()), 'output': list(outputs.keys())}]}
+    # nnabla cannot reload a variable batch size through layers with base_axis > 1
+    variable = not any(f.info.args.get('base_axis', 1) > 1 for f in functions)
     with atomic_output(path, '.nnp') as tmp:
-        save(tmp, contents, variable_batch_size=True, parameters=params)
+        save(tmp, contents, variable_batch_size=variable, parameters=params)
         model = read_nnp(tmp)
         if fold or dense:
             model = fold_constants(model, dense=dense)

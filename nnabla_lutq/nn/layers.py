@@ -144,16 +144,18 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
 
 
 @parametric_function_api("lutq_conv", [
-    ('W', 'Filter weights in float (trained)', '(outmaps, inmaps // group, *kernel)', True),
+    ('W', 'Filter weights in float (trained)',
+     '(outmaps, inmaps // group, *kernel); channel-last: (outmaps, *kernel, inmaps // group)',
+     True),
     ('b', 'Bias vector', '(outmaps,)', True),
     ('d', 'Dictionary (look-up table)', '(n_values,)', False),
-    ('A', 'Assignment, int32 indices into d', '(outmaps, inmaps // group, *kernel)', False),
+    ('A', 'Assignment, int32 indices into d', 'the shape of W', False),
 ])
 @_lutq_doc
 def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
-                     w_init=None, b_init=None, base_axis=1, fix_parameters=False, rng=None,
-                     with_bias=True, n_values=16, dictionary='free', prune_ratio=0.0,
-                     pow2_range=None):
+                     channel_last=False, w_init=None, b_init=None, base_axis=1,
+                     fix_parameters=False, rng=None, with_bias=True, n_values=16,
+                     dictionary='free', prune_ratio=0.0, pow2_range=None):
     """LUT-Q N-D convolution: ``F.convolution`` with the tied weights ``d[A]``.
 
     The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
@@ -168,6 +170,8 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
         stride (:obj:`tuple` of :obj:`int`): Stride sizes for dimensions.
         dilation (:obj:`tuple` of :obj:`int`): Dilation sizes for dimensions.
         group (int): Number of groups of channels.
+        channel_last (bool): channels are the last axis of ``inp`` (NHWC) and of ``W``, as in
+            ``PF.convolution`` (not computable by nnabla's CPU backend; cudnn computes it).
         w_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
             ``W``. Glorot uniform by default.
         b_init (:obj:`nnabla.initializer.BaseInitializer` or :obj:`numpy.ndarray`): Initializer for
@@ -185,19 +189,21 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
         ValueError: on invalid LUT-Q arguments (naming the layer), before anything is created.
     """
     kernel = tuple(kernel)
-    inmaps = inp.shape[base_axis]
+    inmaps = inp.shape[-1] if channel_last else inp.shape[base_axis]
     if inmaps % group:
         raise ValueError(f"lutq_convolution: {inmaps} input channels are not divisible by group={group}")
     if w_init is None:
         w_init = UniformInitializer(calc_uniform_lim_glorot(inmaps, outmaps, kernel), rng=rng)
     if with_bias and b_init is None:
         b_init = ConstantInitializer()
-    q = _lutq_weight('conv', (outmaps, inmaps // group) + kernel, w_init, fix_parameters,
-                     n_values, dictionary, prune_ratio, pow2_range)
+    w_shape = ((outmaps,) + kernel + (inmaps // group,) if channel_last
+               else (outmaps, inmaps // group) + kernel)
+    q = _lutq_weight('conv', w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
+                     pow2_range)
     b = None
     if with_bias:
         b = get_parameter_or_create("b", (outmaps,), b_init, True, not fix_parameters)
-    return F.convolution(inp, q, b, base_axis, pad, stride, dilation, group)
+    return F.convolution(inp, q, b, base_axis, pad, stride, dilation, group, channel_last)
 
 
 @parametric_function_api("lutq_depthwise_conv", [
