@@ -722,16 +722,18 @@ def test_resnet20_from_the_examples_converts_like_its_lutq_twin():
 
 
 def test_docs_example_fine_tunes_a_float_nnp(tmp_path, monkeypatch):
-    """Runs the worked example of docs/existing_network.md (NnpLoader -> convert -> LUTQSolver
-    -> inference_mode + export_nnp) and checks the exported file and the printed plan."""
+    """Runs the worked example of the README's "LUT-Q for an existing network" (NnpLoader ->
+    convert -> LUTQSolver -> inference_mode + export_nnp), checks the file and the printed plan."""
     from nnabla.utils.nnp_graph import NnpLoader
-    text = open(os.path.join(ROOT, 'docs', 'existing_network.md')).read()
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    text = readme[readme.index('## LUT-Q for an existing network'):]
+    text = text[:text.index('\n## ', 1)]
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
     ns = {}
     for block in blocks:
-        exec(compile(block, 'docs/existing_network.md', 'exec'), ns)
+        exec(compile(block, 'README.md', 'exec'), ns)
     shown = re.search(r"what happened to each layer:\n\n```\n(.*?)```", text, re.S).group(1)
     assert str(ns['plan']).strip() == shown.strip()
     assert np.isfinite(ns['loss'].d)
