@@ -253,7 +253,7 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path,
     with pytest.raises(SystemExit, match='already holds a run'):
         run(tmp_path, 'r', '--config', 'lutq4', data_dir=official[0])
     assert (out / 'params.h5').read_bytes() == before
-    with pytest.raises(SystemExit, match='no checkpoint'):
+    with pytest.raises(SystemExit, match='no complete checkpoint'):
         cifar_train.main(['--resume', str(tmp_path / 'nothing')])
     broken = tmp_path / 'broken' / 'checkpoint'
     broken.mkdir(parents=True)

@@ -6,6 +6,8 @@ Looked for in ``--data-dir`` in this order:
 2. a JPEG tree ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` (the folder itself or a
    subfolder), or a ``.tar.gz`` / ``.tgz`` holding one.
 
+``--data-dir`` may also name one of these archives itself.
+
 Without ``--data-dir`` the folder is ``~/nnabla_data`` (where nnabla's own CIFAR-10 source keeps
 it); if nothing is there, the official file is downloaded into it (short timeout). Decoded arrays
 are cached in the user cache folder (see :func:`common.image_data.cache_dir`), never next to the
@@ -139,9 +141,16 @@ def load_arrays(data_dir=None, progress=True, url=OFFICIAL_URL, timeout=10):
     """
     explicit = data_dir is not None
     folder = os.path.expanduser(data_dir if explicit else DEFAULT_DIR)
-    if explicit and not os.path.isdir(folder):
+    found = None
+    if explicit and os.path.isfile(folder):  # the archive itself: fine too
+        if not folder.endswith(('.tar.gz', '.tgz', '.tar')):
+            raise DataError(f"--data-dir {data_dir} is a file; give the folder that holds the data "
+                            f"({OFFICIAL_FILE}, cifar-10-batches-py/ or a JPEG tree)")
+        found = ('official' if os.path.basename(folder) == OFFICIAL_FILE else 'images', folder)
+    elif explicit and not os.path.isdir(folder):
         raise DataError(f"--data-dir {data_dir}: no such folder")
-    found = find_source(folder) if os.path.isdir(folder) else None
+    elif os.path.isdir(folder):
+        found = find_source(folder)
     if found is None and not explicit:
         got = _download(folder, url, timeout)
         if not isinstance(got, str):

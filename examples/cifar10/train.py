@@ -3,7 +3,7 @@
 Examples::
 
     python train.py --config float --data-dir ~/nnabla_data
-    python train.py --config lutq4-pow2 --init float-RUN/params.h5
+    python train.py --config lutq4-pow2 --init float-RUN/params.h5    # or float-RUN/model.nnp
     python train.py --config lutq2-pow2-mlbn --act-bits 8 --context cudnn
     python train.py --list-configs
     python train.py --resume lutq4-20261123-101500
@@ -40,7 +40,7 @@ def dataset(args):
 
 
 def main(argv=None, stop_at=None):
-    args = parser().parse_args(argv)
+    args = trainer.parse_args(parser(), argv)
     if args.list_configs:
         trainer.list_configs(act_bits=args.act_bits)
         return None

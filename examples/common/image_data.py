@@ -182,19 +182,37 @@ class ArrayDataset:
         self.classes = [str(c) for c in classes]
         self.pad, self.flip = pad, flip
 
+    rank, size = 0, 1
+
     @property
     def image_shape(self):
         """tuple: (C, H, W)."""
         return self.x_train.shape[1:]
 
+    @property
+    def n_train(self):
+        """int: training images."""
+        return len(self.x_train)
+
+    @property
+    def n_test(self):
+        """int: validation images."""
+        return len(self.x_test)
+
+    def shard(self, rank, size):
+        """Read only this data-parallel rank's minibatches: ``rank, rank + size, ...`` of each
+        epoch's sequence, so the ranks together see every image once per epoch."""
+        self.rank, self.size = int(rank), int(size)
+
     def steps_per_epoch(self, batch_size):
-        """Full minibatches per epoch (the remainder of the permutation is dropped)."""
-        return len(self.x_train) // batch_size
+        """Full minibatches per epoch and rank (the remainder of the permutation is dropped)."""
+        return len(self.x_train) // (batch_size * self.size)
 
     def train_batch(self, epoch, index, batch_size, seed):
         """Minibatch ``index`` of ``epoch``: float32 pixels (B, C, H, W) in [0, 255], int32 (B, 1).
         """
         perm = np.random.RandomState([seed, epoch]).permutation(len(self.x_train))
+        index = index * self.size + self.rank
         idx = perm[index * batch_size:(index + 1) * batch_size]
         x = self.x_train[idx]
         rng = np.random.RandomState([seed, epoch, index])
@@ -210,9 +228,14 @@ class ArrayDataset:
             x = np.where(flips[:, None, None, None], x[..., ::-1], x)
         return x.astype(np.float32), self.y_train[idx]
 
-    def test_batches(self, batch_size):
+    def test_batches(self, batch_size, limit=None):
         """Yield the test set in order: float32 pixels and int32 labels (last batch may be short).
+
+        Args:
+            batch_size (int): images per batch.
+            limit (int or None): only the first ``limit`` images.
         """
-        for i in range(0, len(self.x_test), batch_size):
-            yield (self.x_test[i:i + batch_size].astype(np.float32),
-                   self.y_test[i:i + batch_size])
+        n = len(self.x_test) if limit is None else min(limit, len(self.x_test))
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            yield self.x_test[i:j].astype(np.float32), self.y_test[i:j]

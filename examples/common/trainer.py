@@ -13,14 +13,23 @@ One run = one configuration trained in its own folder::
 
 The input of the graphs (and of ``model.nnp``) is raw pixels in [0, 255]; the network scales them
 to [-1, 1] itself.
+
+Interruptions: Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop, ``timeout``) only set a flag; the
+run stops at the next iteration boundary, writes its checkpoint and exits (130 / 143), so
+``--resume`` continues bit-identically. A checkpoint is replaced by renames; a run killed between
+them is recovered from ``checkpoint.old``.
+
+Data-parallel (``mpirun -n N``): see :mod:`examples.common.distributed`; rank 0 writes the files.
 """
 import argparse
 import dataclasses
+import importlib.util
 import json
-import math
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -29,18 +38,23 @@ import nnabla.functions as F
 import nnabla.solvers as S
 from nnabla.ext_utils import get_extension_context
 from nnabla.monitor import Monitor, MonitorSeries, MonitorTimeElapsed
+from nnabla.utils.learning_rate_scheduler import (CosineScheduler, LinearWarmupScheduler,
+                                                  StepScheduler)
 from tqdm import tqdm
 
 import nnabla_lutq
 
 from . import configs
+from .distributed import Distributed
 
-__all__ = ['add_arguments', 'check_arguments', 'learning_rate', 'prepare', 'train',
-           'predict_fn', 'RunError']
+__all__ = ['add_arguments', 'parse_args', 'check_arguments', 'scheduler', 'learning_rate',
+           'prepare', 'train', 'predict_fn', 'RunError']
 
-#: Settings a resumed run takes from the command line instead of its args.json (the ones set
-#: to ``None`` on the command line keep the run's own value).
-_RUNTIME_ONLY = ('context', 'resume', 'progress', 'data_dir', 'list_configs')
+#: Settings a resumed run takes from the command line instead of its args.json.
+_RUNTIME_ONLY = ('context', 'resume', 'progress', 'data_dir', 'list_configs', 'val_images',
+                 'workers')
+#: Settings a resumed run may change: a longer run (the schedule then spans the new length).
+_EXTENDABLE = ('max_iter', 'epochs')
 
 
 class RunError(RuntimeError):
@@ -85,7 +99,38 @@ def add_arguments(parser, epochs=160):
       help='continue the run in RUN_DIR from its last checkpoint, with its own settings')
     a('--val-batch-size', type=int, default=500,
       help='batch size of validation (default: %(default)s)')
+    a('--val-images', type=int, default=None,
+      help='validate on the first N validation images only (quick runs; default: all)')
+    a('--warmup-epochs', type=float, default=0.0,
+      help='linear learning-rate warm-up over this many epochs (default: %(default)s)')
+    a('--no-lr-scaling', dest='lr_scaling', action='store_false',
+      help='with N data-parallel processes, do not multiply --lr by N')
     a('--no-progress', dest='progress', action='store_false', help='no progress bar')
+
+
+def parse_args(parser, argv=None):
+    """Parse the flags and remember which ones were given (``args.explicit``).
+
+    ``--resume`` needs to tell a flag the user typed from a default, to apply or refuse it.
+
+    Args:
+        parser (argparse.ArgumentParser): with :func:`add_arguments`.
+        argv (list or None): the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        argparse.Namespace: the flags, plus ``explicit`` (a sorted list of the given ones).
+    """
+    args = parser.parse_args(argv)
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a, _ in saved:
+            a.default = argparse.SUPPRESS
+        given = parser.parse_args(argv)
+    finally:
+        for a, d in saved:
+            a.default = d
+    args.explicit = sorted(vars(given))
+    return args
 
 
 def check_arguments(args):
@@ -107,76 +152,171 @@ def check_arguments(args):
                             ('--lr', args.lr, args.lr > 0),
                             ('--weight-decay', args.weight_decay, args.weight_decay >= 0),
                             ('--momentum', args.momentum, 0 <= args.momentum < 1),
-                            ('--kmeans-iters', args.kmeans_iters, args.kmeans_iters >= 0)):
+                            ('--kmeans-iters', args.kmeans_iters, args.kmeans_iters >= 1),
+                            ('--val-images', getattr(args, 'val_images', None),
+                             getattr(args, 'val_images', None) is None or args.val_images >= 1),
+                            ('--warmup-epochs', getattr(args, 'warmup_epochs', 0),
+                             getattr(args, 'warmup_epochs', 0) >= 0)):
         if not ok:
             raise RunError(f"{flag} {value} is out of range")
     if args.init is not None:
-        if not layers.lutq and not args.init.endswith('.h5'):
-            raise RunError(f"--init {args.init}: expected an .h5 parameter file")
+        if not args.init.endswith(('.h5', '.nnp')):
+            raise RunError(f"--init {args.init}: expected a float run's params.h5 or model.nnp")
         if not os.path.isfile(args.init):
-            raise RunError(f"--init {args.init}: no such file (a float run writes params.h5)")
+            raise RunError(f"--init {args.init}: no such file (a float run writes params.h5 and "
+                           "model.nnp)")
+    check_context(args.context or 'cpu')
     return layers
 
 
-def learning_rate(schedule, base, it, total):
-    """Learning rate of iteration ``it`` (0-based) of a run of ``total`` iterations.
+def check_context(context):
+    """Refuse a context whose nnabla extension is not installed, with what to install.
+
+    Raises:
+        RunError: for ``cudnn``/``cuda`` without nnabla-ext-cuda.
+    """
+    if context != 'cpu' and importlib.util.find_spec('nnabla_ext.cuda') is None:
+        raise RunError(f"--context {context} needs nnabla's CUDA extension, which is not "
+                       "installed: pip install 'nnabla-ext-cuda120==1.39.*' (in a clone: "
+                       "pip install '.[cuda]'), or use --context cpu")
+
+
+def scheduler(schedule, base, total, warmup=0):
+    """nnabla's learning-rate scheduler for a run of ``total`` iterations.
 
     Args:
         schedule (str): ``step`` (divided by 10 at 50 % and again at 75 % of ``total``) or
             ``cosine`` (``base * (1 + cos(pi * it / total)) / 2``).
         base (float): initial learning rate.
-        it (int): iteration.
         total (int): iterations of the run.
+        warmup (int): iterations of linear warm-up from 0 (nnabla's LinearWarmupScheduler).
 
     Returns:
-        float: the learning rate.
+        nnabla.utils.learning_rate_scheduler.BaseLearningRateScheduler: with
+        ``get_learning_rate(it)``.
     """
     if schedule == 'step':
-        return base * 0.1 ** ((it >= 0.5 * total) + (it >= 0.75 * total))
-    if schedule == 'cosine':
-        return base * 0.5 * (1 + math.cos(math.pi * it / total))
-    raise ValueError(f"unknown schedule {schedule!r} (step or cosine)")
+        sched = StepScheduler(base, 0.1, [-(-total // 2), -(-3 * total // 4)])
+    elif schedule == 'cosine':
+        sched = CosineScheduler(base, total)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r} (step or cosine)")
+    return LinearWarmupScheduler(sched, warmup) if warmup > 0 else sched
+
+
+def learning_rate(schedule, base, it, total):
+    """Learning rate of iteration ``it`` (0-based) of a run of ``total`` iterations (see
+    :func:`scheduler`)."""
+    return scheduler(schedule, base, total).get_learning_rate(it)
 
 
 def _preprocess(x):
     return F.add_scalar(F.mul_scalar(x, 1 / 127.5), -1.0)
 
 
+_CHECKPOINT_FILES = ('params.h5', 'solver.h5', 'state.json')
+
+
+def _complete_checkpoint(folder):
+    """Whether ``folder`` holds a whole checkpoint (all files, a readable state)."""
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in _CHECKPOINT_FILES):
+        return False
+    try:
+        with open(os.path.join(folder, 'state.json')) as f:
+            return 'iteration' in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+def recover_checkpoint(run_dir):
+    """Make ``run_dir/checkpoint`` the last complete checkpoint, if there is one.
+
+    A run killed between the two renames of :func:`_save_checkpoint` leaves its previous
+    checkpoint as ``checkpoint.old`` (and perhaps an incomplete ``checkpoint``); a
+    ``checkpoint.tmp`` is never trusted.
+
+    Returns:
+        bool: whether a complete checkpoint is in place.
+    """
+    final = os.path.join(run_dir, 'checkpoint')
+    old = os.path.join(run_dir, 'checkpoint.old')
+    if _complete_checkpoint(final):
+        return True
+    if _complete_checkpoint(old):
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(old, final)
+        return True
+    return False
+
+
 def prepare(args):
-    """Resolve the run folder and the settings of a new or resumed run (creates nothing).
+    """Resolve the run folder and the settings of a new or resumed run.
+
+    Nothing is created; a resumed run's checkpoint may be recovered from ``checkpoint.old``.
 
     Args:
-        args (argparse.Namespace): parsed flags.
+        args (argparse.Namespace): parsed flags (:func:`parse_args` records which were given).
 
     Returns:
         tuple: ``(args, layers, run_dir, resuming)``; for ``--resume`` the settings are the run's
-        own (from its ``args.json``) except the runtime flags (context, progress, data).
+        own (from its ``args.json``) except the runtime flags (context, progress, data, number of
+        validation images), and a longer ``--max-iter`` / ``--epochs`` given on the command line.
 
     Raises:
-        RunError: a wrong flag, a missing checkpoint, or an output folder that already holds a run.
+        RunError: a wrong flag, a flag that cannot change on resume, a missing checkpoint, or an
+            output folder that already holds a run.
     """
     if args.resume:
-        state = os.path.join(args.resume, 'checkpoint', 'state.json')
-        if not os.path.isfile(state):
-            raise RunError(f"--resume {args.resume}: no checkpoint there "
-                           f"({state} is missing); start a new run instead")
+        if not recover_checkpoint(args.resume):
+            raise RunError(f"--resume {args.resume}: no complete checkpoint there "
+                           f"({os.path.join(args.resume, 'checkpoint')} is missing or damaged); "
+                           "start a new run instead")
         try:
             with open(os.path.join(args.resume, 'args.json')) as f:
                 saved = json.load(f)
         except (OSError, ValueError) as e:
             raise RunError(f"--resume {args.resume}: its args.json cannot be read ({e}); the "
                            "run folder is incomplete, start a new run instead")
-        merged = dict(saved, **{k: getattr(args, k) for k in _RUNTIME_ONLY
-                                if getattr(args, k, None) is not None})
+        explicit = set(getattr(args, 'explicit', [])) - {'resume'}
+        merged = dict(saved)
+        for k in _RUNTIME_ONLY:
+            if k in explicit or (k not in saved and getattr(args, k, None) is not None):
+                merged[k] = getattr(args, k)
+        for k in sorted(explicit - set(_RUNTIME_ONLY)):
+            new, old = getattr(args, k), saved.get(k)
+            if new == old:
+                continue
+            if k in _EXTENDABLE:
+                merged[k] = new
+                continue
+            flag = '--' + k.replace('_', '-')
+            raise RunError(f"{flag} cannot change when resuming (the run uses {old!r}); only "
+                           "--max-iter / --epochs (a longer run), --context, --data-dir, "
+                           "--val-images and --no-progress can; start a new run for other "
+                           "settings")
+        merged['resume'] = args.resume
+        merged.setdefault('explicit', [])
         args = argparse.Namespace(**merged)
         return args, check_arguments(args), args.resume, True
     args.context = args.context or 'cpu'
     layers = check_arguments(args)
     run_dir = args.output or f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if any(os.path.exists(os.path.join(run_dir, f)) for f in ('checkpoint', 'results.json')):
+    if any(os.path.exists(os.path.join(run_dir, f))
+           for f in ('checkpoint', 'checkpoint.old', 'results.json')):
         raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
                        f"{run_dir} or choose another --output")
     return args, layers, run_dir, False
+
+
+def _check_writable(run_dir):
+    """Create the run folder and make sure files can be written there."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as e:
+        raise RunError(f"--output {run_dir}: cannot write there ({e.strerror or e}); choose "
+                       "another folder")
 
 
 def predict_fn(model_fn, layers, batch_size, image_shape):
@@ -193,9 +333,9 @@ def predict_fn(model_fn, layers, batch_size, image_shape):
     return x, y, predict
 
 
-def _evaluate(predict, dataset, batch_size):
+def _evaluate(predict, dataset, batch_size, limit=None):
     wrong = total = 0
-    for xb, yb in dataset.test_batches(batch_size):
+    for xb, yb in dataset.test_batches(batch_size, limit):
         wrong += int(np.sum(predict(xb).argmax(1) != yb[:, 0]))
         total += len(xb)
     return wrong / total
@@ -214,122 +354,239 @@ def _save_checkpoint(run_dir, solver, state):
     shutil.rmtree(old, ignore_errors=True)
     if os.path.exists(final):
         os.replace(final, old)
-    os.replace(tmp, final)
+    os.replace(tmp, final)  # a death before this line leaves checkpoint.old: recover_checkpoint
     shutil.rmtree(old, ignore_errors=True)
 
 
-def train(args, dataset_fn, model_fn, stop_at=None, log=print):
+class _Interrupts:
+    """SIGINT and SIGTERM only set a flag; the training loop stops at an iteration boundary.
+
+    A second Ctrl-C while the first is pending stops at once (without a new checkpoint; the
+    previous one stays valid).
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no handlers, Ctrl-C raises as usual
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _graph_parameters(*outputs):
+    """Full names of the registered parameters that the graphs of ``outputs`` read."""
+    data = {}
+    for o in outputs:
+        o.visit(lambda f: data.update({v.data: None for v in f.inputs if v.parent is None}))
+    return {k for k, v in nnabla_lutq.nn.state.all_parameters().items() if v.data in data}
+
+
+def _load_init_nnp(path, layers):
+    """Register a float run's ``model.nnp`` parameters (converted to LUT-Q for a LUT-Q run).
+
+    The file's network is loaded with nnabla's ``NnpLoader`` (its parameters keep their names,
+    e.g. ``net/conv0/conv/W``) and, for a LUT-Q run, converted with :func:`nnabla_lutq.convert`
+    with the run's settings, which moves the float weights to the LUT-Q names and initializes the
+    tables; the run's model then finds its parameters there.
+    """
+    from nnabla.utils.nnp_graph import NnpLoader
+    from nnabla_lutq.io.nnp import default_network, read_nnp
+    try:
+        net = NnpLoader(path).get_network(default_network(read_nnp(path)), batch_size=1)
+    except Exception as e:  # nnabla's loader raises many kinds
+        raise RunError(f"--init {path}: not a readable float .nnp ({e})")
+    if layers.lutq:
+        edges = None if layers.quantize_first_last else {'conv0': None, 'fc': None}
+        cfg = nnabla_lutq.LayerConfig(layers.n_values, layers.dictionary, layers.prune_ratio,
+                                      layers.pow2_range)
+        try:
+            nnabla_lutq.convert(list(net.outputs.values()), config=cfg, mlbn=layers.mlbn,
+                                overrides={f'net/{k}': v for k, v in (edges or {}).items()})
+        except ValueError as e:
+            raise RunError(f"--init {path}: cannot convert it to {configs.describe(layers)} ({e})")
+
+
+def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
     """Train one configuration end to end (see the module docs for what the run folder holds).
 
     Args:
-        args (argparse.Namespace): flags from :func:`add_arguments`.
-        dataset_fn (callable): ``dataset_fn(args) -> ArrayDataset`` (called after the flags are
-            checked, before the run folder is created).
+        args (argparse.Namespace): flags from :func:`add_arguments` (via :func:`parse_args`).
+        dataset_fn (callable): ``dataset_fn(args) -> dataset`` with ``image_shape``,
+            ``n_train``, ``steps_per_epoch(batch)``, ``train_batch(epoch, index, batch, seed)``
+            and ``test_batches(batch, limit)`` (called after the flags are checked, before the
+            run folder is created).
         model_fn (callable): ``model_fn(x, layers, test) -> logits`` (e.g.
             :func:`examples.common.models.resnet20`).
         stop_at (int or None): stop after this iteration with a checkpoint, as if interrupted
             (Ctrl-C does the same); ``--resume`` continues from there.
         log (callable): where progress lines go.
+        comm: a data-parallel communicator (tests); by default one is created under mpirun.
 
     Returns:
         dict: the results (also written to ``results.json``), or the state when stopped early.
 
     Raises:
         RunError: for wrong flags or a run folder that cannot be used (nothing is changed then).
+        SystemExit: 130 (SIGINT) or 143 (SIGTERM) after checkpointing an interrupted run.
     """
     args, layers, run_dir, resuming = prepare(args)
+    ctx = get_extension_context(args.context)
+    dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
     dataset = dataset_fn(args)
+    if dist.size > 1:
+        dataset.shard(dist.rank, dist.size)
     steps = dataset.steps_per_epoch(args.batch_size)
     if steps < 1:
         raise RunError(f"--batch-size {args.batch_size} is larger than the training set "
-                       f"({len(dataset.x_train)} images)")
+                       f"({dataset.n_train} images)")
     total = args.epochs * steps
     if args.max_iter:
         total = min(total, args.max_iter)
+    if dist.is_main:
+        _check_writable(run_dir)
+    lr = dist.scaled_lr(args.lr) if getattr(args, 'lr_scaling', True) else args.lr
+    sched = scheduler(args.schedule, lr, total, int(getattr(args, 'warmup_epochs', 0) * steps))
 
-    nn.set_default_context(get_extension_context(args.context))
+    nn.set_default_context(ctx)
     nn.clear_parameters()
     nn.random.seed(args.seed)
     nn.random.set_parameter_seed(args.seed)
+    loaded = None
+    if args.init and not resuming and args.init.endswith('.nnp'):
+        _load_init_nnp(args.init, layers)
+        loaded = set(nnabla_lutq.nn.state.all_parameters())
     x = nn.Variable((args.batch_size,) + dataset.image_shape)
     t = nn.Variable((args.batch_size, 1))
     with nn.parameter_scope('net'):
         logits = model_fn(_preprocess(x), layers, test=False)
     logits.persistent = True
     loss = F.mean(F.softmax_cross_entropy(logits, t))
-    if args.init and not resuming:
-        nnabla_lutq.load_float_parameters(args.init)
-    solver = S.Momentum(args.lr, args.momentum)
-    if layers.lutq:
-        solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=args.kmeans_iters)
-    solver.set_parameters(nn.get_parameters())
     _, y_val, predict = predict_fn(model_fn, layers, args.val_batch_size, dataset.image_shape)
-
-    os.makedirs(run_dir, exist_ok=True)
+    if args.init and not resuming:
+        if args.init.endswith('.h5'):
+            try:
+                nnabla_lutq.load_float_parameters(args.init)
+            except ValueError as e:
+                raise RunError(f"--init {args.init}: {e}")
+        else:  # the model must have found all its parameters in the file
+            used = _graph_parameters(loss, y_val)
+            missing = sorted(used - loaded)
+            if missing:
+                raise RunError(f"--init {args.init}: the file has no {missing[:3]} (+"
+                               f"{max(0, len(missing) - 3)} more); give the model.nnp of a float "
+                               "run of this model and --act-bits setting")
+            for k in loaded - used:  # e.g. parameters the converted float graph no longer reads
+                nn.parameter.pop_parameter(k)
+    solver = S.Momentum(lr, args.momentum)
+    if layers.lutq:
+        solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=args.kmeans_iters,
+                                        comm=dist.kmeans_comm())
+    params = nn.get_parameters()
+    solver.set_parameters(params)
+    if dist.is_main:
+        os.makedirs(run_dir, exist_ok=True)
     if resuming:
         ck = os.path.join(run_dir, 'checkpoint')
         nn.load_parameters(os.path.join(ck, 'params.h5'))
         solver.load_states(os.path.join(ck, 'solver.h5'))
         with open(os.path.join(ck, 'state.json')) as f:
             state = json.load(f)
+        if state['iteration'] > total:
+            raise RunError(f"--resume {run_dir}: the run is at iteration {state['iteration']}, "
+                           f"beyond the {total} iterations asked for; give a larger --max-iter")
         log(f"resuming {run_dir} at iteration {state['iteration']} of {total}")
     else:
-        with open(os.path.join(run_dir, 'args.json'), 'w') as f:
-            json.dump(vars(args), f, indent=1)
+        dist.bcast_parameters(nn.get_parameters(grad_only=False))
+        if dist.is_main:
+            with open(os.path.join(run_dir, 'args.json'), 'w') as f:
+                json.dump({k: v for k, v in vars(args).items() if k != 'explicit'}, f, indent=1)
         state = {'iteration': 0, 'seconds': 0.0, 'history': [], 'best_val_error': None}
     log(f"{args.config}: {configs.describe(layers)}; {total} iterations "
-        f"({steps} per epoch), schedule {args.schedule}, run folder {run_dir}")
+        f"({steps} per epoch{f', {dist.size} processes' if dist.size > 1 else ''}), schedule "
+        f"{args.schedule}, run folder {run_dir}")
 
-    monitor = Monitor(run_dir)
-    m_loss = MonitorSeries('train_loss', monitor, interval=min(50, steps), verbose=False)
-    m_err = MonitorSeries('train_error', monitor, interval=min(50, steps), verbose=False)
+    quiet = not dist.is_main
+    monitor = Monitor(run_dir) if not quiet else None
+    interval = max(1, min(50, steps, total))
+    m_loss = MonitorSeries('train_loss', monitor, interval=interval, verbose=False)
+    m_err = MonitorSeries('train_error', monitor, interval=interval, verbose=False)
     m_val = MonitorSeries('val_error', monitor, interval=1, verbose=False)
-    m_time = MonitorTimeElapsed('time', monitor, interval=steps, verbose=False)
+    m_time = MonitorTimeElapsed('time', monitor, interval=min(steps, total), verbose=False)
+    val_limit = getattr(args, 'val_images', None)
+
+    def validate(it):
+        err = _evaluate(predict, dataset, args.val_batch_size, val_limit)
+        if not quiet:
+            m_val.add(it, err)
+        best = state['best_val_error']
+        state['best_val_error'] = err if best is None else min(best, err)
+        state['history'].append({'iteration': it, 'epoch': it / steps, 'val_error': err})
+        return err
+
+    def checkpoint(it):
+        state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
+        if dist.is_main:
+            _save_checkpoint(run_dir, solver, state)
+
     it = state['iteration']
-    bar = tqdm(total=total, initial=it, desc=args.config, disable=not args.progress, ncols=90)
+    bar = tqdm(total=total, initial=it, desc=args.config, disable=not args.progress or quiet,
+               ncols=90)
     start = time.time() - state['seconds']
-    stopped = False
-    try:
+    with _Interrupts() as interrupts:
         while it < total:
             epoch, index = divmod(it, steps)
             x.d, t.d = dataset.train_batch(epoch, index, args.batch_size, args.seed)
-            solver.set_learning_rate(learning_rate(args.schedule, args.lr, it, total))
+            solver.set_learning_rate(sched.get_learning_rate(it))
             loss.forward(clear_no_need_grad=True)
             if not np.isfinite(loss.d):
                 raise RunError(f"iteration {it}: the loss is {float(loss.d)}; lower --lr")
             solver.zero_grad()
             loss.backward(clear_buffer=True)
+            dist.all_reduce_gradients(params)
             solver.weight_decay(args.weight_decay)
             solver.update()
-            m_loss.add(it, float(loss.d))
-            m_err.add(it, float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
-            m_time.add(it)
+            if not quiet:
+                m_loss.add(it, float(loss.d))
+                m_err.add(it, float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
+                m_time.add(it)
             it += 1
             bar.update(1)
             bar.set_postfix(loss=f'{float(loss.d):.3f}')
             if it % steps == 0 or it == total:
-                err = _evaluate(predict, dataset, args.val_batch_size)
-                m_val.add(it, err)
-                best = state['best_val_error']
-                state['best_val_error'] = err if best is None else min(best, err)
-                state['history'].append({'iteration': it, 'epoch': it / steps,
-                                         'val_error': err})
+                err = validate(it)
                 bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
-            if it % steps == 0 or it == total or it == stop_at:
-                state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
-                _save_checkpoint(run_dir, solver, state)
+            if it % steps == 0 or it == total or it == stop_at or interrupts.signum:
+                checkpoint(it)
+            if interrupts.signum:
+                bar.close()
+                name = signal.Signals(interrupts.signum).name
+                log(f"{name} at iteration {it}: checkpoint written; continue with --resume "
+                    f"{run_dir}")
+                sys.exit(128 + interrupts.signum)
             if it == stop_at:
-                stopped = True
-                break
-    except KeyboardInterrupt:
-        state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
-        _save_checkpoint(run_dir, solver, state)
-        bar.close()
-        log(f"interrupted at iteration {it}: continue with --resume {run_dir}")
-        sys.exit(130)
+                bar.close()
+                log(f"stopped at iteration {it}: continue with --resume {run_dir}")
+                return state
     bar.close()
-    if stopped:
-        log(f"stopped at iteration {it}: continue with --resume {run_dir}")
+    if not state['history'] or state['history'][-1]['iteration'] != total:
+        validate(total)  # e.g. a checkpoint of an older version, written before its validation
+        checkpoint(total)
+    if not dist.is_main:
         return state
 
     nn.save_parameters(os.path.join(run_dir, 'params.h5'))
@@ -342,11 +599,13 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print):
         'schedule': {'name': args.schedule, 'lr': args.lr, 'epochs': args.epochs,
                      'max_iter': args.max_iter, 'iterations': total,
                      'epochs_run': total / steps, 'batch_size': args.batch_size,
-                     'weight_decay': args.weight_decay, 'init': args.init},
+                     'processes': dist.size, 'weight_decay': args.weight_decay,
+                     'init': args.init, 'warmup_epochs': getattr(args, 'warmup_epochs', 0)},
         'final_val_error': state['history'][-1]['val_error'],
         'best_val_error': state['best_val_error'], 'history': state['history'],
+        'val_images': val_limit or dataset.n_test,
         'seconds': state['seconds'], 'context': args.context, 'seed': args.seed,
-        'n_train': len(dataset.x_train), 'n_val': len(dataset.x_test),
+        'n_train': dataset.n_train, 'n_val': dataset.n_test,
         'report': {'layers': rep.records(), 'totals': rep.totals},
         'model': 'model.nnp', 'params': 'params.h5'}
     with open(os.path.join(run_dir, 'results.json'), 'w') as f:

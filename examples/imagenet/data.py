@@ -260,6 +260,10 @@ class ImageFolder:
         """int: validation images."""
         return len(self.test_items)
 
+    def shard(self, rank, size):
+        """Read only this data-parallel rank's minibatches (see ``shard`` of the constructor)."""
+        self.rank, self.size = int(rank), int(size)
+
     def steps_per_epoch(self, batch_size):
         """Minibatches of this rank per epoch (full batches only)."""
         return len(self.train_items) // (batch_size * self.size)
