@@ -19,6 +19,7 @@ from .nn import (lutq_affine, lutq_convolution, lutq_depthwise_convolution, mlbn
                  inference_mode, weight_mode, WeightMode, lutq_layers, mlbn_layers, LUTQLayer,
                  MLBNLayer, STATE)
 from .training import LUTQSolver, initialize, load_float_parameters
+from .training import LCSolver, lc_schedule
 from .analysis import report, Report, LayerRecord, footprint
 from .io.export import export_nnp
 from .io.packed import pack, unpack

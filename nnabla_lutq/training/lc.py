@@ -1,0 +1,629 @@
+"""``LCSolver``: the learning-compression (LC) algorithm for LUT-Q layers.
+
+Carreira-Perpiñán & Idelbayev, "Model compression as constrained optimization, with application
+to neural nets. Part II: quantization" (arXiv:1707.04319), on the same ``PF.lutq_*`` layers as
+LUT-Q. Each layer's float weights ``W`` are constrained to ``d[A]`` (``d`` its look-up table,
+``A`` the int32 assignment) and the constrained problem is solved by alternating
+
+* the **L step**: a number of minibatch updates of ``W`` on
+  ``loss(W) + (mu/2)·||W - d[A] - lambda/mu||²``, with the network computing with ``W`` itself
+  (the training graph is built under ``nnabla_lutq.weight_mode('float')``);
+* the **C step**: the best ``(d, A)`` for ``W - lambda/mu`` -- exact 1-D k-means to convergence,
+  warm-started from the current ``d``, with the layer's constraints (power-of-two values, pruning
+  with ``d[0] = 0``), or the nearest values of a fixed codebook (binary, ternary), optionally
+  with a learned scale; then the multiplier step ``lambda <- lambda - mu·(W - d[A])``;
+* ``mu`` grows geometrically, ``mu_j = mu0·a^j`` for the ``j``-th LC step.
+
+When the schedule ends, :meth:`LCSolver.finalize` leaves the layers computing with ``d[A]``; the
+tied, inference and export paths of the package are unchanged.
+
+Defaults come from the authors' toolkit (UCMerced-ML/LC-model-compression,
+``examples/lenet300/lenet300.py``, quantization experiments): ``mu_j = 9e-5·1.1^j`` for 40 LC
+steps (see :data:`TOOLKIT_SCHEDULE`).
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+
+from ..core.kmeans import assign, boundaries, kmeans_step, pruned_mask
+from ..core.pow2 import pow2_round
+from ..kmeans import validate, nonfinite_error
+from ..nn.functions import detached, float32_context
+from ..nn.state import STATE, LUTQLayer
+from .solver import _delegate
+
+__all__ = ['LCSolver', 'c_step', 'lc_schedule', 'TOOLKIT_SCHEDULE']
+
+_STATE_GROUP = 'nnabla_lutq_lc'
+
+#: The schedule of the LC toolkit's quantization example (UCMerced-ML/LC-model-compression,
+#: ``examples/lenet300/lenet300.py``, experiments ``quantize_all``): ``mu_j = mu0·mu_growth^j``
+#: for ``n_lc_steps`` LC steps; each L step is ``epochs_per_l_step`` epochs (twice that for the
+#: first) of SGD with Nesterov momentum restarted at ``lr·lr_decay_per_lc_step^j``. LCSolver's
+#: defaults take ``mu0`` and ``mu_growth``; the L-step length and learning rate are the training
+#: script's.
+TOOLKIT_SCHEDULE = {'mu0': 9e-5, 'mu_growth': 1.1, 'n_lc_steps': 40, 'epochs_per_l_step': 20,
+                    'lr': 0.09, 'lr_decay_per_lc_step': 0.98, 'momentum': 0.9, 'nesterov': True}
+
+
+def lc_schedule(total_updates, n_lc_steps=TOOLKIT_SCHEDULE['n_lc_steps'],
+                mu0=TOOLKIT_SCHEDULE['mu0'], mu_growth=TOOLKIT_SCHEDULE['mu_growth']):
+    """:class:`LCSolver` keyword arguments spreading ``n_lc_steps`` LC steps over a run.
+
+    Args:
+        total_updates (int): solver updates of the whole run.
+        n_lc_steps (int): LC steps (L step + C step) in the run; the toolkit uses 40.
+        mu0 (float): the penalty weight of the first L step.
+        mu_growth (float): the factor ``a`` of ``mu_j = mu0·a^j``.
+
+    Returns:
+        dict: ``mu0``, ``mu_growth`` and ``steps_per_lc = max(1, total_updates // n_lc_steps)``.
+
+    Example:
+        >>> solver = nnabla_lutq.LCSolver(S.Momentum(0.1, 0.9), **lc_schedule(max_iter))
+    """
+    if int(total_updates) < 1 or int(n_lc_steps) < 1:
+        raise ValueError(f"total_updates and n_lc_steps must be >= 1, got {total_updates}, "
+                         f"{n_lc_steps}")
+    return {'mu0': float(mu0), 'mu_growth': float(mu_growth),
+            'steps_per_lc': max(1, int(total_updates) // int(n_lc_steps))}
+
+
+# -- the C step (numpy, exact) -------------------------------------------------------------------
+
+def _sorted_lloyd(v, d, config, max_iters):
+    """Fast phase of the adaptive C step: Lloyd iterations on the sorted weights.
+
+    One iteration costs O(K log N): the clusters are contiguous runs of the sorted weights, cut
+    where :func:`~nnabla_lutq.core.kmeans.assign` would cut them, and their sums come from prefix
+    sums. The result is polished by the exact step in :func:`c_step`.
+    """
+    first = config.first_free
+    rest = v[~pruned_mask(v, config.n_pruned)] if first else v
+    s = np.sort(rest)
+    csum = np.concatenate([[0.0], np.cumsum(s, dtype=np.float64)])
+    d = d.astype(np.float32).copy()
+    for _ in range(max_iters):
+        cuts = np.concatenate([[0], np.searchsorted(s, boundaries(d[first:]), side='right'),
+                               [s.size]])
+        counts = np.diff(cuts)
+        sums = csum[cuts[1:]] - csum[cuts[:-1]]
+        free = d[first:]
+        empty = counts == 0
+        new = np.divide(sums, counts, out=free.astype(np.float64), where=~empty).astype(np.float32)
+        if config.kind == 'pow2':
+            new = pow2_round(new, config.pow2_range)
+            new[empty] = free[empty]
+        if np.array_equal(new, free):
+            break
+        d[first:] = new
+    return d
+
+
+def _scaled_fixed(v, d, config, max_iters):
+    """``(a·c, A)`` minimizing ``||v - a·c[A]||²`` over the scale ``a > 0`` and ``A``.
+
+    ``c`` are the configured fixed values. Exact closed forms for ``±c0`` (``a·c0 = mean |v|``)
+    and ``{-c0, 0, c0}`` (the ``j`` largest ``|v|`` take ``±a``, ``j`` maximizing
+    ``(sum of them)²/j``, ``a·c0`` their mean |v|), both from the paper; other sets alternate
+    ``A`` and the least-squares ``a`` to a fixed point. Pruned weights stay at the fixed 0.
+    """
+    c = np.asarray(config.fixed_values, np.float64)
+    first = config.first_free
+    keep = ~pruned_mask(v, config.n_pruned) if first else np.ones(v.size, bool)
+    r = np.abs(v[keep].astype(np.float64))
+    free = c[first:]
+    c0 = np.max(np.abs(free))
+    sym = np.sort(free)
+    current = np.asarray(d, np.float64)[np.argmax(np.abs(c))] / c[np.argmax(np.abs(c))]
+    if np.array_equal(sym, [-c0, c0]):
+        a = r.mean() / c0
+    elif np.array_equal(sym, [-c0, 0.0, c0]):
+        top = np.cumsum(np.sort(r)[::-1])
+        j = int(np.argmax(top ** 2 / np.arange(1, top.size + 1)))
+        a = top[j] / (j + 1) / c0
+    else:
+        a = current if current > 0 else 1.0
+        prev = None
+        for _ in range(max_iters):
+            A = assign(v, (a * c).astype(np.float32), config)
+            if prev is not None and np.array_equal(A, prev):
+                break
+            ca = c[A][keep]
+            den = float(np.dot(ca, ca))
+            a = float(np.dot(v[keep].astype(np.float64), ca)) / den if den > 0 else a
+            prev = A
+    if not (a > 0 and np.isfinite(a)):  # all weights 0 (or pruned): keep the current scale
+        a = current if current > 0 else 1.0
+    new = (a * c).astype(np.float32)
+    return new, assign(v, new, config)
+
+
+def c_step(v, d, config, learn_scale=False, max_iters=10000):
+    """The C step of one layer: the best table and assignment for the float vector ``v``.
+
+    * ``'free'`` / ``'pow2'`` dictionaries (with or without pruning): k-means to convergence,
+      warm-started from ``d``: Lloyd iterations with the layer's constraints (the ceil(p·N)
+      smallest ``|v|`` at the fixed 0, means rounded to powers of two) until the table no longer
+      changes, i.e. every value is the (constrained) mean of its weights and every weight is at
+      its nearest value. A fast phase on the sorted weights is followed by the exact step
+      :func:`~nnabla_lutq.core.kmeans.kmeans_step`, so the fixed point is the exact one.
+    * fixed dictionaries: the nearest value (:func:`~nnabla_lutq.core.kmeans.assign`); with
+      ``learn_scale`` the values are ``a·c`` with the best scale ``a > 0`` (see the paper's
+      scaled binarization and ternarization).
+
+    Args:
+        v (numpy.ndarray): the layer's ``W - lambda/mu`` (any shape; flattened, float32).
+        d (numpy.ndarray): the current table (K,), the warm start.
+        config (LUTQConfig): the layer's settings.
+        learn_scale (bool): fit a scale of a fixed dictionary.
+        max_iters (int): bound on the Lloyd iterations of each phase.
+
+    Returns:
+        tuple: ``(d, A, converged)`` -- float32 (K,), int32 of ``v``'s shape, and whether a fixed
+        point was reached within ``max_iters`` (a cycle of the rounded pow-2 means also stops it).
+    """
+    shape = np.shape(v)
+    v = np.ascontiguousarray(v, dtype=np.float32).ravel()
+    d = np.asarray(d, np.float32)
+    if config.kind == 'fixed':
+        if learn_scale:
+            new, a = _scaled_fixed(v, d, config, max_iters)
+        else:
+            new = np.asarray(config.fixed_values, np.float32)
+            a = assign(v, new, config)
+        return new, a.reshape(shape), True
+    d = _sorted_lloyd(v, d, config, max_iters)
+    seen = {d.tobytes()}
+    converged = False
+    for _ in range(max_iters):
+        new, _ = kmeans_step(v, d, config)
+        if np.array_equal(new, d):
+            converged = True
+            break
+        if new.tobytes() in seen:  # a cycle of rounded means: stop where it closes
+            d = new
+            break
+        seen.add(new.tobytes())
+        d = new
+    return d, assign(v, d, config).reshape(shape), converged
+
+
+# -- the solver ----------------------------------------------------------------------------------
+
+class LCSolver(nn.solver.Solver):
+    """A solver wrapper that trains LUT-Q layers by the learning-compression (LC) algorithm.
+
+    Build the training graph with ``nnabla_lutq.weight_mode('float')`` (LUT-Q layers compute with
+    their float ``W``), then use it like any nnabla solver. Each :meth:`update`:
+
+    1. (first call only) :meth:`direct_compression`: the C step on ``W`` itself with
+       ``lambda = 0`` -- the quantization of the reference weights the LC algorithm starts from;
+    2. adds the penalty gradient ``mu·(W - d[A]) - lambda`` (= ``mu·(W - d[A] - lambda/mu)``,
+       the gradient of ``(mu/2)·||W - d[A] - lambda/mu||²``) to ``W.grad`` of every LUT-Q layer
+       (:meth:`add_penalty_gradient`; one small nnabla graph, no change to the training graph);
+    3. runs the wrapped solver's update (all parameters);
+    4. every ``steps_per_lc`` updates, :meth:`lc_step`: C step, multiplier step, ``mu`` growth.
+
+    After the last update call :meth:`finalize`. ``save_states``/``load_states`` keep the
+    multipliers, ``mu``, the counters and the tables, so a stopped run resumes exactly.
+
+    The other solver methods (``zero_grad``, ``weight_decay``, ``set_learning_rate``, ...) are the
+    wrapped solver's; weight decay and gradient all-reduce act on the loss gradient as usual (the
+    penalty is added inside :meth:`update`, after them). On several data-parallel ranks the C step
+    needs no communication: it is a deterministic function of ``W`` and ``lambda``, which are
+    identical on every rank.
+
+    Args:
+        solver (~nnabla.solvers.Solver): e.g. ``S.Momentum(0.1, 0.9)``.
+        mu0 (float): ``mu`` of the first L step (toolkit default 9e-5).
+        mu_growth (float): ``a`` in ``mu_j = mu0·a^j`` (toolkit default 1.1).
+        steps_per_lc (int): updates per L step (required; see :func:`lc_schedule`).
+        augmented_lagrangian (bool): keep the multipliers ``lambda``; False is the quadratic
+            penalty method (``lambda = 0`` throughout).
+        learn_scale (bool): fixed dictionaries (e.g. ``[-1, 1]``, ``[-1, 0, 1]``) become
+            ``a·c`` with a scale ``a`` fitted in each C step.
+        max_kmeans_iters (int): bound on the Lloyd iterations of one C step.
+        check_finite (bool): refuse a C step on non-finite weights (tables unchanged then).
+
+    Example:
+        >>> with nnabla_lutq.weight_mode('float'):
+        ...     loss = F.mean(F.softmax_cross_entropy(model(x), t))
+        >>> solver = nnabla_lutq.LCSolver(S.Momentum(0.1, 0.9), **lc_schedule(max_iter))
+        >>> solver.set_parameters(nn.get_parameters())
+        >>> for i in range(max_iter):
+        ...     loss.forward(); solver.zero_grad(); loss.backward(); solver.update()
+        >>> solver.finalize()  # now every graph computes with d[A]
+    """
+
+    def __init__(self, solver, mu0=TOOLKIT_SCHEDULE['mu0'], mu_growth=TOOLKIT_SCHEDULE['mu_growth'],
+                 steps_per_lc=None, augmented_lagrangian=True, learn_scale=False,
+                 max_kmeans_iters=10000, check_finite=True):
+        for m in ('set_parameters', 'update', 'zero_grad'):
+            if not hasattr(solver, m):
+                raise ValueError(f"LCSolver wraps an nnabla solver such as S.Momentum(0.1, 0.9); "
+                                 f"got {type(solver).__name__}, which has no {m}()")
+        if not (isinstance(mu0, (int, float)) and mu0 > 0 and np.isfinite(mu0)):
+            raise ValueError(f"mu0 must be a positive number, got {mu0!r}")
+        if not (isinstance(mu_growth, (int, float)) and mu_growth >= 1 and np.isfinite(mu_growth)):
+            raise ValueError(f"mu_growth must be a number >= 1, got {mu_growth!r}")
+        if isinstance(steps_per_lc, bool) or not isinstance(steps_per_lc, (int, np.integer)) \
+                or steps_per_lc < 1:
+            raise ValueError(
+                f"steps_per_lc (updates per L step) must be an integer >= 1, got "
+                f"{steps_per_lc!r}; e.g. LCSolver(solver, **lc_schedule(total_updates)) spreads "
+                f"{TOOLKIT_SCHEDULE['n_lc_steps']} LC steps over a run")
+        self.solver = solver
+        self.mu0 = float(mu0)
+        self.mu_growth = float(mu_growth)
+        self.steps_per_lc = int(steps_per_lc)
+        self.augmented_lagrangian = bool(augmented_lagrangian)
+        self.learn_scale = bool(learn_scale)
+        self.max_kmeans_iters = int(max_kmeans_iters)
+        self.check_finite = check_finite
+        self.updates = 0          # solver updates done
+        self.lc_steps = 0         # LC steps done (j)
+        self.started = False      # direct compression done
+        self.finalized = False    # finalize() ran after the last update
+        self.converged = {}       # layer name -> whether its last C step reached a fixed point
+        self._params = {}
+        self._layers = []
+        self._lam = {}            # layer name -> nn.Variable (shape of W)
+        self._graph = None        # (context key, mu Variable, sink, [(grad Variable, W)])
+
+    # -- schedule -----------------------------------------------------------------------------
+    def mu_at(self, j):
+        """``mu`` of the ``j``-th L step: ``mu0·mu_growth^j``.
+
+        Args:
+            j (int): the LC step index (0 for the first L step).
+
+        Returns:
+            float: the penalty weight.
+        """
+        return self.mu0 * self.mu_growth ** int(j)
+
+    @property
+    def mu(self):
+        """float: the penalty weight of the current L step."""
+        return self.mu_at(self.lc_steps)
+
+    @property
+    def layers(self):
+        """list: the LUT-Q layers this solver compresses."""
+        return list(self._layers)
+
+    def multipliers(self, layer):
+        """The Lagrange multipliers ``lambda`` of a layer (a copy).
+
+        Args:
+            layer (str or LUTQLayer): the layer or its full name.
+
+        Returns:
+            numpy.ndarray: float32, shape of ``W``.
+        """
+        name = layer if isinstance(layer, str) else layer.name
+        return self._lam[name].d.astype(np.float32).copy()
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _refresh(self):
+        layers = []
+        for v in self._params.values():
+            rec, part = STATE.part_of(v)
+            if isinstance(rec, LUTQLayer) and part == 'W' and all(rec is not r for r in layers):
+                layers.append(rec)
+        self._layers = layers
+        lam = {}
+        for s in layers:
+            old = self._lam.get(s.name)
+            if old is None or old.shape != s.W.shape:
+                old = nn.Variable.from_numpy_array(np.zeros(s.W.shape, np.float32))
+            lam[s.name] = old
+        self._lam = lam
+        self._graph = None
+
+    def set_parameters(self, param_dict, reset=True, retain_state=False):
+        """Set the parameters to optimize (as ``Solver.set_parameters``) and find the LUT-Q layers.
+
+        Args:
+            param_dict (dict): name -> Variable, usually ``nn.get_parameters()``.
+            reset (bool): forget previously set parameters.
+            retain_state (bool): keep solver states of parameters set again.
+        """
+        if reset and not retain_state:
+            self.solver.set_parameters(param_dict)
+        else:
+            self.solver.set_parameters(param_dict, reset=reset, retain_state=retain_state)
+        self._params = dict(param_dict) if reset else dict(self._params, **param_dict)
+        self._refresh()
+
+    def remove_parameters(self, keys):
+        """Remove parameters (as ``Solver.remove_parameters``); their layers leave the LC problem.
+
+        Args:
+            keys (list): parameter names given to :meth:`set_parameters`.
+        """
+        self.solver.remove_parameters(keys)
+        for k in keys:
+            self._params.pop(k, None)
+        self._refresh()
+
+    def clear_parameters(self):
+        """Remove every parameter (as ``Solver.clear_parameters``)."""
+        self.solver.clear_parameters()
+        self._params = {}
+        self._refresh()
+
+    # -- L step -------------------------------------------------------------------------------
+    def _penalty_graph(self):
+        key = str(nn.get_current_context())
+        if self._graph is not None and self._graph[0] == key:
+            return self._graph
+        with nn.context_scope(float32_context()):
+            mu = nn.Variable(())
+            outs, grads = [], []
+            for s in self._layers:
+                w = detached(s.W)
+                q = F.embed(detached(s.A), detached(s.d))
+                g = nn.Variable(s.W.shape, need_grad=False)
+                pen = F.reshape(mu, (1,) * len(s.W.shape)) * (w - q)
+                if self.augmented_lagrangian:
+                    pen = pen - detached(self._lam[s.name])
+                outs.append(F.assign(g, g + pen))
+                grads.append((g, s.W))
+            sink = F.sink(*outs) if outs else None
+        self._graph = (key, mu, sink, grads)
+        return self._graph
+
+    def add_penalty_gradient(self):
+        """Add ``mu·(W - d[A]) - lambda`` to ``W.grad`` of every LUT-Q layer.
+
+        That is the gradient of ``(mu/2)·||W - d[A] - lambda/mu||²`` (without the multipliers in
+        the quadratic-penalty variant). :meth:`update` calls it; call it yourself only when
+        running the wrapped solver directly.
+        """
+        if not self._layers:
+            return
+        _, mu, sink, grads = self._penalty_graph()
+        for g, w in grads:
+            g.data = w.grad  # follow the parameter's gradient array, wherever it lives now
+        mu.d = self.mu
+        sink.forward(clear_buffer=True)
+
+    def penalty(self):
+        """The penalty ``sum over layers (mu/2)·||W - d[A] - lambda/mu||²`` (host, float64).
+
+        Returns:
+            float: its current value (for monitoring).
+        """
+        total = 0.0
+        for s in self._layers:
+            r = self._residual(s) - self._lam[s.name].d.astype(np.float64) / self.mu
+            total += 0.5 * self.mu * float(np.dot(r.ravel(), r.ravel()))
+        return total
+
+    @staticmethod
+    def _residual(s):
+        """``W - d[A]`` of a layer in float64."""
+        w = s.W.data.get_data('r', np.float32).astype(np.float64)
+        d = s.d.data.get_data('r', np.float32).astype(np.float64)
+        return w - d[s.A.data.get_data('r', np.int32)]
+
+    def update(self, update_pre_hook=None, update_post_hook=None):
+        """One L-step update; every ``steps_per_lc`` updates also :meth:`lc_step`.
+
+        Args:
+            update_pre_hook (callable): passed to the wrapped solver's ``update``.
+            update_post_hook (callable): passed to the wrapped solver's ``update``.
+        """
+        if not self.started:
+            self.direct_compression()
+        self.add_penalty_gradient()
+        if update_pre_hook is None and update_post_hook is None:
+            self.solver.update()
+        else:
+            self.solver.update(update_pre_hook=update_pre_hook, update_post_hook=update_post_hook)
+        self.updates += 1
+        self.finalized = False
+        if self.updates % self.steps_per_lc == 0:
+            self.lc_step()
+
+    # -- C step -------------------------------------------------------------------------------
+    def _check(self):
+        validate(self._layers, values=True)
+        if self.check_finite:
+            bad = [s.name for s in self._layers
+                   if not np.all(np.isfinite(s.W.data.get_data('r', np.float32)))]
+            if bad:
+                raise nonfinite_error(bad)
+
+    def c_step(self):
+        """The C step of every layer: ``(d, A)`` <- best quantization of ``W - lambda/mu``.
+
+        Raises:
+            ValueError: for non-finite weights or invalid tables (nothing is changed then).
+        """
+        self._check()
+        new = []
+        for s in self._layers:
+            w = s.W.data.get_data('r', np.float32)
+            if self.augmented_lagrangian and self.started:
+                v = (w.astype(np.float64)
+                     - self._lam[s.name].d.astype(np.float64) / self.mu).astype(np.float32)
+            else:
+                v = w
+            new.append(c_step(v, s.d.data.get_data('r', np.float32), s.config, self.learn_scale,
+                              self.max_kmeans_iters))
+        for s, (d, a, ok) in zip(self._layers, new):
+            s.d.data.cast(np.float32)[...] = d
+            s.A.data.cast(np.int32)[...] = a
+            self.converged[s.name] = ok
+
+    def direct_compression(self):
+        """The LC algorithm's start: C step on the current ``W`` with ``lambda = 0``.
+
+        :meth:`update` runs it before the first update; call it earlier to evaluate the directly
+        compressed network.
+        """
+        for lam in self._lam.values():
+            lam.data.zero()
+        self.started = False
+        self.c_step()
+        self.started = True
+
+    def lc_step(self):
+        """End the current L step: C step, multiplier step, then ``mu`` grows.
+
+        ``lambda <- lambda - mu·(W - d[A])`` with the new tables (augmented Lagrangian only);
+        then ``mu`` becomes ``mu0·a^(j+1)``.
+        """
+        if not self.started:
+            self.direct_compression()
+        self.c_step()
+        if self.augmented_lagrangian:
+            for s in self._layers:
+                lam = self._lam[s.name]
+                lam.d = (lam.d.astype(np.float64) - self.mu * self._residual(s)).astype(np.float32)
+        self.lc_steps += 1
+
+    def finalize(self, set_weights=True):
+        """Leave every layer computing with ``d[A]``.
+
+        Runs a last C step if updates were made since the previous one (the multipliers and
+        ``mu`` are then left as they are), and with ``set_weights`` copies ``d[A]`` into ``W``,
+        so that graphs built in any weight mode -- including the float L-step graph -- compute the
+        compressed network. The tied and inference graphs use ``d`` and ``A`` in any case.
+        Calling it again before another :meth:`update` changes nothing.
+
+        Args:
+            set_weights (bool): overwrite ``W`` with ``d[A]``.
+
+        Returns:
+            dict: layer name -> ``||W - d[A]||² / N`` before ``W`` was overwritten (how far the
+            float weights were from satisfying the constraint).
+        """
+        if not self.started:
+            self.direct_compression()
+        elif self.updates % self.steps_per_lc and not self.finalized:
+            self.c_step()
+        self.finalized = True
+        out = {}
+        for s in self._layers:
+            r = self._residual(s)
+            out[s.name] = float(np.mean(r ** 2))
+            if set_weights:
+                d = s.d.data.get_data('r', np.float32)
+                s.W.d = d[s.A.data.get_data('r', np.int32)]
+        return out
+
+    # -- states -------------------------------------------------------------------------------
+    def _own_state(self):
+        return {'mu0': self.mu0, 'mu_growth': self.mu_growth, 'steps_per_lc': self.steps_per_lc,
+                'augmented_lagrangian': self.augmented_lagrangian,
+                'learn_scale': self.learn_scale,
+                'layers': {s.name: s.config.settings() for s in self._layers}}
+
+    def _counters(self):
+        return {'updates': self.updates, 'lc_steps': self.lc_steps, 'started': self.started,
+                'finalized': self.finalized}
+
+    def save_states(self, path):
+        """Save the wrapped solver's states plus the LC state.
+
+        The LC state -- settings, counters, the multipliers, ``d`` and ``A`` of every layer -- is
+        a group ``nnabla_lutq_lc`` in an ``.h5`` file, or the file ``<path>.lc.h5`` beside any
+        other format.
+
+        Args:
+            path (str): the file (nnabla's solver-state formats).
+        """
+        self.solver.save_states(path)
+        own = path if str(path).endswith('.h5') else f"{path}.lc.h5"
+        with h5py.File(own, 'a' if own == path else 'w') as f:
+            if _STATE_GROUP in f:
+                del f[_STATE_GROUP]
+            g = f.create_group(_STATE_GROUP)
+            g.attrs['settings'] = json.dumps(self._own_state())
+            g.attrs['counters'] = json.dumps(self._counters())
+            for s in self._layers:
+                g.create_dataset(f"lambda/{s.name}", data=self._lam[s.name].d.astype(np.float32))
+                g.create_dataset(f"d/{s.name}", data=s.d.data.get_data('r', np.float32))
+                g.create_dataset(f"A/{s.name}", data=s.A.data.get_data('r', np.int32))
+
+    def load_states(self, path):
+        """Load states saved by :meth:`save_states` (or by the plain wrapped solver).
+
+        Args:
+            path (str): the file.
+
+        Raises:
+            ValueError: if the file was saved with other LC settings or layers (nothing loaded).
+        """
+        own = path if str(path).endswith('.h5') else f"{path}.lc.h5"
+        saved = None
+        if os.path.isfile(own):
+            with h5py.File(own, 'r') as f:
+                if _STATE_GROUP in f:
+                    g = f[_STATE_GROUP]
+                    saved = (json.loads(g.attrs['settings']), json.loads(g.attrs['counters']),
+                             {s.name: tuple(g[f"{p}/{s.name}"][...] for p in ('lambda', 'd', 'A'))
+                              for s in self._layers if f"lambda/{s.name}" in g})
+        if saved is not None:
+            mine = self._own_state()
+            diff = [k for k in sorted(set(mine) | set(saved[0])) if mine.get(k) != saved[0].get(k)]
+            if diff:
+                raise ValueError(
+                    f"{path}: the LC states were saved with other settings ({diff[:3]}: saved "
+                    f"{[saved[0].get(k) for k in diff[:3]]}, now {[mine.get(k) for k in diff[:3]]}); "
+                    "build the network and the solver with the settings of that run")
+        if saved is not None and own == path:
+            with tempfile.TemporaryDirectory() as tmp:  # nnabla reads every dataset as a state
+                inner = os.path.join(tmp, 'states.h5')
+                shutil.copyfile(path, inner)
+                with h5py.File(inner, 'a') as f:
+                    del f[_STATE_GROUP]
+                self.solver.load_states(inner)
+        else:
+            self.solver.load_states(path)
+        if saved is None:
+            return
+        counters, arrays = saved[1], saved[2]
+        for s in self._layers:
+            lam, d, a = arrays[s.name]
+            self._lam[s.name].d = lam
+            s.d.data.cast(np.float32)[...] = d
+            s.A.data.cast(np.int32)[...] = a
+        self.updates = int(counters['updates'])
+        self.lc_steps = int(counters['lc_steps'])
+        self.started = bool(counters['started'])
+        self.finalized = bool(counters.get('finalized', False))
+
+    # -- the rest of the nnabla solver interface is the wrapped solver's ----------------------
+    @property
+    def name(self):
+        """str: the wrapped solver's name, e.g. ``'Momentum'``."""
+        return getattr(self.solver, 'name', type(self.solver).__name__)
+
+    @property
+    def info(self):
+        """The wrapped solver's info."""
+        return self.solver.info
+
+    def __getattr__(self, name):
+        if name in ('solver', '_params', '_layers', '_lam', '_graph'):
+            raise AttributeError(name)
+        return getattr(self.solver, name)
+
+
+for _name in ('check_inf_grad', 'check_inf_or_nan_grad', 'check_nan_grad', 'clip_grad_by_norm',
+              'get_parameters', 'get_states', 'learning_rate', 'scale_grad', 'set_learning_rate',
+              'set_states', 'set_states_from_protobuf', 'set_states_to_protobuf', 'setup',
+              'weight_decay', 'weight_decay_is_fused', 'zero_grad'):
+    setattr(LCSolver, _name, _delegate(_name))
+del _name
