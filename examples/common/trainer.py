@@ -272,8 +272,7 @@ def prepare(args):
                            f"({os.path.join(args.resume, 'checkpoint')} is missing or damaged); "
                            "start a new run instead")
         try:
-            with open(os.path.join(args.resume, 'args.json')) as f:
-                saved = json.load(f)
+            saved = _read_args(args.resume)
         except (OSError, ValueError) as e:
             raise RunError(f"--resume {args.resume}: its args.json cannot be read ({e}); the "
                            "run folder is incomplete, start a new run instead")
@@ -296,6 +295,7 @@ def prepare(args):
                            "settings")
         merged['resume'] = args.resume
         merged.setdefault('explicit', [])
+        merged['extended'] = {k: merged[k] for k in _EXTENDABLE if merged.get(k) != saved.get(k)}
         args = argparse.Namespace(**merged)
         return args, check_arguments(args), args.resume, True
     args.context = args.context or 'cpu'
@@ -306,6 +306,20 @@ def prepare(args):
         raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
                        f"{run_dir} or choose another --output")
     return args, layers, run_dir, False
+
+
+def _read_args(run_dir):
+    with open(os.path.join(run_dir, 'args.json')) as f:
+        return json.load(f)
+
+
+def _write_args(run_dir, settings):
+    """Write (or replace, atomically) the run's ``args.json``."""
+    from nnabla_lutq.io.nnp import atomic_output
+    path = os.path.join(run_dir, 'args.json')
+    with atomic_output(path, '.json') as tmp, open(tmp, 'w') as f:
+        json.dump({k: v for k, v in settings.items() if k not in ('explicit', 'extended')}, f,
+                  indent=1)
 
 
 def _check_writable(run_dir):
@@ -510,11 +524,12 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
             raise RunError(f"--resume {run_dir}: the run is at iteration {state['iteration']}, "
                            f"beyond the {total} iterations asked for; give a larger --max-iter")
         log(f"resuming {run_dir} at iteration {state['iteration']} of {total}")
+        if args.extended and dist.is_main:  # the longer run is the run's setting from now on
+            _write_args(run_dir, {**_read_args(run_dir), **args.extended})
     else:
         dist.bcast_parameters(nn.get_parameters(grad_only=False))
         if dist.is_main:
-            with open(os.path.join(run_dir, 'args.json'), 'w') as f:
-                json.dump({k: v for k, v in vars(args).items() if k != 'explicit'}, f, indent=1)
+            _write_args(run_dir, vars(args))
         state = {'iteration': 0, 'seconds': 0.0, 'history': [], 'best_val_error': None}
     log(f"{args.config}: {configs.describe(layers)}; {total} iterations "
         f"({steps} per epoch{f', {dist.size} processes' if dist.size > 1 else ''}), schedule "

@@ -1,0 +1,195 @@
+"""Training runs survive what happens to real runs: signals, deaths between renames, a resume with
+other flags, wrong inputs (each a one-line error), read-only output folders and quick runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import nnabla as nn
+
+from faults import tmpfs
+from test_cifar10_example import ROOT, _cache, jpeg_tar, official, run  # noqa: F401 (fixtures)
+from examples.cifar10 import train as cifar_train
+from examples.common import trainer
+
+#: 40 training images at batch 8: 5 iterations per epoch; 40 iterations in all.
+LONG = ('--epochs', '8', '--max-iter', '40')
+
+
+def _params():
+    return {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _results(out):
+    with open(os.path.join(out, 'results.json')) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize('sig, config', [(signal.SIGINT, 'lutq2-pow2-mlbn'),
+                                         (signal.SIGTERM, 'lutq4')])
+def test_a_real_signal_mid_run_checkpoints_and_resume_is_bit_identical(tmp_path, official, sig,
+                                                                       config):
+    """A signal sent to a real training process while it trains: exit 128+signum with a
+    checkpoint at an iteration boundary, from which --resume ends bit-identical to a straight run
+    (batch-norm running statistics included)."""
+    argv = ['--data-dir', official[0], '--output', str(tmp_path / 'sig'), '--batch-size', '8',
+            '--val-batch-size', '7', '--no-progress', '--config', config, *LONG]
+    proc = subprocess.Popen([sys.executable, '-m', 'examples.cifar10.train', *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    series = tmp_path / 'sig' / 'train_loss.series.txt'
+    deadline = time.time() + 120
+    while (not series.exists() or not series.read_text().strip()) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.02)  # the first monitor line: 5 iterations done, the run is training
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, output
+    assert f"{signal.Signals(sig).name} at iteration" in output and 'Traceback' not in output
+    with open(tmp_path / 'sig' / 'checkpoint' / 'state.json') as f:
+        stopped = json.load(f)['iteration']
+    assert 5 <= stopped < 40, output  # really stopped in the middle
+    assert not (tmp_path / 'sig' / 'results.json').exists()
+
+    res = cifar_train.main(['--resume', str(tmp_path / 'sig'), '--no-progress'])
+    resumed = _params()
+    nn.clear_parameters()
+    straight, _ = run(tmp_path, 'straight', '--config', config, *LONG, data_dir=official[0])
+    _assert_same(_params(), resumed)
+    assert res['history'] == straight['history']
+    assert any('mean' in k for k in resumed)  # BN running statistics are part of the check
+
+
+def test_ctrl_c_during_the_final_validation_leaves_a_resumable_run(tmp_path, official,
+                                                                   monkeypatch):
+    """SIGINT while the last validation runs: the validation completes, the checkpoint holds the
+    whole history, and --resume writes the results (it used to die on an empty history)."""
+    real = trainer._evaluate
+    calls = []
+
+    def evaluate_and_interrupt(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the final validation of a 2-epoch run
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, '_evaluate', evaluate_and_interrupt)
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, 'r', '--config', 'lutq4', data_dir=official[0])
+    assert e.value.code == 130
+    with open(tmp_path / 'r' / 'checkpoint' / 'state.json') as f:
+        state = json.load(f)
+    assert state['iteration'] == 10 and [h['iteration'] for h in state['history']] == [5, 10]
+    monkeypatch.setattr(trainer, '_evaluate', real)
+    res = cifar_train.main(['--resume', str(tmp_path / 'r'), '--no-progress'])
+    assert res['final_val_error'] == state['history'][-1]['val_error']
+    assert (tmp_path / 'r' / 'model.nnp').exists()
+
+
+def test_a_checkpoint_written_without_its_final_validation_is_completed_on_resume(tmp_path,
+                                                                                   official):
+    """Older versions checkpointed an interrupted final validation with an empty history."""
+    _, out = run(tmp_path, 'r', '--config', 'float', '--max-iter', '4', data_dir=official[0],
+                 stop_at=4)
+    state_file = out / 'checkpoint' / 'state.json'
+    state = json.loads(state_file.read_text())
+    assert state['iteration'] == 4
+    state['history'], state['best_val_error'] = [], None
+    state_file.write_text(json.dumps(state))
+    res = cifar_train.main(['--resume', str(out), '--no-progress'])
+    assert [h['iteration'] for h in res['history']] == [4]
+    assert res['final_val_error'] == res['best_val_error']
+
+
+def test_a_death_between_the_checkpoint_renames_is_recovered(tmp_path, official):
+    """Killed after ``checkpoint -> checkpoint.old`` and before ``checkpoint.tmp -> checkpoint``:
+    --resume continues from checkpoint.old, bit-identically."""
+    straight, _ = run(tmp_path, 'straight', '--config', 'lutq4', data_dir=official[0])
+    want = _params()
+    nn.clear_parameters()
+    _, out = run(tmp_path, 'r', '--config', 'lutq4', data_dir=official[0], stop_at=3)
+    os.replace(out / 'checkpoint', out / 'checkpoint.old')
+    (out / 'checkpoint.tmp').mkdir()
+    (out / 'checkpoint.tmp' / 'params.h5').write_bytes(b'half written')
+    res = cifar_train.main(['--resume', str(out), '--no-progress'])
+    _assert_same(_params(), want)
+    assert res['history'] == straight['history']
+    assert not (out / 'checkpoint.old').exists()
+
+
+def test_resume_applies_a_longer_run_and_refuses_other_changes(tmp_path, official, capsys):
+    _, out = run(tmp_path, 'r', '--config', 'float', '--max-iter', '4', data_dir=official[0],
+                 stop_at=2)
+    before = (out / 'checkpoint' / 'params.h5').read_bytes()
+    for bad, flag in ((['--lr', '0.5'], '--lr'), (['--config', 'lutq4'], '--config'),
+                      (['--batch-size', '4'], '--batch-size')):
+        with pytest.raises(SystemExit, match=f'error: {flag} cannot change when resuming'):
+            cifar_train.main(['--resume', str(out), '--no-progress', *bad])
+    assert (out / 'checkpoint' / 'params.h5').read_bytes() == before
+    res = cifar_train.main(['--resume', str(out), '--no-progress', '--max-iter', '7'])
+    assert res['schedule']['iterations'] == 7 and res['history'][-1]['iteration'] == 7
+    assert json.load(open(out / 'checkpoint' / 'state.json'))['iteration'] == 7
+    assert json.load(open(out / 'args.json'))['max_iter'] == 7  # the run's length from now on
+    again = cifar_train.main(['--resume', str(out), '--no-progress'])
+    assert again['final_val_error'] == res['final_val_error']
+    with pytest.raises(SystemExit, match='beyond the 5 iterations'):
+        cifar_train.main(['--resume', str(out), '--no-progress', '--max-iter', '5'])
+
+
+def test_wrong_inputs_are_one_line_errors_and_create_nothing(tmp_path, official):
+    (tmp_path / 'notes.txt').write_text('x')
+    cases = [(['--kmeans-iters', '0'], '--kmeans-iters 0 is out of range'),
+             (['--val-images', '0'], '--val-images 0 is out of range'),
+             (['--init', str(tmp_path / 'notes.txt')], "expected a float run's params.h5"),
+             (['--init', str(tmp_path / 'none.h5')], 'no such file'),
+             (['--init', str(tmp_path / 'notes.txt') + '.nnp'], 'no such file')]
+    if __import__('importlib').util.find_spec('nnabla_ext.cuda') is None:
+        cases.append((['--context', 'cudnn'], "pip install 'nnabla-ext-cuda120"))
+    for extra, message in cases:
+        with pytest.raises(SystemExit, match='error: .*' + message.replace('.', r'\.')):
+            run(tmp_path, 'x', '--config', 'lutq4', *extra, data_dir=official[0])
+        assert not (tmp_path / 'x').exists(), extra
+    bad_nnp = tmp_path / 'bad.nnp'
+    bad_nnp.write_bytes(b'not a zip')
+    with pytest.raises(SystemExit, match='not a readable float .nnp'):
+        run(tmp_path, 'x', '--config', 'lutq4', '--init', str(bad_nnp), data_dir=official[0])
+
+
+def test_a_read_only_output_folder_is_a_clear_error(tmp_path, official):
+    with tmpfs(tmp_path / 'ro', readonly=True) as ro:
+        with pytest.raises(SystemExit, match='cannot write there'):
+            run(tmp_path, os.path.join(ro, 'run'), '--config', 'float', '--max-iter', '1',
+                data_dir=official[0])
+
+
+def test_data_dir_may_name_the_archive_itself(tmp_path, jpeg_tar, official):
+    res, _ = run(tmp_path, 'a', '--config', 'float', '--max-iter', '1',
+                 data_dir=os.path.join(jpeg_tar, 'cifar10-jpeg.tar.gz'))
+    assert res['n_train'] == 40
+    res, _ = run(tmp_path, 'b', '--config', 'float', '--max-iter', '1',
+                 data_dir=os.path.join(official[0], 'cifar-10-python.tar.gz'))
+    assert res['n_train'] == 40
+    (tmp_path / 'x.zip').write_bytes(b'')
+    with pytest.raises(SystemExit, match='give the folder that holds the data'):
+        run(tmp_path, 'c', '--config', 'float', data_dir=str(tmp_path / 'x.zip'))
+
+
+def test_a_short_run_writes_its_monitors_and_can_validate_on_fewer_images(tmp_path, official):
+    res, out = run(tmp_path, 'short', '--config', 'lutq4', '--max-iter', '3', '--val-images',
+                   '6', data_dir=official[0])
+    for name in ('train_loss', 'train_error'):
+        lines = (out / f'{name}.series.txt').read_text().split('\n')
+        assert len([ln for ln in lines if ln.strip()]) == 1, name  # 3 iterations, 1 mean line
+    assert res['val_images'] == 6
+    # the error is counted over 6 images: a multiple of 1/6
+    assert abs(res['final_val_error'] * 6 - round(res['final_val_error'] * 6)) < 1e-9
