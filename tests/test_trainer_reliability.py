@@ -193,3 +193,49 @@ def test_a_short_run_writes_its_monitors_and_can_validate_on_fewer_images(tmp_pa
     assert res['val_images'] == 6
     # the error is counted over 6 images: a multiple of 1/6
     assert abs(res['final_val_error'] * 6 - round(res['final_val_error'] * 6)) < 1e-9
+
+
+# --- the examples' trainer with --solver lc -------------------------------------------------------
+
+LC = ('--solver', 'lc', '--lc-steps', '5', '--bn-recal', '3')
+
+
+def test_trainer_solver_lc_runs_resumes_exactly_and_exports_the_tables(tmp_path, official):
+    from nnabla.utils.nnp_graph import NnpLoader
+    res, out = run(tmp_path, 'lc', '--config', 'lutq2-pow2', *LC, data_dir=official[0])
+    straight = _params()
+    assert res['solver'] == 'lc' and res['lc']['lc_steps'] == 5
+    assert res['lc']['steps_per_lc'] == 2 and res['lc']['bn_recal'] == 3  # 10 updates / 5 LC steps
+    for name, p in nn.get_parameters(grad_only=False).items():  # finalize: W = d[A]
+        if name.endswith('lutq_conv/W') or name.endswith('lutq_affine/W'):
+            base = name[:-1]
+            d, a = (nn.get_parameters(grad_only=False)[base + k].d for k in ('d', 'A'))
+            np.testing.assert_array_equal(p.d, d[a.astype(int)], err_msg=name)
+            assert np.all(np.abs(d[d != 0]) == 2.0 ** np.round(np.log2(np.abs(d[d != 0]))))
+    x = np.asarray(official[1][2][:3], np.float32)
+    with nn.parameter_scope('loaded'):
+        net = NnpLoader(str(out / 'model.nnp')).get_network('lutq', batch_size=3)
+    xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
+    xi.d = x
+    yo.forward()
+    _, _, predict = trainer.predict_fn(cifar_train.resnet20, trainer.configs.parse('lutq2-pow2'),
+                                       3, x.shape[1:])
+    np.testing.assert_array_equal(yo.d, predict(x))
+    nn.clear_parameters()
+    _, out2 = run(tmp_path, 'lc-split', '--config', 'lutq2-pow2', *LC, data_dir=official[0],
+                  stop_at=3)  # in the middle of the second L step
+    res2 = cifar_train.main(['--resume', str(out2), '--no-progress'])
+    _assert_same(_params(), straight)
+    assert res2['history'] == res['history'] and res2['lc'] == res['lc']
+    with pytest.raises(SystemExit, match='cannot change when resuming an LC run'):
+        cifar_train.main(['--resume', str(out2), '--no-progress', '--max-iter', '20'])
+
+
+def test_trainer_solver_lc_refuses_what_it_cannot_do(tmp_path, official):
+    for extra, message in ((['--config', 'float'], '--solver lc trains LUT-Q layers'),
+                           (['--config', 'lutq2', '--lc-steps', '0'], '--lc-steps 0 is out'),
+                           (['--config', 'lutq2', '--lc-mu0', '0'], '--lc-mu0 0.0 is out'),
+                           (['--config', 'lutq2', '--lc-mu-growth', '0.5'], '--lc-mu-growth 0.5')):
+        with pytest.raises(SystemExit, match='error: ' + message):
+            run(tmp_path, 'x', '--solver', 'lc', *extra, data_dir=official[0])
+        assert not (tmp_path / 'x').exists()

@@ -86,6 +86,26 @@ def add_arguments(parser, epochs=160):
            '(default: %(default)s)')
     a('--kmeans-iters', type=int, default=1,
       help='k-means iterations M per LUT-Q solver step (default: %(default)s)')
+    a('--solver', choices=['lutq', 'lc'], default='lutq',
+      help='how LUT-Q layers are trained: lutq (tied weights d[A], a k-means step per update) '
+           'or lc (learning-compression: L steps on the float W with a penalty, C steps of '
+           'k-means to convergence; nnabla_lutq.LCSolver) (default: %(default)s)')
+    lc = _LC_DEFAULTS
+    a('--lc-steps', type=int, default=lc['lc_steps'],
+      help='--solver lc: LC steps (L step + C step) spread over the run (default: %(default)s, '
+           'the LC toolkit\'s)')
+    a('--lc-mu0', type=float, default=lc['lc_mu0'],
+      help='--solver lc: penalty weight mu of the first L step (default: %(default)s)')
+    a('--lc-mu-growth', type=float, default=lc['lc_mu_growth'],
+      help='--solver lc: mu_j = mu0 * growth^j (default: %(default)s)')
+    a('--lc-penalty', choices=['augmented', 'quadratic'], default='augmented',
+      help='--solver lc: augmented Lagrangian (multipliers lambda) or quadratic penalty '
+           '(default: %(default)s)')
+    a('--lc-learn-scale', action='store_true',
+      help='--solver lc: fixed dictionaries (e.g. ternary) get a fitted scale a*c')
+    a('--bn-recal', type=int, default=lc['bn_recal'],
+      help='--solver lc: minibatches that refresh the BN statistics with the final d[A] (the '
+           'L steps gathered them with the float W) (default: %(default)s)')
     a('--init', default=None,
       help='float parameters (.h5, e.g. a float run\'s params.h5) to start from; LUT-Q tables '
            'are initialized from them')
@@ -156,9 +176,17 @@ def check_arguments(args):
                             ('--val-images', getattr(args, 'val_images', None),
                              getattr(args, 'val_images', None) is None or args.val_images >= 1),
                             ('--warmup-epochs', getattr(args, 'warmup_epochs', 0),
-                             getattr(args, 'warmup_epochs', 0) >= 0)):
+                             getattr(args, 'warmup_epochs', 0) >= 0),
+                            ('--lc-steps', _opt(args, 'lc_steps'), _opt(args, 'lc_steps') >= 1),
+                            ('--lc-mu0', _opt(args, 'lc_mu0'), _opt(args, 'lc_mu0') > 0),
+                            ('--lc-mu-growth', _opt(args, 'lc_mu_growth'),
+                             _opt(args, 'lc_mu_growth') >= 1),
+                            ('--bn-recal', _opt(args, 'bn_recal'), _opt(args, 'bn_recal') >= 0)):
         if not ok:
             raise RunError(f"{flag} {value} is out of range")
+    if _opt(args, 'solver') == 'lc' and not layers.lutq:
+        raise RunError(f"--solver lc trains LUT-Q layers; --config {args.config} has none "
+                       "(use a lutq... config, or --solver lutq for a float run)")
     if args.init is not None:
         if not args.init.endswith(('.h5', '.nnp')):
             raise RunError(f"--init {args.init}: expected a float run's params.h5 or model.nnp")
@@ -167,6 +195,19 @@ def check_arguments(args):
                            "model.nnp)")
     check_context(args.context or 'cpu')
     return layers
+
+
+#: Defaults of the ``--solver`` flags (the LC schedule is the LC toolkit's), also for run folders
+#: written before the flags existed.
+_LC_DEFAULTS = {'solver': 'lutq', 'lc_steps': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['n_lc_steps'],
+                'lc_mu0': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['mu0'],
+                'lc_mu_growth': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['mu_growth'],
+                'lc_penalty': 'augmented', 'lc_learn_scale': False, 'bn_recal': 50}
+
+
+def _opt(args, name):
+    """A flag that runs written by older versions do not have (their default then)."""
+    return getattr(args, name, _LC_DEFAULTS[name])
 
 
 def check_context(context):
@@ -285,6 +326,9 @@ def prepare(args):
             new, old = getattr(args, k), saved.get(k)
             if new == old:
                 continue
+            if k in _EXTENDABLE and saved.get('solver') == 'lc':
+                raise RunError(f"--{k.replace('_', '-')} cannot change when resuming an LC run: "
+                               "its L/C schedule is fixed by its length; start a new run")
             if k in _EXTENDABLE:
                 merged[k] = new
                 continue
@@ -435,6 +479,26 @@ def _load_init_nnp(path, layers):
             raise RunError(f"--init {path}: cannot convert it to {configs.describe(layers)} ({e})")
 
 
+def _finalize_lc(solver, dataset, args, steps, x, t, loss):
+    """End an LC run: the layers compute with ``d[A]`` (``W := d[A]``), then ``--bn-recal``
+    forward passes of the training graph on the next minibatches refresh the BN statistics.
+
+    Returns:
+        dict: what ``results.json`` records of the LC run (``mu`` range, constraint gap).
+    """
+    gaps = solver.finalize()
+    total = solver.updates
+    for i in range(args.bn_recal):
+        epoch, index = divmod(total + i, steps)
+        x.d, t.d = dataset.train_batch(epoch, index, args.batch_size, args.seed)
+        loss.forward(clear_buffer=True)
+    return {'lc_steps': solver.lc_steps, 'steps_per_lc': solver.steps_per_lc,
+            'mu_first': solver.mu_at(0), 'mu_last': solver.mu_at(max(0, solver.lc_steps - 1)),
+            'gap_before_finalize': float(np.mean(list(gaps.values()))) if gaps else 0.0,
+            'bn_recal': args.bn_recal,
+            'converged': all(solver.converged.values())}
+
+
 def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
     """Train one configuration end to end (see the module docs for what the run folder holds).
 
@@ -486,7 +550,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
         loaded = set(nnabla_lutq.nn.state.all_parameters())
     x = nn.Variable((args.batch_size,) + dataset.image_shape)
     t = nn.Variable((args.batch_size, 1))
-    with nn.parameter_scope('net'):
+    lc = _opt(args, 'solver') == 'lc'
+    with nnabla_lutq.weight_mode('float' if lc else 'tied'), nn.parameter_scope('net'):
         logits = model_fn(_preprocess(x), layers, test=False)
     logits.persistent = True
     loss = F.mean(F.softmax_cross_entropy(logits, t))
@@ -507,7 +572,12 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
             for k in loaded - used:  # e.g. parameters the converted float graph no longer reads
                 nn.parameter.pop_parameter(k)
     solver = S.Momentum(lr, args.momentum)
-    if layers.lutq:
+    if lc:  # no communication: the C step is a deterministic function of identical W, lambda
+        solver = nnabla_lutq.LCSolver(
+            solver, augmented_lagrangian=_opt(args, 'lc_penalty') == 'augmented',
+            learn_scale=_opt(args, 'lc_learn_scale'),
+            **nnabla_lutq.lc_schedule(total, args.lc_steps, args.lc_mu0, args.lc_mu_growth))
+    elif layers.lutq:
         solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=args.kmeans_iters,
                                         comm=dist.kmeans_comm())
     params = nn.get_parameters()
@@ -582,6 +652,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
             it += 1
             bar.update(1)
             bar.set_postfix(loss=f'{float(loss.d):.3f}')
+            if lc and it == total:
+                state['lc'] = _finalize_lc(solver, dataset, args, steps, x, t, loss)
             if it % steps == 0 or it == total:
                 err = validate(it)
                 bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
@@ -616,6 +688,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
                      'epochs_run': total / steps, 'batch_size': args.batch_size,
                      'processes': dist.size, 'weight_decay': args.weight_decay,
                      'init': args.init, 'warmup_epochs': getattr(args, 'warmup_epochs', 0)},
+        'solver': _opt(args, 'solver'), 'lc': state.get('lc'),
+        'ms_per_step': 1e3 * state['seconds'] / total,
         'final_val_error': state['history'][-1]['val_error'],
         'best_val_error': state['best_val_error'], 'history': state['history'],
         'val_images': val_limit or dataset.n_test,
