@@ -37,11 +37,17 @@ def ref_pow2(m, rng=None):
 
 def ref_step(w, d, cfg):
     """Returns (new d, assignment made before the means)."""
-    w64 = w.astype(np.float64).ravel()
     a = ref_assign(w, d, cfg)
+    return ref_means(w, a, d, cfg), a
+
+
+def ref_means(w, a, d, cfg):
+    """The table the means step makes of ``w`` grouped by ``a`` (empty clusters keep ``d``)."""
+    w64 = w.astype(np.float64).ravel()
+    a = np.asarray(a).ravel()
     new = np.array(d, np.float32).copy()
     if cfg.kind == 'fixed':
-        return new, a
+        return new
     for k in range(new.size):
         if cfg.pruned and k == 0:
             continue
@@ -49,4 +55,19 @@ def ref_step(w, d, cfg):
         if members.size:
             m = np.float32(members.mean())
             new[k] = ref_pow2(float(m), cfg.pow2_range) if cfg.kind == 'pow2' else m
-    return new, a
+    return new
+
+
+def assert_tables_fitted(layers):
+    """Every LUT-Q layer's table is what the solver's last k-means step leaves: each value the
+    (constrained) mean of the weights assigned to it, the pruned weights exactly the smallest |W|,
+    and ``A`` int32 within [0, K)."""
+    assert layers, 'no LUT-Q layer'
+    for s in layers:
+        w, d, a = s.W.d, s.d.d, s.A.d
+        assert a.dtype == np.int32 and a.min() >= 0 and a.max() < d.size, s.name
+        np.testing.assert_allclose(d, ref_means(w, a, d, s.config), rtol=1e-6, atol=1e-12,
+                                   err_msg=s.name)
+        if s.config.pruned:
+            np.testing.assert_array_equal(a.ravel() == 0, ref_pruned(w.ravel(), s.config.n_pruned),
+                                          err_msg=s.name)

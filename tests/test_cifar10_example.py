@@ -18,6 +18,8 @@ from examples.cifar10 import reproduce  # noqa: E402
 from examples.cifar10 import train as cifar_train  # noqa: E402
 from examples.common import configs, trainer  # noqa: E402
 from examples.common.image_data import ArrayDataset, DataError, read_image_tree  # noqa: E402
+import nnabla_lutq  # noqa: E402
+from reference import assert_tables_fitted  # noqa: E402
 
 PER_CLASS = {'train': 4, 'test': 2}
 
@@ -198,8 +200,10 @@ def test_each_config_family_runs_end_to_end(tmp_path, official, config, extra):
     res, out = run(tmp_path, config, '--config', config, *extra, data_dir=official[0])
     saved = json.load(open(out / 'results.json'))
     assert saved['config'] == config and saved['schedule']['iterations'] == 2 * 5
-    assert 0 <= saved['final_val_error'] <= 1 and saved['best_val_error'] <= saved['final_val_error']
-    assert len(saved['history']) == 2
+    errors = [h['val_error'] for h in saved['history']]
+    assert [h['iteration'] for h in saved['history']] == [5, 10]
+    assert saved['final_val_error'] == errors[-1] and saved['best_val_error'] == min(errors)
+    assert all(abs(e * 20 - round(e * 20)) < 1e-9 for e in errors)  # over the 20 test images
     for f in ('model.nnp', 'params.h5', 'train_loss.series.txt', 'val_error.series.txt'):
         assert (out / f).is_file(), f
     layers = saved['report']['layers']
@@ -213,10 +217,9 @@ def test_each_config_family_runs_end_to_end(tmp_path, official, config, extra):
         for r in lutq:
             assert r['sparsity'] >= 0.7
     assert any(r['type'] == 'bn' and r['lutq'] for r in layers) == ('mlbn' in config)
-    # the solver kept every table consistent with its weights: A is the nearest value
-    for name, p in nn.get_parameters(grad_only=False).items():
-        if name.endswith('/A'):
-            assert p.d.dtype == np.int32
+    # the solver kept every table consistent with its weights: each value is the (pow-2) mean
+    # of the weights assigned to it, the pruned ones are the smallest |W|
+    assert_tables_fitted(nnabla_lutq.lutq_layers())
 
 
 def test_float_then_lutq_init(tmp_path, official):
@@ -224,6 +227,16 @@ def test_float_then_lutq_init(tmp_path, official):
     res, out = run(tmp_path, 'q', '--config', 'lutq4', '--init', str(fout / 'params.h5'),
                    data_dir=official[0])
     assert res['schedule']['init'].endswith('params.h5')
+    from_h5 = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    # the float run's model.nnp (converted with nnabla_lutq.convert) starts the same run
+    nn.clear_parameters()
+    res2, _ = run(tmp_path, 'q-nnp', '--config', 'lutq4', '--init', str(fout / 'model.nnp'),
+                  data_dir=official[0])
+    from_nnp = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    assert from_h5.keys() == from_nnp.keys()
+    for k in from_h5:
+        np.testing.assert_array_equal(from_h5[k], from_nnp[k], err_msg=k)
+    assert res2['history'] == res['history']
     with pytest.raises(SystemExit, match='no such file'):
         run(tmp_path, 'q2', '--config', 'lutq4', '--init', str(tmp_path / 'nope.h5'),
             data_dir=official[0])

@@ -362,10 +362,8 @@ def rng_w(seed, shape):
 
 
 def test_channel_last(tmp_path):
-    """Channel-last BN becomes mlbn on the channel axis; a channel-last convolution (not
-    computable on nnabla's CPU backend) converts only if PF.lutq_convolution takes
-    channel_last, and stays float with a warning otherwise."""
-    import inspect
+    """Channel-last BN becomes mlbn on the channel axis; a channel-last convolution becomes
+    exactly the LUT-Q convolution PF.lutq_convolution(channel_last=True) builds."""
     x = nn.Variable((B, 6, 6, 3))
     gamma = np.random.RandomState(3).uniform(0.5, 2, (1, 1, 1, 3)).astype(np.float32)
     init = {'beta': np.full((1, 1, 1, 3), 0.1, np.float32), 'gamma': gamma,
@@ -385,19 +383,44 @@ def test_channel_last(tmp_path):
         outs[kind] = (y.d.copy(), STATE.mlbn_layers()[0].axes)
     _assert_same(outs['ref'], outs['convert'])
 
-    nn.clear_parameters()
-    y = PF.convolution(x, 4, (3, 3), pad=(1, 1), channel_last=True, name='cl')
-    assert nn.get_parameters()['cl/conv/W'].shape == (4, 3, 3, 3)
-    if 'channel_last' in inspect.signature(LPF.lutq_convolution).parameters:
-        y2, plan = convert(y, LayerConfig(4), return_decisions=True)
-        assert plan[0].action == 'lutq'
-        assert nn.get_parameters(grad_only=False)['cl/lutq_conv/A'].shape == (4, 3, 3, 3)
-        assert y2.parent.info.args['channel_last']
-    else:
-        with pytest.warns(UserWarning, match=r"cl \(Convolution\): channel_last=True"):
-            y2, plan = convert(y, LayerConfig(4), return_decisions=True)
-        assert plan[0].action == 'float' and plan[0].unexpected
-        assert list(nn.get_parameters()) == ['cl/conv/W', 'cl/conv/b']
+    # a channel-last convolution (weights (outmaps, *kernel, inmaps)): a non-square kernel and
+    # distinct channel counts, so that a layout mix-up changes shapes; compared with its twin by
+    # parameters and graph (nnabla's CPU backend cannot run it)
+    x = nn.Variable((B, 6, 7, 5))
+    w = rng_w(5, (4, 3, 2, 5))
+    facts = {}
+    for kind in ('ref', 'convert'):
+        nn.clear_parameters()
+        if kind == 'ref':
+            y = LPF.lutq_convolution(x, 4, (3, 2), pad=(1, 0), channel_last=True, w_init=w,
+                                     n_values=4, name='cl')
+        else:
+            y, plan = convert(PF.convolution(x, 4, (3, 2), pad=(1, 0), channel_last=True,
+                                             w_init=w, name='cl'), LayerConfig(4),
+                              return_decisions=True)
+            assert plan[0].action == 'lutq'
+        facts[kind] = ({k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()},
+                       y.shape, y.parent.info.type_name, dict(y.parent.info.args))
+    _assert_same(facts['ref'], facts['convert'])
+    assert facts['convert'][0]['cl/lutq_conv/A'].shape == (4, 3, 2, 5)
+    assert facts['convert'][3]['channel_last'] and facts['convert'][1] == (B, 6, 6, 4)
+
+
+def test_affine_with_base_axis_2_converts_like_its_twin():
+    x = nn.Variable.from_numpy_array(np.random.RandomState(2).randn(B, 3, 2, 5))
+    w = rng_w(6, (10, 4))
+    outs = {}
+    for kind in ('ref', 'convert'):
+        nn.clear_parameters()
+        if kind == 'ref':
+            y = LPF.lutq_affine(x, 4, base_axis=2, w_init=w, n_values=4, name='fc')
+        else:
+            y = convert(PF.affine(x, 4, base_axis=2, w_init=w, name='fc'), LayerConfig(4))
+        y.forward()
+        outs[kind] = (y.d.copy(), {k: v.d.copy()
+                                   for k, v in nn.get_parameters(grad_only=False).items()})
+    _assert_same(outs['ref'], outs['convert'])
+    assert outs['convert'][0].shape == (B, 3, 4)
 
 
 def test_functions_that_cannot_be_converted_are_listed_in_one_warning():

@@ -372,6 +372,29 @@ def test_report_finds_mlbn_by_its_parameters_in_train_and_test_graphs(rng, tmp_p
     assert not rows['bn2/bn'].lutq and rows['c1/lutq_conv'].pow2
 
 
+def test_report_does_not_take_a_look_alike_of_folded_mlbn_for_bn(rng, tmp_path):
+    """A per-channel ``x * a + b`` with stored power-of-two ``a`` that is not a BN layer (the
+    arithmetic of a folded mlbn): no BN row, in the graph and in its exported file."""
+    from nnabla.parameter import get_parameter_or_create
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3, 6, 6).astype(np.float32))
+    with nnabla_lutq.inference_mode():
+        h = PF.lutq_convolution(x, 4, (3, 3), pad=(1, 1), name='c1', n_values=4)
+        a = get_parameter_or_create('gain/a', (1, 4, 1, 1),
+                                    np.array([0.5, 2, -1, 4], np.float32).reshape(1, 4, 1, 1),
+                                    need_grad=False)
+        b = get_parameter_or_create('gain/b', (1, 4, 1, 1), np.zeros((1, 4, 1, 1), np.float32),
+                                    need_grad=False)
+        y = PF.lutq_affine(F.relu(h * a + b), 3, name='fc', n_values=4)
+    rows = nnabla_lutq.report(y)
+    assert [r.name for r in rows] == ['c1/lutq_conv', 'fc/lutq_affine']
+    path = str(tmp_path / 'm.nnp')
+    nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
+    from nnabla_lutq.cli.main import load_model_report
+    rep, _ = load_model_report(path)
+    assert [r.name for r in rep] == ['c1/lutq_conv', 'fc/lutq_affine']
+    assert read_nnp(path).meta['bn'] == {}
+
+
 def test_report_leaves_the_dtype_of_A_alone(rng, tmp_path):
     x = nn.Variable.from_numpy_array(rng.randn(2, 3, 6, 6).astype(np.float32))
     with nnabla_lutq.inference_mode():
