@@ -35,8 +35,7 @@ from ..core.kmeans import assign, boundaries, kmeans_step, pruned_mask
 from ..core.pow2 import pow2_round
 from ..kmeans import validate, nonfinite_error
 from ..nn.functions import detached, float32_context
-from ..nn.state import STATE, LUTQLayer
-from .solver import _delegate
+from .solver import WrappingSolver
 
 __all__ = ['LCSolver', 'c_step', 'lc_schedule', 'TOOLKIT_SCHEDULE']
 
@@ -197,7 +196,7 @@ def c_step(v, d, config, learn_scale=False, max_iters=10000):
 
 # -- the solver ----------------------------------------------------------------------------------
 
-class LCSolver(nn.solver.Solver):
+class LCSolver(WrappingSolver):
     """A solver wrapper that trains LUT-Q layers by the learning-compression (LC) algorithm.
 
     Build the training graph with ``nnabla_lutq.weight_mode('float')`` (LUT-Q layers compute with
@@ -242,13 +241,12 @@ class LCSolver(nn.solver.Solver):
         >>> solver.finalize()  # now every graph computes with d[A]
     """
 
+    _OWN = WrappingSolver._OWN + ('_lam', '_graph')
+
     def __init__(self, solver, mu0=TOOLKIT_SCHEDULE['mu0'], mu_growth=TOOLKIT_SCHEDULE['mu_growth'],
                  steps_per_lc=None, augmented_lagrangian=True, learn_scale=False,
                  max_kmeans_iters=10000, check_finite=True):
-        for m in ('set_parameters', 'update', 'zero_grad'):
-            if not hasattr(solver, m):
-                raise ValueError(f"LCSolver wraps an nnabla solver such as S.Momentum(0.1, 0.9); "
-                                 f"got {type(solver).__name__}, which has no {m}()")
+        WrappingSolver.__init__(self, solver)
         if not (isinstance(mu0, (int, float)) and mu0 > 0 and np.isfinite(mu0)):
             raise ValueError(f"mu0 must be a positive number, got {mu0!r}")
         if not (isinstance(mu_growth, (int, float)) and mu_growth >= 1 and np.isfinite(mu_growth)):
@@ -259,7 +257,6 @@ class LCSolver(nn.solver.Solver):
                 f"steps_per_lc (updates per L step) must be an integer >= 1, got "
                 f"{steps_per_lc!r}; e.g. LCSolver(solver, **lc_schedule(total_updates)) spreads "
                 f"{TOOLKIT_SCHEDULE['n_lc_steps']} LC steps over a run")
-        self.solver = solver
         self.mu0 = float(mu0)
         self.mu_growth = float(mu_growth)
         self.steps_per_lc = int(steps_per_lc)
@@ -272,8 +269,6 @@ class LCSolver(nn.solver.Solver):
         self.started = False      # direct compression done
         self.finalized = False    # finalize() ran after the last update
         self.converged = {}       # layer name -> whether its last C step reached a fixed point
-        self._params = {}
-        self._layers = []
         self._lam = {}            # layer name -> nn.Variable (shape of W)
         self._graph = None        # (context key, mu Variable, sink, [(grad Variable, W)])
 
@@ -294,11 +289,6 @@ class LCSolver(nn.solver.Solver):
         """float: the penalty weight of the current L step."""
         return self.mu_at(self.lc_steps)
 
-    @property
-    def layers(self):
-        """list: the LUT-Q layers this solver compresses."""
-        return list(self._layers)
-
     def multipliers(self, layer):
         """The Lagrange multipliers ``lambda`` of a layer (a copy).
 
@@ -312,53 +302,15 @@ class LCSolver(nn.solver.Solver):
         return self._lam[name].d.astype(np.float32).copy()
 
     # -- parameters ---------------------------------------------------------------------------
-    def _refresh(self):
-        layers = []
-        for v in self._params.values():
-            rec, part = STATE.part_of(v)
-            if isinstance(rec, LUTQLayer) and part == 'W' and all(rec is not r for r in layers):
-                layers.append(rec)
-        self._layers = layers
+    def _layers_changed(self):
         lam = {}
-        for s in layers:
+        for s in self._layers:
             old = self._lam.get(s.name)
             if old is None or old.shape != s.W.shape:
                 old = nn.Variable.from_numpy_array(np.zeros(s.W.shape, np.float32))
             lam[s.name] = old
         self._lam = lam
         self._graph = None
-
-    def set_parameters(self, param_dict, reset=True, retain_state=False):
-        """Set the parameters to optimize (as ``Solver.set_parameters``) and find the LUT-Q layers.
-
-        Args:
-            param_dict (dict): name -> Variable, usually ``nn.get_parameters()``.
-            reset (bool): forget previously set parameters.
-            retain_state (bool): keep solver states of parameters set again.
-        """
-        if reset and not retain_state:
-            self.solver.set_parameters(param_dict)
-        else:
-            self.solver.set_parameters(param_dict, reset=reset, retain_state=retain_state)
-        self._params = dict(param_dict) if reset else dict(self._params, **param_dict)
-        self._refresh()
-
-    def remove_parameters(self, keys):
-        """Remove parameters (as ``Solver.remove_parameters``); their layers leave the LC problem.
-
-        Args:
-            keys (list): parameter names given to :meth:`set_parameters`.
-        """
-        self.solver.remove_parameters(keys)
-        for k in keys:
-            self._params.pop(k, None)
-        self._refresh()
-
-    def clear_parameters(self):
-        """Remove every parameter (as ``Solver.clear_parameters``)."""
-        self.solver.clear_parameters()
-        self._params = {}
-        self._refresh()
 
     # -- L step -------------------------------------------------------------------------------
     def _penalty_graph(self):
@@ -425,10 +377,7 @@ class LCSolver(nn.solver.Solver):
         if not self.started:
             self.direct_compression()
         self.add_penalty_gradient()
-        if update_pre_hook is None and update_post_hook is None:
-            self.solver.update()
-        else:
-            self.solver.update(update_pre_hook=update_pre_hook, update_post_hook=update_post_hook)
+        self._inner_update(update_pre_hook, update_post_hook)
         self.updates += 1
         self.finalized = False
         if self.updates % self.steps_per_lc == 0:
@@ -603,27 +552,3 @@ class LCSolver(nn.solver.Solver):
         self.lc_steps = int(counters['lc_steps'])
         self.started = bool(counters['started'])
         self.finalized = bool(counters.get('finalized', False))
-
-    # -- the rest of the nnabla solver interface is the wrapped solver's ----------------------
-    @property
-    def name(self):
-        """str: the wrapped solver's name, e.g. ``'Momentum'``."""
-        return getattr(self.solver, 'name', type(self.solver).__name__)
-
-    @property
-    def info(self):
-        """The wrapped solver's info."""
-        return self.solver.info
-
-    def __getattr__(self, name):
-        if name in ('solver', '_params', '_layers', '_lam', '_graph'):
-            raise AttributeError(name)
-        return getattr(self.solver, name)
-
-
-for _name in ('check_inf_grad', 'check_inf_or_nan_grad', 'check_nan_grad', 'clip_grad_by_norm',
-              'get_parameters', 'get_states', 'learning_rate', 'scale_grad', 'set_learning_rate',
-              'set_states', 'set_states_from_protobuf', 'set_states_to_protobuf', 'setup',
-              'weight_decay', 'weight_decay_is_fused', 'zero_grad'):
-    setattr(LCSolver, _name, _delegate(_name))
-del _name

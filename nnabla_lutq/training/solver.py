@@ -8,12 +8,108 @@ import nnabla as nn
 from ..kmeans import backend_for
 from ..nn.state import STATE, LUTQLayer
 
-__all__ = ['LUTQSolver']
+__all__ = ['LUTQSolver', 'WrappingSolver']
 
 _STATE_ATTR = 'nnabla_lutq'
 
 
-class LUTQSolver(nn.solver.Solver):
+class WrappingSolver(nn.solver.Solver):
+    """What :class:`LUTQSolver` and :class:`~nnabla_lutq.LCSolver` share: a wrapped nnabla
+    solver, the LUT-Q layers whose ``W`` it was given, and nnabla's solver interface.
+
+    It is an ``nn.solver.Solver`` for code that checks (nnabla-examples' checkpoint helpers), and
+    every solver method a subclass does not define (``zero_grad``, ``weight_decay``,
+    ``set_learning_rate``, ``get_parameters``, ...) is the wrapped solver's, which may itself be
+    a wrapper such as nnabla-examples' ``MomentumNoWeightDecayBn``.
+
+    Args:
+        solver (~nnabla.solvers.Solver): e.g. ``S.Momentum(0.1, 0.9)``, or a wrapper with
+            ``set_parameters``, ``update`` and ``zero_grad``.
+    """
+    _OWN = ('solver', '_params', '_layers')
+
+    def __init__(self, solver):
+        for m in ('set_parameters', 'update', 'zero_grad'):
+            if not hasattr(solver, m):
+                raise ValueError(f"{type(self).__name__} wraps an nnabla solver such as "
+                                 f"S.Momentum(0.1, 0.9); got {type(solver).__name__}, which has "
+                                 f"no {m}()")
+        self.solver = solver
+        self._params = {}
+        self._layers = []
+
+    @property
+    def layers(self):
+        """list: the LUT-Q layers whose ``W`` this solver was given."""
+        return list(self._layers)
+
+    def _refresh(self):
+        layers = []
+        for v in self._params.values():
+            rec, part = STATE.part_of(v)
+            if isinstance(rec, LUTQLayer) and part == 'W' and all(rec is not r for r in layers):
+                layers.append(rec)
+        self._layers = layers
+        self._layers_changed()
+
+    def _layers_changed(self):
+        """Called when the set of layers changes (subclasses drop what they built for it)."""
+
+    def set_parameters(self, param_dict, reset=True, retain_state=False):
+        """Set the parameters to optimize (as ``Solver.set_parameters``) and find the LUT-Q layers.
+
+        Args:
+            param_dict (dict): name -> Variable, usually ``nn.get_parameters()``.
+            reset (bool): forget previously set parameters.
+            retain_state (bool): keep solver states of parameters set again.
+        """
+        if reset and not retain_state:  # wrappers may accept only the parameter dict
+            self.solver.set_parameters(param_dict)
+        else:
+            self.solver.set_parameters(param_dict, reset=reset, retain_state=retain_state)
+        self._params = dict(param_dict) if reset else dict(self._params, **param_dict)
+        self._refresh()
+
+    def remove_parameters(self, keys):
+        """Remove parameters (as ``Solver.remove_parameters``); their layers leave this solver.
+
+        Args:
+            keys (list): parameter names given to :meth:`set_parameters`.
+        """
+        self.solver.remove_parameters(keys)
+        for k in keys:
+            self._params.pop(k, None)
+        self._refresh()
+
+    def clear_parameters(self):
+        """Remove every parameter (as ``Solver.clear_parameters``); no layer is left."""
+        self.solver.clear_parameters()
+        self._params = {}
+        self._refresh()
+
+    def _inner_update(self, update_pre_hook, update_post_hook):
+        if update_pre_hook is None and update_post_hook is None:
+            self.solver.update()
+        else:
+            self.solver.update(update_pre_hook=update_pre_hook, update_post_hook=update_post_hook)
+
+    @property
+    def name(self):
+        """str: the wrapped solver's name, e.g. ``'Momentum'``."""
+        return getattr(self.solver, 'name', type(self.solver).__name__)
+
+    @property
+    def info(self):
+        """The wrapped solver's info."""
+        return self.solver.info
+
+    def __getattr__(self, name):
+        if name in type(self)._OWN:
+            raise AttributeError(name)
+        return getattr(self.solver, name)
+
+
+class LUTQSolver(WrappingSolver):
     """A solver wrapper that keeps every LUT-Q layer's look-up table fitted.
 
     ``update()`` runs the wrapped solver's update of the full-precision weights (with the
@@ -48,70 +144,22 @@ class LUTQSolver(nn.solver.Solver):
         >>> ...; solver.zero_grad(); loss.backward(); solver.update()
     """
 
+    _OWN = WrappingSolver._OWN + ('_backends', 'comm')
+
     def __init__(self, solver, kmeans_iters=1, check_finite=True, backend='auto', comm=None):
-        for m in ('set_parameters', 'update', 'zero_grad'):
-            if not hasattr(solver, m):
-                raise ValueError(f"LUTQSolver wraps an nnabla solver such as S.Momentum(0.1, 0.9); "
-                                 f"got {type(solver).__name__}, which has no {m}()")
+        WrappingSolver.__init__(self, solver)
         if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, (int, np.integer)) \
                 or kmeans_iters < 1:
             raise ValueError(f"kmeans_iters must be an integer >= 1, got {kmeans_iters!r}")
         backend_for([], 1, backend)  # an unknown backend name fails here, not at the first step
-        self.solver = solver
         self.kmeans_iters = int(kmeans_iters)
         self.check_finite = check_finite
         self.backend = backend
         self.comm = comm
-        self._params = {}
-        self._layers = []
         self._backends = {}
 
-    # -- parameters ---------------------------------------------------------------------
-    @property
-    def layers(self):
-        """list: the LUT-Q layers this solver refits."""
-        return list(self._layers)
-
-    def _refresh(self):
-        layers = []
-        for v in self._params.values():
-            rec, part = STATE.part_of(v)
-            if isinstance(rec, LUTQLayer) and part == 'W' and all(rec is not r for r in layers):
-                layers.append(rec)
-        self._layers = layers
+    def _layers_changed(self):
         self._backends = {}
-
-    def set_parameters(self, param_dict, reset=True, retain_state=False):
-        """Set the parameters to optimize (as ``Solver.set_parameters``) and find the LUT-Q layers.
-
-        Args:
-            param_dict (dict): name -> Variable, usually ``nn.get_parameters()``.
-            reset (bool): forget previously set parameters.
-            retain_state (bool): keep solver states of parameters set again.
-        """
-        if reset and not retain_state:  # wrappers may accept only the parameter dict
-            self.solver.set_parameters(param_dict)
-        else:
-            self.solver.set_parameters(param_dict, reset=reset, retain_state=retain_state)
-        self._params = dict(param_dict) if reset else dict(self._params, **param_dict)
-        self._refresh()
-
-    def remove_parameters(self, keys):
-        """Remove parameters (as ``Solver.remove_parameters``); their layers are no longer refit.
-
-        Args:
-            keys (list): parameter names given to :meth:`set_parameters`.
-        """
-        self.solver.remove_parameters(keys)
-        for k in keys:
-            self._params.pop(k, None)
-        self._refresh()
-
-    def clear_parameters(self):
-        """Remove every parameter (as ``Solver.clear_parameters``); no layer is refit."""
-        self.solver.clear_parameters()
-        self._params = {}
-        self._refresh()
 
     # -- the step -----------------------------------------------------------------------
     def update(self, update_pre_hook=None, update_post_hook=None):
@@ -124,10 +172,7 @@ class LUTQSolver(nn.solver.Solver):
         Raises:
             ValueError: if a layer's weights became non-finite (d and A are then unchanged).
         """
-        if update_pre_hook is None and update_post_hook is None:
-            self.solver.update()
-        else:
-            self.solver.update(update_pre_hook=update_pre_hook, update_post_hook=update_post_hook)
+        self._inner_update(update_pre_hook, update_post_hook)
         self.kmeans_step()
 
     def kmeans_step(self):
@@ -182,22 +227,6 @@ class LUTQSolver(nn.solver.Solver):
                     "run")
         self.solver.load_states(path)
 
-    # -- the rest of the nnabla solver interface is the wrapped solver's -----------------
-    @property
-    def name(self):
-        """str: the wrapped solver's name, e.g. ``'Momentum'``."""
-        return getattr(self.solver, 'name', type(self.solver).__name__)
-
-    @property
-    def info(self):
-        """The wrapped solver's info."""
-        return self.solver.info
-
-    def __getattr__(self, name):
-        if name in ('solver', '_params', '_layers', '_backends', 'comm'):
-            raise AttributeError(name)
-        return getattr(self.solver, name)
-
 
 def _delegate(name):
     def method(self, *args, **kwargs):
@@ -211,5 +240,5 @@ for _name in ('check_inf_grad', 'check_inf_or_nan_grad', 'check_nan_grad', 'clip
               'get_parameters', 'get_states', 'learning_rate', 'scale_grad', 'set_learning_rate',
               'set_states', 'set_states_from_protobuf', 'set_states_to_protobuf', 'setup',
               'weight_decay', 'weight_decay_is_fused', 'zero_grad'):
-    setattr(LUTQSolver, _name, _delegate(_name))
+    setattr(WrappingSolver, _name, _delegate(_name))
 del _name
