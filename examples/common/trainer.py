@@ -499,7 +499,7 @@ def _finalize_lc(solver, dataset, args, steps, x, t, loss):
             'converged': all(solver.converged.values())}
 
 
-def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
+def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_lines=True):
     """Train one configuration end to end (see the module docs for what the run folder holds).
 
     Args:
@@ -513,6 +513,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
         stop_at (int or None): stop after this iteration with a checkpoint, as if interrupted
             (Ctrl-C does the same); ``--resume`` continues from there.
         log (callable): where progress lines go.
+        epoch_lines (bool): print the validation error of every epoch (above the progress bar).
         comm: a data-parallel communicator (tests); by default one is created under mpirun.
 
     Returns:
@@ -600,7 +601,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
         dist.bcast_parameters(nn.get_parameters(grad_only=False))
         if dist.is_main:
             _write_args(run_dir, vars(args))
-        state = {'iteration': 0, 'seconds': 0.0, 'history': [], 'best_val_error': None}
+        state = {'iteration': 0, 'seconds': 0.0, 'train_seconds': 0.0, 'history': [],
+                 'best_val_error': None}
     log(f"{args.config}: {configs.describe(layers)}; {total} iterations "
         f"({steps} per epoch{f', {dist.size} processes' if dist.size > 1 else ''}), schedule "
         f"{args.schedule}, run folder {run_dir}")
@@ -634,6 +636,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
     start = time.time() - state['seconds']
     with _Interrupts() as interrupts:
         while it < total:
+            tick = time.perf_counter()
             epoch, index = divmod(it, steps)
             x.d, t.d = dataset.train_batch(epoch, index, args.batch_size, args.seed)
             solver.set_learning_rate(sched.get_learning_rate(it))
@@ -645,6 +648,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
             dist.all_reduce_gradients(params)
             solver.weight_decay(args.weight_decay)
             solver.update()
+            state['train_seconds'] = state.get('train_seconds', 0.0) + time.perf_counter() - tick
             if not quiet:
                 m_loss.add(it, float(loss.d))
                 m_err.add(it, float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
@@ -656,7 +660,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
                 state['lc'] = _finalize_lc(solver, dataset, args, steps, x, t, loss)
             if it % steps == 0 or it == total:
                 err = validate(it)
-                bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
+                if epoch_lines and not quiet:
+                    bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
             if it % steps == 0 or it == total or it == stop_at or interrupts.signum:
                 checkpoint(it)
             if interrupts.signum:
@@ -689,7 +694,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None):
                      'processes': dist.size, 'weight_decay': args.weight_decay,
                      'init': args.init, 'warmup_epochs': getattr(args, 'warmup_epochs', 0)},
         'solver': _opt(args, 'solver'), 'lc': state.get('lc'),
-        'ms_per_step': 1e3 * state['seconds'] / total,
+        'ms_per_step': 1e3 * state.get('train_seconds', state['seconds']) / total,
         'final_val_error': state['history'][-1]['val_error'],
         'best_val_error': state['best_val_error'], 'history': state['history'],
         'val_images': val_limit or dataset.n_test,
