@@ -10,9 +10,14 @@ reloads both files with nnabla's loader and checks the outputs match.
 Usage: ``python -m nnabla_lutq.demo [--epochs 30] [--context cpu|cudnn] [--output demo_output]``
 """
 import argparse
+import contextlib
 import json
+import logging
 import os
 import time
+
+if __name__ == '__main__':  # keep nnabla's start-up INFO line off the demo's console
+    logging.getLogger('nnabla').setLevel(logging.WARNING)
 
 import numpy as np
 import nnabla as nn
@@ -137,7 +142,29 @@ def train(layers, data, epochs=30, batch_size=64, lr=0.1, seed=0, init=None, mon
             'predict': predict}
 
 
+@contextlib.contextmanager
+def quiet_nnabla(level=logging.WARNING):
+    """Keep nnabla's INFO lines (a monitor's every value, every file saved) off the console.
+
+    The monitors still write their series files; only the console shows less: progress bars and
+    results.
+    """
+    log = logging.getLogger('nnabla')
+    before = log.level
+    log.setLevel(max(level, log.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
 def main(argv=None):
+    """Run the demo (see the module docs); returns the summary written to ``results.json``."""
+    with quiet_nnabla():
+        return _main(argv)
+
+
+def _main(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--epochs', type=int, default=30, help='epochs per configuration')

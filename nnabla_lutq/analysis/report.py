@@ -178,7 +178,8 @@ def report(output, meta=None):
         Report: a list of :class:`LayerRecord`; ``print(report(y))`` prints the table.
 
     Raises:
-        ValueError: if ``output`` is not an nnabla Variable.
+        ValueError: if ``output`` is not an nnabla Variable, or a look-up table's ``A`` holds
+            indices outside ``[0, K)``.
     """
     if not isinstance(output, nn.Variable):
         raise ValueError(f"report() takes the network's output Variable (e.g. report(y)), got "
@@ -219,6 +220,11 @@ def report(output, meta=None):
             seen.add(name)
             d = d_var.data.get_data('r', np.float32)
             a = a_var.data.get_data('r').astype(np.int64)
+            if a.size and (a.min() < 0 or a.max() >= len(d)):
+                raise ValueError(
+                    f"{name}: A holds indices outside [0, {len(d)}) (min {a.min()}, max "
+                    f"{a.max()}), not a valid look-up table; re-fit it with "
+                    "nnabla_lutq.initialize() and export the model again")
             nonzero = np.unique(d[d != 0]).size
             pow2 = is_pow2_array(d)
             per_out = min(nonzero, fan_in)

@@ -10,7 +10,9 @@ Examples::
     nnabla-lutq onnx model.nnp model.onnx      # needs the [onnx] extra
 
 Every command exits with 0 on success and with 1 and one line ``nnabla-lutq: error: ...`` on a
-failure (2 for wrong arguments).
+failure (2 for wrong arguments). Warnings are lines ``nnabla-lutq: warning: ...`` on stderr. When
+the reader of the output goes away (``nnabla-lutq info --json m.nnp | head``) the command stops
+quietly with status 141, as a Unix tool ended by SIGPIPE does.
 """
 import argparse
 import json
@@ -18,8 +20,14 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 
 __all__ = ['main', 'load_model_report', 'tables_of']
+
+#: Exit status after a broken pipe: 128 + SIGPIPE, what a shell reports for a tool it ended.
+BROKEN_PIPE_STATUS = 141
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_nnp_or_lutq(path):
@@ -101,12 +109,36 @@ def _cmd_info(args):
     print(rep.table())
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or an ImportError naming the extra to install."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError(
+            f"`nnabla-lutq plot` needs matplotlib ({e}); install the [examples] extra in the "
+            "nnabla-lutq clone with `pip install \".[examples]\"` (or `pip install matplotlib`)")
+    return plt
+
+
+def _image_output(output, fig):
+    """The file ``plot`` writes and its format: the name's extension, ``.png`` if it has none."""
+    ext = os.path.splitext(output)[1].lower()
+    if not ext:
+        output, ext = output + '.png', '.png'
+    formats = fig.canvas.get_supported_filetypes()
+    if ext[1:] not in formats:
+        raise ValueError(f"{output}: matplotlib cannot write {ext} images; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    return output, ext[1:]
+
+
 def _cmd_plot(args):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
     from ..core.config import bits_per_index
+    from ..io.nnp import atomic_output
     tables = tables_of(args.model)
     if not tables:
         raise ValueError(f"{args.model}: no look-up tables (Embed(A, d) / <layer>/A + <layer>/d) "
@@ -116,6 +148,11 @@ def _cmd_plot(args):
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), dpi=args.dpi,
                              squeeze=False)
+    try:
+        output, fmt = _image_output(args.output, fig)
+    except ValueError:
+        plt.close(fig)
+        raise
     for ax, (name, d, a, w) in zip(axes.ravel(), tables):
         d = np.asarray(d, np.float64)
         counts = np.bincount(np.asarray(a).ravel().astype(np.int64), minlength=len(d))
@@ -139,9 +176,12 @@ def _cmd_plot(args):
         t[3] is not None for t in tables) else 'dictionary usage (count per value)'
     fig.suptitle(f"{os.path.basename(args.model)}: {kind}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.output)
-    plt.close(fig)
-    print(f"wrote {args.output} ({n} layers)")
+    try:
+        with atomic_output(output, '.' + fmt) as tmp:
+            fig.savefig(tmp, format=fmt)
+    finally:
+        plt.close(fig)
+    print(f"wrote {output} ({n} layers)")
 
 
 def _cmd_pack(args):
@@ -190,11 +230,35 @@ def _cmd_onnx(args):
           f"{info['dense_layers']} dense ({', '.join(info['dense_names']) or 'none'})")
 
 
+def _version():
+    """``nnabla-lutq X (nnabla Y, Python Z)``."""
+    import platform
+    import nnabla
+    from .. import __version__
+    return (f"nnabla-lutq {__version__} (nnabla {nnabla.__version__}, Python "
+            f"{platform.python_version()})")
+
+
+def _at_least(low):
+    """An argparse type: an integer >= ``low`` (else a usage error)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f'integer >= {low}'
+    return parse
+
+
 def _parser():
     p = argparse.ArgumentParser(
         prog='nnabla-lutq', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='LUT-Q models: inspect, plot, pack, unpack, convert (post-training), ONNX.',
         epilog='\n'.join(__doc__.split('\n\n')[1:]).replace('::', ':'))
+    p.add_argument('--version', action='version', version=_version())
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     s = sub.add_parser('info', help='per-layer report of an .nnp or .lutq model')
@@ -204,7 +268,7 @@ def _parser():
     s = sub.add_parser('plot', help='per-layer weight/dictionary histograms')
     s.add_argument('model', help='.nnp, .lutq or a parameter .h5 (with float W: histograms)')
     s.add_argument('-o', '--output', required=True, help='image file (.png, .pdf, .svg)')
-    s.add_argument('--dpi', type=int, default=110)
+    s.add_argument('--dpi', type=_at_least(1), default=110, help='resolution of raster images')
     s.set_defaults(func=_cmd_plot)
     s = sub.add_parser('pack', help='.nnp -> packed .lutq (indices at ceil(log2 K) bits)')
     s.add_argument('input', help='.nnp')
@@ -220,7 +284,7 @@ def _parser():
     s.add_argument('--n-values', type=int, default=16, help='K, values per dictionary')
     s.add_argument('--dictionary', choices=['free', 'pow2'], default='free')
     s.add_argument('--prune-ratio', type=float, default=0.0)
-    s.add_argument('--iters', type=int, default=10, help='k-means iterations')
+    s.add_argument('--iters', type=_at_least(0), default=10, help='k-means iterations')
     s.add_argument('--eval-data', metavar='NPZ', default=None,
                    help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
     s.set_defaults(func=_cmd_convert)
@@ -232,7 +296,15 @@ def _parser():
 
 
 def main(argv=None):
-    """Entry point of the ``nnabla-lutq`` console script."""
+    """Entry point of the ``nnabla-lutq`` console script.
+
+    Args:
+        argv (list or None): the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        int: the exit status: 0, 1 after an error, 141 after a broken pipe (argparse exits with 2
+        on wrong arguments).
+    """
     args = _parser().parse_args(argv)
     out = getattr(args, 'output', None)
     if out is not None and getattr(args, 'input', None) is not None and \
@@ -240,12 +312,41 @@ def main(argv=None):
         print("nnabla-lutq: error: the output must be another file than the input",
               file=sys.stderr)
         return 1
+    caught = []
     try:
-        args.func(args)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                args.func(args)
+        finally:
+            _show(caught)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        return BROKEN_PIPE_STATUS
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         print(f"nnabla-lutq: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _show(caught):
+    """Print this package's warnings as ``nnabla-lutq: warning: ...``; show others as usual."""
+    for w in caught:
+        if issubclass(w.category, UserWarning) and os.path.abspath(w.filename).startswith(
+                _PACKAGE_DIR + os.sep):
+            print(f"nnabla-lutq: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _drop_stdout():
+    """Point stdout at /dev/null, so that the exit does not fail flushing into the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ The rewrites used by export, packing and post-training quantization live here to
 import contextlib
 import io
 import os
+import stat
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -159,21 +160,59 @@ def write_nnp(path, nnp):
 def atomic_output(path, suffix):
     """A temporary file next to ``path`` that replaces ``path`` only if the block succeeds.
 
+    The file that replaces ``path`` keeps the permission bits of the file it replaces; a new file
+    gets the permissions of any file the user creates (``0o666`` less the umask), not the private
+    ``0o600`` of a temporary file. An ``OSError`` about the temporary file (a read-only folder, a
+    full disk) is raised again naming ``path``, the file the user asked for.
+
     Args:
         path (str): the destination.
         suffix (str): suffix of the temporary name (writers that choose a format by it need it).
 
     Yields:
         str: the temporary path to write; it is removed if the block raises.
+
+    Raises:
+        OSError: if the temporary file cannot be created, written or moved to ``path`` (nothing
+            is changed then).
     """
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    path = os.fspath(path)
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=os.path.dirname(os.path.abspath(path)))
+    except OSError as e:
+        raise _about(e, path, e.filename) from e
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _output_mode(path))
         os.replace(tmp, path)
+    except OSError as e:
+        renamed = _about(e, path, tmp)
+        if renamed is e:
+            raise
+        raise renamed from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _about(error, path, tmp):
+    """``error`` (an ``OSError`` about the temporary file ``tmp``) told about ``path`` instead."""
+    if error.errno is not None and error.filename in (tmp, None):
+        return OSError(error.errno, error.strerror, path)
+    if tmp and tmp in str(error):
+        return OSError(str(error).replace(tmp, path))
+    return error
+
+
+def _output_mode(path):
+    """Permission bits for a file written to ``path``: those of the file there, else the umask's."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def default_network(model):

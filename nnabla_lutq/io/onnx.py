@@ -5,20 +5,27 @@ tables in the ONNX file. Its Affine exporter, however, only accepts a stored par
 (a computed ``d[A]`` is refused), so the tables read by ``Affine`` are stored dense (``d[A]`` as a
 float initializer ``<layer>/W``) before conversion; every other layer stays ``Gather``.
 
-Install: ``pip install 'nnabla-lutq[onnx]'`` (nnabla-converter without its TensorFlow stack, plus
-onnx and onnxruntime; see the README).
+Install, in a clone of nnabla-lutq (the README says why nnabla-converter goes without its
+declared dependencies, which pull in TensorFlow)::
+
+    pip install ".[onnx]"                              # onnx and onnxruntime
+    pip install --no-deps "nnabla-converter==1.39.*"
 """
 import os
 import tempfile
 
 import numpy as np
 
-from .nnp import default_network, fold_constants, loaded_network, lut_embeds, read_nnp, write_nnp
+from .nnp import (atomic_output, default_network, fold_constants, loaded_network, lut_embeds,
+                  read_nnp, write_nnp)
 
-__all__ = ['export_onnx', 'check_onnx', 'DENSE_FUNCTIONS']
+__all__ = ['export_onnx', 'check_onnx', 'DENSE_FUNCTIONS', 'INSTALL_HINT']
 
 #: Functions whose converter refuses a computed weight: their tables are stored dense.
 DENSE_FUNCTIONS = ('Affine',)
+
+#: The two commands that install what ONNX export needs (run in a clone of nnabla-lutq).
+INSTALL_HINT = 'pip install ".[onnx]" && pip install --no-deps "nnabla-converter==1.39.*"'
 
 
 def _converter():
@@ -27,8 +34,8 @@ def _converter():
         from nnabla.utils.converter.onnx.exporter import OnnxExporter
     except ImportError as e:
         raise ImportError(
-            f"ONNX export needs nnabla-converter and onnx ({e}); install them with "
-            "`pip install 'nnabla-lutq[onnx]'` (or `make onnx-env` in a clone)")
+            f"ONNX export needs nnabla-converter and onnx ({e}); install them in the nnabla-lutq "
+            f"clone with: {INSTALL_HINT}")
     return NnpImporter, OnnxExporter
 
 
@@ -47,6 +54,7 @@ def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11'):
     Raises:
         ImportError: without the converter (says what to install).
         ValueError: for a file that cannot be read or converted.
+        OSError: if ``onnx_path`` cannot be written (an existing file is left as it was).
     """
     NnpImporter, OnnxExporter = _converter()
     if not str(onnx_path).endswith('.onnx'):
@@ -56,17 +64,14 @@ def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11'):
     model = fold_constants(model, dense=set(DENSE_FUNCTIONS))
     after = {a for net in model.proto.network for _, a, _ in lut_embeds(net, model.params)}
     dense = sorted(a[:-2] if a.endswith('/A') else a for a in before - after)
-    folder = os.path.dirname(os.path.abspath(onnx_path))
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory() as tmp, atomic_output(onnx_path, '.onnx') as out:
         src = os.path.join(tmp, 'model.nnp')
         write_nnp(src, model)
-        out = os.path.join(tmp, 'model.onnx')
         try:
             nnp = NnpImporter(src, expand_network=True, executor_index=None).execute()
             OnnxExporter(nnp, batch_size, -1, opset=opset).execute(out)
         except (ValueError, KeyError, AttributeError, TypeError) as e:
             raise ValueError(f"{nnp_path}: nnabla's ONNX converter failed: {e}")
-        os.replace(out, onnx_path)
     return {'gather_layers': len(after), 'dense_layers': len(dense), 'dense_names': dense}
 
 

@@ -31,6 +31,7 @@ import json
 import lzma
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -230,13 +231,25 @@ def pack(nnp_path, lutq_path):
     Returns:
         dict: byte counts (see :func:`write_lutq`).
 
+    Warns:
+        UserWarning: if the model has no look-up tables: nothing is stored at fewer bits (the
+            .lutq can be larger than the .nnp, whose parameters are compressed).
+
     Raises:
         ~nnabla_lutq.nnp.NnpError: if the .nnp cannot be read.
         LutqFormatError: if a look-up table has indices outside its dictionary.
     """
     if os.path.abspath(nnp_path) == os.path.abspath(lutq_path):
         raise LutqFormatError("the input and the output are the same file")
-    return write_lutq(lutq_path, read_nnp(nnp_path))
+    stats = write_lutq(lutq_path, read_nnp(nnp_path))
+    if not stats['layers']:
+        size = os.path.getsize(nnp_path)
+        warnings.warn(
+            f"{nnp_path}: no look-up tables to pack (no Embed(A, d) of a stored integer A): "
+            f"every parameter is stored raw, so {lutq_path} saves nothing on the weights "
+            f"({stats['total']:,} bytes; the .nnp has {size:,}); pack a LUT-Q model "
+            "(nnabla_lutq.export_nnp, or `nnabla-lutq convert` for a float one)", stacklevel=2)
+    return stats
 
 
 def unpack(lutq_path, nnp_path):

@@ -72,7 +72,7 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         dictionary (str or list): ``'free'``, ``'pow2'`` or fixed values.
         prune_ratio (float): fraction of smallest weights tied to a fixed 0.
         pow2_range (tuple or None): exponent range for ``'pow2'``.
-        iters (int): k-means iterations.
+        iters (int): k-means iterations (>= 0; 0 keeps the quantile start).
         data (tuple or None): ``(x, y)`` to report the accuracy before and after.
         progress (bool): a progress bar over the layers.
 
@@ -81,13 +81,15 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         ``accuracy_before`` / ``accuracy_after``.
 
     Raises:
-        ValueError: for wrong settings (checked on every layer before anything is written), a file
-            without float weight layers, or ``out_path == in_path``.
+        ValueError: for wrong settings (checked on every layer before anything is written; also
+            ``iters < 0``), a file without float weight layers, or ``out_path == in_path``.
     """
     if os.path.abspath(in_path) == os.path.abspath(out_path):
         raise ValueError("write the quantized model to another file than its float source")
     if not str(out_path).endswith('.nnp'):
         raise ValueError(f"{out_path}: the file name must end with .nnp")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+        raise ValueError(f"iters must be an integer >= 0 (k-means iterations), got {iters!r}")
     model = read_nnp(in_path)
     targets = {}  # W name -> new prefix
     for net in model.proto.network:
