@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/digits/demo.py
+	$(PY) -m examples.digits.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

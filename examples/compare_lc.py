@@ -62,7 +62,7 @@ class Digits:
     name = 'digits'
 
     def __init__(self, args):
-        from examples.digits.demo import load_digits_data
+        from examples.digits.data import load_digits_data
         self.x_train, self.y_train, self.x_test, self.y_test = load_digits_data(0)
         self.model = digits_cnn
 

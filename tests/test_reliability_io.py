@@ -409,7 +409,7 @@ def test_the_demo_console_shows_progress_and_results_only(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert '[nnabla]' not in r.stdout + r.stderr
     assert 'accuracy' in r.stdout and 'outputs identical = True' in r.stdout
-    for name in ('float-train_loss', 'float-test_error', 'lutq4-train_loss'):
+    for name in ('float/train_loss', 'float/val_error', 'lutq4/train_loss'):
         lines = (out / f'{name}.series.txt').read_text().splitlines()
         assert lines and all(len(line.split()) == 2 for line in lines), name
 
