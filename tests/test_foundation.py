@@ -3,7 +3,9 @@ the solver in nnabla's ecosystem, detached straight-through copies, self-describ
 import gc
 import json
 import os
+import struct
 import zipfile
+import zlib
 from fractions import Fraction
 
 import numpy as np
@@ -180,6 +182,28 @@ def test_mlbn_fold_graph_and_kmeans_agree_at_midpoints(rng):
     host_d, host_a = ref_step(w, d0, s.config)
     GraphKMeans([s], 1).step()
     np.testing.assert_array_equal(s.d.d, host_d)
+
+
+def test_export_folds_mlbn_at_midpoints_exactly_as_fold_mlbn_in_every_context(ctx, tmp_path):
+    """The exported ±2^k scale of multiplier-less BN is fold_mlbn's, to the bit, also when the
+    graph is exported from a half-precision context (folding computes in float32)."""
+    c = 16
+    vals = _midpoint_values()
+    vals = vals[(np.abs(vals) > 2.0 ** -10) & (np.abs(vals) < 2.0 ** 10)][:c]
+    with nn.context_scope(ctx):
+        x = nn.Variable.from_numpy_array(np.random.RandomState(0).randn(2, c, 3, 3)
+                                         .astype(np.float32))
+        with nnabla_lutq.inference_mode():
+            y = PF.mlbn(x, batch_stat=False, name='bn')
+        p = nn.get_parameters(grad_only=False)
+        p['bn/mlbn/var'].d = 1.0 - 1e-5
+        p['bn/mlbn/gamma'].d = vals.reshape(1, c, 1, 1)
+        a, b = nnabla_lutq.fold_mlbn('bn')
+        path = str(tmp_path / 'bn.nnp')
+        nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
+    params = read_nnp(path).params
+    np.testing.assert_array_equal(params['bn/mlbn/a'].ravel(), a.ravel())
+    np.testing.assert_array_equal(params['bn/mlbn/b'].ravel(), b.ravel())
 
 
 # --- the k-means interface and contexts ------------------------------------------------------
@@ -442,6 +466,16 @@ def test_exported_file_describes_itself(rng, tmp_path):
                 zout.writestr(n, data)
         with pytest.raises(NnpError, match=match):
             read_nnp(bad)
+    # so does the packed format's reader, for header flags it does not know
+    from nnabla_lutq.io.packed import LutqFormatError, read_lutq, _HEADER
+    nnabla_lutq.pack(path, str(tmp_path / 'm.lutq'))
+    data = bytearray((tmp_path / 'm.lutq').read_bytes())
+    struct.pack_into('<H', data, 6, 0x8000)  # header: magic (4), version (2), flags (2)
+    data[-4:] = struct.pack('<I', zlib.crc32(bytes(data[:-4])) & 0xFFFFFFFF)  # a valid checksum
+    (tmp_path / 'flag.lutq').write_bytes(bytes(data))
+    with pytest.raises(LutqFormatError, match='format flags 0x8000'):
+        read_lutq(str(tmp_path / 'flag.lutq'))
+    assert _HEADER.unpack_from(data)[2] == 0x8000
 
 
 def test_export_refuses_broken_graphs_before_writing(rng, tmp_path):

@@ -25,6 +25,7 @@ import json
 
 import h5py
 import numpy as np
+import nnabla as nn
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
@@ -238,7 +239,6 @@ def loaded_network(path, network, batch_size=1):
     Yields:
         NnpNetwork: with ``inputs``, ``outputs`` and ``variables`` dicts.
     """
-    import nnabla as nn
     from nnabla.utils.nnp_graph import NnpLoader
     scope = 'nnabla_lutq_loaded'
     try:
@@ -327,11 +327,14 @@ def _common_prefix(names):
 
 
 def _evaluate(nnp, net_name, names):
-    """Values of variables ``names`` of a network, computed by nnabla (batch size 1)."""
+    """Values of variables ``names`` of a network, computed by nnabla (batch size 1) in float32
+    whatever the current type config: what is folded into stored parameters (e.g. the ±2^k scale
+    of multiplier-less BN) is then exactly what :func:`nnabla_lutq.fold_mlbn` computes."""
+    from ..nn.functions import float32_context
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, 'eval.nnp')
         write_nnp(path, nnp)
-        with loaded_network(path, net_name) as net:
+        with nn.context_scope(float32_context()), loaded_network(path, net_name) as net:
             values = {}
             for n in names:
                 v = net.variables[n]

@@ -44,6 +44,8 @@ __all__ = ['pack', 'unpack', 'read_lutq', 'write_lutq', 'pack_indices', 'unpack_
            'LutqFormatError', 'FORMAT_VERSION', 'MAGIC']
 
 MAGIC = b'LUTQ'
+#: Header flags this version understands (none are defined yet); a file with others is refused.
+KNOWN_FLAGS = 0x0000
 FORMAT_VERSION = 1
 _HEADER = struct.Struct('<4sHHIQ')
 
@@ -172,6 +174,10 @@ def read_lutq(path):
     if version != FORMAT_VERSION:
         raise LutqFormatError(f"{path}: format version {version}; this nnabla-lutq reads version "
                               f"{FORMAT_VERSION} (use the nnabla-lutq that wrote it)")
+    if flags & ~KNOWN_FLAGS:
+        raise LutqFormatError(f"{path}: format flags 0x{flags:04x} that this nnabla-lutq does not "
+                              f"know (it reads 0x{KNOWN_FLAGS:04x}); use the nnabla-lutq that "
+                              "wrote it")
     expected = _HEADER.size + meta_len + payload_len + 4
     if len(data) != expected:
         raise LutqFormatError(
