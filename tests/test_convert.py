@@ -777,3 +777,43 @@ def test_docs_example_fine_tunes_a_float_nnp(tmp_path, monkeypatch):
         yout.forward()
     assert not any(n.endswith('/W') for n in names)
     assert np.array_equal(yout.d, y_deploy.d)
+
+
+def test_info_shows_which_layers_stayed_float_and_why(tmp_path, capsys):
+    """`nnabla-lutq info` of an exported converted network lists the float layers with the
+    reason the conversion recorded (override to None, min_weights, cannot be converted)."""
+    import json
+    from nnabla_lutq import cli
+    x = nn.Variable((1, 3, 8, 8))
+    with nnabla_lutq.inference_mode():
+        h = F.relu(PF.batch_normalization(PF.convolution(x, 8, (3, 3), pad=(1, 1), name='c1'),
+                                          batch_stat=False, name='bn1'))
+        h = PF.convolution(h, 8, (1, 1), name='tiny', with_bias=False)   # 64 weights
+        h = PF.deconvolution(h, 4, (2, 2), stride=(2, 2), name='up')
+        h = PF.convolution(h, 8, (3, 3), name='c2')
+        y = PF.affine(h, 10, name='fc')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the deconvolution's warning
+            y = convert(y, LayerConfig(4), overrides={'fc': None}, min_weights=100)
+    path = str(tmp_path / 'm.nnp')
+    nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
+    assert cli.main(['info', path]) == 0
+    out = capsys.readouterr().out
+    assert '2 look-up table layer(s); 4 layer(s) kept float:' in out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith('  ')}
+    assert "override 'fc': kept float" in lines['fc/affine'] and 'Affine' in lines['fc/affine']
+    assert 'min_weights=100' in lines['tiny/conv'] and '64 weights' in lines['tiny/conv']
+    assert 'Deconvolution' in lines['up/deconv']
+    assert 'mlbn=False' in lines['bn1/bn']
+    assert cli.main(['info', '--json', path]) == 0
+    floats = {r['layer']: r for r in json.loads(capsys.readouterr().out)['kept_float']}
+    assert set(floats) == {'fc/affine', 'tiny/conv', 'up/deconv', 'bn1/bn'}
+    assert floats['tiny/conv']['n_weights'] == 64
+    # a model built with float PF layers (no conversion) says so
+    nn.clear_parameters()
+    STATE.conversion_notes.clear()
+    with nnabla_lutq.inference_mode():
+        y2 = PF.affine(LPF.lutq_convolution(x, 4, (3, 3), n_values=4, name='q'), 3, name='f')
+    nnabla_lutq.export_nnp(str(tmp_path / 'p.nnp'), {'x': x}, {'y': y2})
+    assert cli.main(['info', str(tmp_path / 'p.nnp')]) == 0
+    assert 'built as a float layer' in capsys.readouterr().out

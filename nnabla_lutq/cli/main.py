@@ -52,9 +52,12 @@ def load_model_report(path):
     Returns:
         tuple: ``(report, network name)``.
     """
+    return _model_report(path, _load_nnp_or_lutq(path))
+
+
+def _model_report(path, model):
     from ..io.nnp import default_network, describe_legacy, loaded_network, write_nnp
     from ..analysis.report import report
-    model = _load_nnp_or_lutq(path)
     name = default_network(model)
     with tempfile.TemporaryDirectory() as tmp:
         nnp = path
@@ -98,15 +101,45 @@ def tables_of(path):
     return out
 
 
+def kept_float(meta):
+    """The layers of a described model that are not LUT-Q, with the reason.
+
+    Args:
+        meta (dict): an exported file's description (:mod:`nnabla_lutq.io.metadata`).
+
+    Returns:
+        list: ``(layer, function, n_weights or None, reason)`` -- weight layers with a float
+        weight, then BN layers that are not multiplier-less.
+    """
+    rows = [(k, v['function'], v['n_weights'], v['reason'])
+            for k, v in meta.get('float_layers', {}).items()]
+    rows += [(k, 'BatchNormalization', None, v.get('reason', 'float BN (not mlbn)'))
+             for k, v in meta.get('bn', {}).items() if not v['multiplier_less']]
+    return rows
+
+
 def _cmd_info(args):
-    rep, name = load_model_report(args.model)
+    from ..io.nnp import describe_float_layers, describe_legacy
+    model = _load_nnp_or_lutq(args.model)
+    rep, name = _model_report(args.model, model)
+    meta = model.meta or describe_legacy(model)
+    if 'float_layers' not in meta:  # a file of an earlier 0.1: the reasons were not recorded
+        describe_float_layers(model, meta)
+    floats = kept_float(meta)
     if args.json:
-        print(json.dumps({'network': name, 'layers': rep.records(), 'totals': rep.totals},
-                         indent=1))
+        print(json.dumps({'network': name, 'layers': rep.records(), 'totals': rep.totals,
+                          'kept_float': [dict(zip(('layer', 'function', 'n_weights', 'reason'),
+                                                  r)) for r in floats]}, indent=1))
         return
     size = os.path.getsize(args.model)
     print(f"{args.model}: network {name!r}, {size:,} bytes on disk")
     print(rep.table())
+    tables = len(meta.get('tables', {}))
+    print(f"\n{tables} look-up table layer(s); {len(floats)} layer(s) kept float" +
+          (':' if floats else ''))
+    for layer, function, n, reason in floats:
+        print(f"  {layer:<28} {function:<20} " + (f"{n:>9,} weights  " if n else ' ' * 18) +
+              reason)
 
 
 def _pyplot():

@@ -1,12 +1,11 @@
 """Saving LUT-Q inference graphs to .nnp with nnabla's own writer."""
 
 import numpy as np
-import nnabla as nn
 from nnabla.utils.save import save
 
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
 from . import metadata
-from .nnp import atomic_output, fold_constants, read_nnp, write_nnp
+from .nnp import atomic_output, describe_float_layers, fold_constants, read_nnp, write_nnp
 
 __all__ = ['export_nnp']
 
@@ -121,7 +120,10 @@ def _describe(model, params):
                 if prefix not in meta['bn']:
                     meta['bn'][prefix] = {'multiplier_less': False, 'folded': False,
                                           'params': held}
-    return meta
+                    note = STATE.conversion_notes.get(prefix.rsplit('/', 1)[0])
+                    if note:
+                        meta['bn'][prefix]['reason'] = note['reason']
+    return describe_float_layers(model, meta, STATE.conversion_notes)
 
 
 def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, network_name='lutq'):

@@ -10,7 +10,15 @@ recognising graph shapes. Layout, version 1::
                             "prune_ratio": p, "pruned": bool, "pow2_range": [lo, hi] or null,
                             "fixed_values": [...] or null, "n_weights": N,
                             "stored": "tables"|"dense", "A": name, "d": name, "W": name}},
-     "bn": {"<layer>": {"multiplier_less": bool, "folded": bool, "params": [names]}}}
+     "bn": {"<layer>": {"multiplier_less": bool, "folded": bool, "params": [names],
+                        "reason": why it stayed float (optional)}},
+     "float_layers": {"<scope>": {"function": "Convolution"|..., "weight": name,
+                                  "n_weights": N, "reason": why it is not LUT-Q}}}
+
+``float_layers`` (optional, added in 0.1 without a version change: older readers ignore it)
+lists the weight layers that compute with a stored float weight, with the reason recorded when
+the graph was converted (:func:`nnabla_lutq.convert`: an override to None, ``min_weights``, a
+function that cannot be converted) or "built as a float layer".
 
 ``stored`` is ``"tables"`` when the file holds ``A`` (int) and ``d`` and the graph computes
 ``Embed(A, d)``, ``"dense"`` when it holds ``d[A]`` as the float parameter ``W``. ``flags`` lists

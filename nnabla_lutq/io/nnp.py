@@ -281,6 +281,44 @@ def lut_embeds(net, params):
     return out
 
 
+#: nnabla functions whose second input is a weight that LUT-Q can replace by a look-up table.
+WEIGHT_FUNCTIONS = ('Convolution', 'DepthwiseConvolution', 'Affine', 'Deconvolution')
+
+
+def describe_float_layers(nnp, meta, notes=None):
+    """Fill ``meta['float_layers']``: the layers of ``nnp`` that compute with a stored float
+    weight, with the reason they are not LUT-Q.
+
+    Args:
+        nnp (Nnp): the model.
+        meta (dict): its description (the tables are already in ``meta['tables']``).
+        notes (dict or None): layer name -> ``{'reason': ...}`` from the conversion that built the
+            graph (:func:`nnabla_lutq.convert` records its decisions in the LUT-Q state).
+
+    Returns:
+        dict: ``meta``.
+    """
+    dense = {t['W'] for t in meta['tables'].values() if t.get('W')}
+    notes = notes or {}
+    out = {}
+    for net in nnp.proto.network:
+        for f in net.function:
+            if f.type not in WEIGHT_FUNCTIONS or len(f.input) < 2:
+                continue
+            w = f.input[1]
+            if w not in nnp.params or w in dense:
+                continue
+            scope = w.rsplit('/', 1)[0]              # e.g. 'fc/affine'
+            layer = scope.rsplit('/', 1)[0] if '/' in scope else scope  # e.g. 'fc'
+            note = notes.get(layer)
+            reason = note['reason'] if note else (
+                'built as a float layer (not a PF.lutq_* layer, not converted)')
+            out[scope] = {'function': f.type, 'weight': w,
+                          'n_weights': int(nnp.params[w].size), 'reason': reason}
+    meta['float_layers'] = out
+    return meta
+
+
 def describe_legacy(nnp):
     """A LUT-Q description for a file written without one (older nnabla-lutq, other tools).
 
@@ -305,7 +343,7 @@ def describe_legacy(nnp):
                 'pow2_range': None, 'fixed_values': None,
                 'n_weights': int(nnp.params[a].size), 'stored': 'tables', 'A': a, 'd': d,
                 'W': None}
-    return meta
+    return describe_float_layers(nnp, meta)
 
 
 def _consumers(net):

@@ -7,13 +7,12 @@ from tqdm import tqdm
 from ..training.initialization import FLOAT_TO_LUTQ_SCOPES
 from ..core.config import make_config
 from ..core.kmeans import init_dictionary
-from .nnp import (NnpError, _sync_executor_parameters, default_network, loaded_network,
+from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network, loaded_network,
                   read_nnp, write_nnp)
 
 __all__ = ['quantize_nnp', 'WEIGHT_FUNCTIONS', 'evaluate_nnp']
 
 #: Functions whose second input is a weight that post-training LUT-Q replaces by ``Embed(A, d)``.
-WEIGHT_FUNCTIONS = ('Convolution', 'DepthwiseConvolution', 'Affine', 'Deconvolution')
 
 
 def _lutq_prefix(w_name):

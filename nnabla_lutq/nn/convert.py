@@ -1009,6 +1009,8 @@ def convert(y, config=LayerConfig(), overrides=None, min_weights=0, mlbn=False,
     mod = LUTQModifier(config, overrides, min_weights, mlbn)
     mod._outputs = outs
     converted = GraphConverter([mod]).convert(outs)
+    STATE.conversion_notes.update({d.name: {'function': d.function, 'action': d.action,
+                                            'reason': d.reason} for d in mod.decisions})
     result = list(converted) if isinstance(y, (list, tuple)) else converted[0]
     if isinstance(y, tuple):
         result = tuple(result)

@@ -127,6 +127,9 @@ class LUTQState:
         self._serial = itertools.count()
         self._modes = [WeightMode.TIED]
         self._index = None  # NdArray -> record, rebuilt on demand
+        #: layer name -> what the last :func:`nnabla_lutq.convert` decided for it (``function``,
+        #: ``action``, ``reason``); export writes the reasons of layers that stayed float.
+        self.conversion_notes = {}
 
     # -- registration (used by the layers) ------------------------------------------------
     def _forget(self, key):
