@@ -57,7 +57,21 @@ def load_run(path, xd, scope='loaded'):
 
 # --- NNP --------------------------------------------------------------------------------------
 
-def test_export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng):
+def test_export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng, ctx):
+    """Reloaded in the same context the outputs are identical; in a half context the file holds
+    the float32 folding (fold_mlbn's values) while the in-memory graph folds in half, so the
+    outputs agree to half precision."""
+    with nn.context_scope(ctx):
+        _export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng,
+                                                           exact='half' not in ctx.backend[0])
+
+
+def _export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng, exact=True):
+    def same(got, want):
+        if exact:
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=2e-2, atol=1e-2)
     x, y = build(LUTQ, rng)
     path = tmp_path / 'm.nnp'
     names = nnabla_lutq.export_nnp(str(path), {'x': x}, {'y': y})
@@ -78,14 +92,14 @@ def test_export_keeps_tables_folds_mlbn_and_reloads_exactly(tmp_path, rng):
         np.testing.assert_array_equal(a.ravel(), a_ref.ravel())
         np.testing.assert_allclose(model.params[f'net/{bn}/mlbn/b'].ravel(), b_ref.ravel(),
                                    rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(load_run(path, x.d), y.d)
+    same(load_run(path, x.d), y.d)
     # nnabla.utils.load reproduces it too
     from nnabla.utils import load
     with nn.parameter_scope('load2'):
         info = load.load([str(path)], batch_size=len(x.d))
         out = info.executors['runtime'].network(nn.Variable.from_numpy_array(x.d))
     out.forward()
-    np.testing.assert_array_equal(out.d, y.d)
+    same(out.d, y.d)
 
 
 def test_export_without_folding_keeps_the_mlbn_subgraph(tmp_path, rng):

@@ -52,7 +52,14 @@ def test_inference_scale_is_exactly_a_power_of_two(rng, ctx):
             nnabla_lutq.fold_mlbn('other')
 
 
-def test_training_forward_uses_rounded_scale_and_gamma_gets_straight_through_gradient(rng):
+def test_training_forward_uses_rounded_scale_and_gamma_gets_straight_through_gradient(rng, ctx):
+    if 'half' in ctx.backend[0]:
+        pytest.skip('compared with float64 at 1e-4; the half lanes check the inference scale')
+    with nn.context_scope(ctx):
+        _training_forward_and_straight_through(rng)
+
+
+def _training_forward_and_straight_through(rng):
     x = _setup(rng)
     PF.mlbn(x, name='bn')
     p = _set_params(rng)

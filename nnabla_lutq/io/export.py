@@ -139,7 +139,9 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
     with ``nnabla.utils.save.save`` (then rewritten) under a temporary name and moved into place,
     so an existing file is never left half-written. Reload it with
     ``nnabla.utils.nnp_graph.NnpLoader`` or ``nnabla.utils.load.load``; the outputs equal the
-    in-memory graph's exactly (same context).
+    in-memory graph's exactly (same context). Folding always computes in float32, so in a half
+    type config the file holds the float32 values (e.g. :func:`nnabla_lutq.fold_mlbn`'s), not
+    the half ones the in-memory graph computes with.
 
     Args:
         path (str): destination ``.nnp`` file.
