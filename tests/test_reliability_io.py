@@ -379,6 +379,17 @@ def test_missing_matplotlib_names_the_extra(tmp_path, rng, monkeypatch, capsys):
     assert sorted(os.listdir(tmp_path)) == ['m.nnp']
 
 
+def test_missing_scikit_learn_names_the_extra(monkeypatch):
+    from examples.digits import data
+    monkeypatch.setitem(sys.modules, 'sklearn', None)
+    monkeypatch.setitem(sys.modules, 'sklearn.datasets', None)
+    with pytest.raises(ImportError) as e:
+        data.load_digits_data()
+    assert str(e.value) == ("the digits data comes with scikit-learn: pip install scikit-learn (in "
+                            "a clone: pip install '.[demo]')")
+    assert 'pip install ".[demo]"' in _install_commands()
+
+
 # --- the README's install section -------------------------------------------------------------
 
 def _setup_extras():
