@@ -170,7 +170,7 @@ def test_pack_unpack_roundtrip_and_byte_counts(tmp_path, rng):
     assert st['total'] == os.path.getsize(tmp_path / 'm.lutq') == expect + raw + st['overhead']
     assert st['overhead'] <= 4096
     back = unpack(str(tmp_path / 'm.lutq'), str(tmp_path / 'back.nnp'))
-    assert list(back.params) == list(model.params) or set(back.params) == set(model.params)
+    assert list(back.params) == list(model.params)  # same parameters, in the same order
     for k, v in model.params.items():
         assert back.params[k].dtype == v.dtype
         np.testing.assert_array_equal(back.params[k], v)
