@@ -13,9 +13,6 @@ RESULTS.md puts our validation errors beside the paper's (ResNet-20, full schedu
 the schedule behind every number; fig2_pruning.png (next to RESULTS.md) plots the error increase
 over float against the pruning ratio, like the paper's Fig. 2.
 """
-import argparse
-import glob
-import json
 import os
 import sys
 
@@ -23,6 +20,9 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from examples.common import configs  # noqa: E402
+from examples.common.reproduce import (describe_schedule, pct, schedule_key,  # noqa: E402
+                                       weights_label)
+from examples.common import reproduce as common  # noqa: E402
 
 #: The paper's CIFAR-10 ResNet-20 validation errors (%), full schedule.
 PAPER = {'float': 7.4, 'lutq4-pow2': 7.6, 'lutq2-pow2': 8.0, 'lutq4-pow2-mlbn': 8.1,
@@ -32,46 +32,6 @@ _ROWS = [('float', 'float', 'float BN'),
          ('lutq2-pow2', '2-bit pow-2 (quasi multiplier-less)', 'float BN'),
          ('lutq4-pow2-mlbn', '4-bit pow-2 (fully multiplier-less)', 'multiplier-less BN'),
          ('lutq2-pow2-mlbn', '2-bit pow-2 (fully multiplier-less)', 'multiplier-less BN')]
-
-
-def collect(folder):
-    """Every ``results.json`` below ``folder`` (with its run folder added as ``run``)."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(folder, '**', 'results.json'), recursive=True)):
-        with open(path) as f:
-            r = json.load(f)
-        r['run'] = os.path.relpath(os.path.dirname(path), folder)
-        out.append(r)
-    return out
-
-
-def schedule_key(r):
-    """Runs with equal keys were trained with the same schedule (comparable with each other)."""
-    s = r['schedule']
-    return (s['name'], s['lr'], s['iterations'], s['batch_size'], s['weight_decay'],
-            r.get('act_bits'), r['n_train'], bool(s.get('init')), r.get('seed', 0))
-
-
-def describe_schedule(r):
-    s = r['schedule']
-    init = 'fine-tuned from float' if s.get('init') else 'from scratch'
-    act = f", {r['act_bits']}-bit activations" if r.get('act_bits') else ''
-    epochs = f"{s['epochs_run']:.3g} epoch" + ('' if s['epochs_run'] == 1 else 's')
-    return (f"{epochs} ({s['iterations']} it., batch {s['batch_size']}), "
-            f"{s['name']} lr {s['lr']:g}, wd {s['weight_decay']:g}, {init}{act}, "
-            f"{r['n_train']} training images, seed {r.get('seed', 0)}, {r['context']}")
-
-
-def _label(layers):
-    if not layers['lutq']:
-        return 'float'
-    bits = int(layers['n_values']).bit_length() - 1
-    prune = f", {layers['prune_ratio']:.0%} pruned" if layers['prune_ratio'] else ''
-    return f"{bits}-bit {layers['dictionary']}{prune}"
-
-
-def _pct(x):
-    return f"{100 * x:.2f}"
 
 
 def write_report(runs, output, title_note=''):
@@ -107,14 +67,14 @@ def write_report(runs, output, title_note=''):
             if c not in by:
                 continue
             r = by[c]
-            label = next((lbl for cc, lbl, _ in _ROWS if cc == c), _label(r['layers']))
+            label = next((lbl for cc, lbl, _ in _ROWS if cc == c), weights_label(r['layers']))
             bn = 'multiplier-less BN' if r['layers']['mlbn'] else 'float BN'
             delta = (f"{100 * (r['final_val_error'] - base['final_val_error']):+.2f}"
                      if base else 'n/a')
             t = r['report']['totals']
             mem = f"{t['memory_bits'] / 8e3:.1f} kB ({t['compression']:.1f}x)"
             paper = f"{PAPER[c]:.1f}" if c in PAPER else '—'
-            lines.append(f"| {c} | {label} | {bn} | {paper} | {_pct(r['final_val_error'])} | "
+            lines.append(f"| {c} | {label} | {bn} | {paper} | {pct(r['final_val_error'])} | "
                          f"{delta} | {mem} | {r['run']} |")
         lines.append('')
         if base:
@@ -166,44 +126,22 @@ def _plot_sweep(sweep, path):
     plt.close(fig)
 
 
+def _plan(args):
+    for c in args.run:
+        configs.parse(c)  # a ValueError names the wrong configuration
+    return [(c, os.path.join(args.runs, c), ['--config', c]) for c in args.run]
+
+
+def _train(argv):
+    from examples.cifar10 import train
+    return train.main(argv)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        epilog='Other flags (e.g. --epochs, --context, --data-dir) are passed to train.py.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument('--run', nargs='+', metavar='CONFIG', help='configurations to train first')
-    g.add_argument('--collect', metavar='DIR', help='only collect results.json below DIR')
-    p.add_argument('--runs', default='runs', help='folder of the run folders (with --run)')
-    p.add_argument('--output', default='RESULTS.md',
-                   help='markdown file to write (fig2_pruning.png goes next to it)')
-    p.add_argument('--note', default='', help='a paragraph for the top of RESULTS.md')
-    args, train_args = p.parse_known_args(argv)
-    if args.run:
-        for c in args.run:
-            try:
-                configs.parse(c)
-            except ValueError as e:
-                p.error(str(e))
-        from examples.cifar10 import train
-        for c in args.run:
-            out = os.path.join(args.runs, c)
-            if os.path.exists(os.path.join(out, 'results.json')):
-                print(f"{c}: finished run in {out}, kept")
-                continue
-            argv_c = (['--resume', out] if os.path.exists(os.path.join(out, 'checkpoint'))
-                      else ['--config', c, '--output', out])
-            train.main(argv_c + train_args)
-        folder = args.runs
-    else:
-        folder = args.collect
-        if not os.path.isdir(folder):
-            p.error(f"--collect {folder}: no such folder")
-    runs = collect(folder)
-    if not runs:
-        raise SystemExit(f"error: no results.json below {folder}")
-    write_report(runs, args.output, args.note)
-    print(f"wrote {args.output} from {len(runs)} runs")
+    p = common.parser(__doc__.split('\n\n')[0], output_help='markdown file to write '
+                      '(fig2_pruning.png goes next to it)')
+    common.main(p, argv, _plan, _train, lambda runs, args: write_report(runs, args.output,
+                                                                        args.note))
 
 
 if __name__ == '__main__':

@@ -289,9 +289,12 @@ class ImageFolder:
 
         Args:
             batch_size (int): images per batch (the last one may be short).
-            limit (int or None): only the first ``limit`` images.
+            limit (int or None): only ``limit`` images, evenly spaced over the validation set
+                (which is sorted by class, so every class keeps its share; ``--val-images``).
         """
-        items = self.test_items[:limit] if limit else self.test_items
+        items = self.test_items
+        if limit and limit < len(items):
+            items = [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
         starts = list(range(0, len(items), batch_size))
         queue = []
         try:

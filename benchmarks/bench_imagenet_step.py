@@ -1,0 +1,84 @@
+"""Training-step time of the ImageNet ResNets (examples/imagenet), float vs LUT-Q.
+
+Per network, the float net and its LUT-Q twins are built side by side in one process and their
+steps are timed alternately on the same random batch (forward, backward, weight decay, solver
+update including the k-means step of every layer; as benchmarks/bench_train_step.py). Reported:
+median step time and the ratio LUT-Q / float. Results are appended to BENCHMARKS.md.
+
+Usage: python benchmarks/bench_imagenet_step.py [--context cpu|cudnn] [--archs resnet18 resnet50]
+           [--batch-size 4] [--image-size 224] [--steps 3] [--configs lutq4-pow2 lutq2-pow2-mlbn-a8]
+"""
+import argparse
+
+import numpy as np
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+from nnabla.ext_utils import get_extension_context
+
+from _common import append, synchronizer
+from bench_train_step import step
+import nnabla_lutq
+from examples.common import configs
+from examples.imagenet.models import resnet
+from examples.imagenet.reproduce import parse_name
+from examples.imagenet.train import DEPTHS
+
+
+def build(scope, arch, layers, batch, size, rng):
+    """Loss and solver of one network on a fixed random batch (1000 classes)."""
+    x = nn.Variable.from_numpy_array(rng.randint(0, 256, (batch, 3, size, size)) / 127.5 - 1)
+    t = nn.Variable.from_numpy_array(rng.randint(0, 1000, (batch, 1)))
+    sgd = S.Momentum(0.1, 0.9)
+    solver = nnabla_lutq.LUTQSolver(sgd, kmeans_iters=1) if layers.lutq else sgd
+    with nn.parameter_scope(scope):
+        loss = F.mean(F.softmax_cross_entropy(resnet(x, layers, DEPTHS[arch]), t))
+        solver.set_parameters(nn.get_parameters())
+    return loss, solver
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--context', default='cpu', choices=['cpu', 'cudnn'])
+    p.add_argument('--archs', nargs='+', default=['resnet18', 'resnet50'], choices=sorted(DEPTHS))
+    p.add_argument('--batch-size', type=int, default=4)
+    p.add_argument('--image-size', type=int, default=224)
+    p.add_argument('--steps', type=int, default=3, help='timed steps per network')
+    p.add_argument('--configs', nargs='+', default=['lutq4-pow2', 'lutq2-pow2-mlbn-a8'],
+                   help='LUT-Q run names <config>[-a<bits>] (examples/imagenet/reproduce.py)')
+    args = p.parse_args()
+    nn.set_default_context(get_extension_context(args.context))
+    sync = synchronizer(args.context)
+    rng = np.random.RandomState(0)
+    names = ['float'] + args.configs
+    rows = ['| network | batch | image | float step (ms) | ' + ' | '.join(
+        f'{c} step (ms) | ratio' for c in args.configs) + ' |',
+        '|---|---:|---:|---:|' + '---:|---:|' * len(args.configs)]
+    for arch in args.archs:
+        nn.clear_parameters()
+        nets = []
+        for name in names:
+            config, bits = parse_name(name)
+            nets.append(build(name, arch, configs.parse(config, act_bits=bits), args.batch_size,
+                              args.image_size, rng))
+        for net in nets:  # warm-up (allocations, algorithm selection)
+            step(*net, sync)
+        times = [[] for _ in nets]
+        for _ in range(args.steps):
+            for i, net in enumerate(nets):
+                times[i].append(step(*net, sync))
+        ms = [1e3 * np.median(t) for t in times]
+        row = (f'| {arch} | {args.batch_size} | {args.image_size} | {ms[0]:.0f} | ' + ' | '.join(
+            f'{m:.0f} | {m / ms[0]:.2f}' for m in ms[1:]) + ' |')
+        rows.append(row)
+        print(row, flush=True)
+    append('Training step, ImageNet ResNets (examples/imagenet), LUT-Q vs float', '\n'.join(rows),
+           args.context, f'median of {args.steps} alternating steps after one warm-up step each, '
+           '1000 classes; LUT-Q includes the per-minibatch k-means step of every layer (host '
+           'backend in the cpu context); `-a8`: 8-bit activations, `-mlbn`: multiplier-less BN.'
+           + (' GPU step times (cudnn) could not be measured here: no GPU was available.'
+              if args.context == 'cpu' else ''))
+
+
+if __name__ == '__main__':
+    main()
