@@ -239,3 +239,65 @@ def test_trainer_solver_lc_refuses_what_it_cannot_do(tmp_path, official):
         with pytest.raises(SystemExit, match='error: ' + message):
             run(tmp_path, 'x', '--solver', 'lc', *extra, data_dir=official[0])
         assert not (tmp_path / 'x').exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+class _FakeComm:
+    """A data-parallel communicator stand-in that stops the run at its first barrier."""
+
+    def __init__(self, rank, log):
+        self.rank, self.size, self.local_rank, self.log = rank, 2, 0, log
+
+    def barrier(self):
+        self.log.append(('barrier', self.rank))
+        raise _Stop
+
+
+@pytest.mark.parametrize('rank', [0, 1])
+def test_under_mpirun_only_rank_0_recovers_a_checkpoint_then_all_ranks_meet(tmp_path, official,
+                                                                            rank, monkeypatch):
+    _, out = run(tmp_path, 'r', '--config', 'float', data_dir=official[0], stop_at=3)
+    os.replace(out / 'checkpoint', out / 'checkpoint.old')
+    log = []
+    real = trainer.recover_checkpoint
+    monkeypatch.setattr(trainer, 'recover_checkpoint',
+                        lambda d: log.append(('recover', rank)) or real(d))
+    args = trainer.parse_args(cifar_train.parser(), ['--resume', str(out), '--no-progress'])
+    with pytest.raises(_Stop):
+        trainer.train(args, cifar_train.dataset, cifar_train.resnet20,
+                      comm=_FakeComm(rank, log))
+    assert log == ([('recover', 0), ('barrier', 0)] if rank == 0 else [('barrier', 1)])
+    assert (out / 'checkpoint').exists() == (rank == 0)
+
+
+def test_barrier_of_a_communicator_without_one_is_an_all_reduce():
+    from examples.common.distributed import Distributed
+    calls = []
+
+    class Comm:
+        rank, size, local_rank = 0, 2, 0
+
+        def all_reduce(self, data, division=False, inplace=False):
+            calls.append([d.shape for d in data])
+    Distributed(Comm()).barrier()
+    Distributed(None).barrier()  # one process: nothing to wait for
+    assert calls == [[(1,)]]
+
+
+def test_non_finite_weights_end_the_run_with_a_one_line_error(tmp_path, official):
+    with pytest.raises(SystemExit, match=r'error: iteration \d+: .*W has non-finite values.*lower the learning rate.*\(--lr\)$'):
+        run(tmp_path, 'nan', '--config', 'lutq4', '--lr', '1e30', '--max-iter', '3',
+            data_dir=official[0])
+
+
+def test_parse_args_tells_given_flags_from_defaults_of_either_kind():
+    import argparse
+    p = argparse.ArgumentParser()
+    trainer.add_arguments(p)
+    p.set_defaults(batch_size=64, lr=0.025)  # an example's own defaults
+    args = trainer.parse_args(p, ['--lr', '0.5', '--config', 'lutq4'])
+    assert args.explicit == ['config', 'lr'] and args.batch_size == 64 and args.lr == 0.5
+    assert trainer.parse_args(p, []).batch_size == 64  # the parser keeps its defaults

@@ -106,6 +106,19 @@ class Distributed:
             self.comm.all_reduce([v.grad for v in params.values()], division=True,
                                  inplace=False)
 
+    def barrier(self):
+        """Wait until every rank is here (the communicator's ``barrier``; an all-reduce of one
+        value for a stand-in without one)."""
+        if self.comm is None or self.size <= 1:
+            return
+        if hasattr(self.comm, 'barrier'):
+            self.comm.barrier()
+        else:
+            import numpy as np
+            import nnabla as nn
+            self.comm.all_reduce([nn.NdArray.from_numpy_array(np.zeros(1, np.float32))],
+                                 division=False, inplace=False)
+
     def kmeans_comm(self):
         """The communicator for ``LUTQSolver(comm=...)`` (None with one process)."""
         return self.comm if self.size > 1 else None

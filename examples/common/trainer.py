@@ -142,13 +142,16 @@ def parse_args(parser, argv=None):
     """
     args = parser.parse_args(argv)
     saved = [(a, a.default) for a in parser._actions]
+    parser_defaults = parser._defaults  # set_defaults() values are defaults too
     try:
         for a, _ in saved:
             a.default = argparse.SUPPRESS
+        parser._defaults = {}
         given = parser.parse_args(argv)
     finally:
         for a, d in saved:
             a.default = d
+        parser._defaults = parser_defaults
     args.explicit = sorted(vars(given))
     return args
 
@@ -293,7 +296,8 @@ def recover_checkpoint(run_dir):
 def prepare(args):
     """Resolve the run folder and the settings of a new or resumed run.
 
-    Nothing is created; a resumed run's checkpoint may be recovered from ``checkpoint.old``.
+    Nothing is created or renamed (a resumed run's checkpoint is recovered from
+    ``checkpoint.old`` later, by rank 0 alone).
 
     Args:
         args (argparse.Namespace): parsed flags (:func:`parse_args` records which were given).
@@ -308,7 +312,8 @@ def prepare(args):
             output folder that already holds a run.
     """
     if args.resume:
-        if not recover_checkpoint(args.resume):
+        if not any(_complete_checkpoint(os.path.join(args.resume, c))
+                   for c in ('checkpoint', 'checkpoint.old')):
             raise RunError(f"--resume {args.resume}: no complete checkpoint there "
                            f"({os.path.join(args.resume, 'checkpoint')} is missing or damaged); "
                            "start a new run instead")
@@ -526,6 +531,10 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
     args, layers, run_dir, resuming = prepare(args)
     ctx = get_extension_context(args.context)
     dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
+    if resuming:  # one process renames; the others wait for it
+        if dist.is_main:
+            recover_checkpoint(run_dir)
+        dist.barrier()
     dataset = dataset_fn(args)
     if dist.size > 1:
         dataset.shard(dist.rank, dist.size)
@@ -647,7 +656,10 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
             loss.backward(clear_buffer=True)
             dist.all_reduce_gradients(params)
             solver.weight_decay(args.weight_decay)
-            solver.update()
+            try:
+                solver.update()
+            except ValueError as e:  # e.g. non-finite weights at the k-means step
+                raise RunError(f"iteration {it}: {e} (--lr)")
             state['train_seconds'] = state.get('train_seconds', 0.0) + time.perf_counter() - tick
             if not quiet:
                 m_loss.add(it, float(loss.d))
