@@ -26,6 +26,7 @@ from .io.packed import pack, unpack
 from .io.quantize import quantize_nnp
 from .io.onnx import export_onnx
 from .nn.convert import LayerConfig, LUTQModifier, convert
+from .integer import IntegerNetwork, verify_int
 
 __version__ = '0.1.0'
 

@@ -270,7 +270,12 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path,
         cifar_train.main(['--resume', str(tmp_path / 'nothing')])
     broken = tmp_path / 'broken' / 'checkpoint'
     broken.mkdir(parents=True)
-    (broken / 'state.json').write_text('{}')
+    (broken / 'state.json').write_text('{}')  # a damaged checkpoint
+    with pytest.raises(SystemExit, match='no complete checkpoint'):
+        cifar_train.main(['--resume', str(tmp_path / 'broken')])
+    import shutil
+    shutil.rmtree(broken)
+    shutil.copytree(out / 'checkpoint', broken)  # a whole checkpoint, but no args.json
     with pytest.raises(SystemExit, match='args.json cannot be read'):
         cifar_train.main(['--resume', str(tmp_path / 'broken')])
     for bad in (['--epochs', '0'], ['--lr', '-1'], ['--config', 'lutq2-pow3']):

@@ -9,8 +9,11 @@ A name is ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]``:
   ``-pow2`` this is the paper's "fully multiplier-less" network, without it "quasi";
 * ``-prune<P>``: a value fixed at 0 that takes the ``P`` % smallest-magnitude weights.
 
-Activation quantization is not part of the name: it is the ``--act-bits`` flag.
+Activation quantization is not part of the name: it is the ``--act-bits`` flag (and
+``act_quant='pow2'`` of :func:`parse` for a power-of-two step, see
+:class:`~examples.common.models.Layers`).
 """
+import math
 import re
 
 from .models import Layers
@@ -28,13 +31,18 @@ _PATTERN = re.compile(r'^lutq(?P<bits>\d+)(?P<pow2>-pow2)?(?P<mlbn>-mlbn)?'
                       r'(?:-prune(?P<prune>\d+))?$')
 
 
-def parse(name, act_bits=None, quantize_first_last=True):
+def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_range=None):
     """The :class:`~examples.common.models.Layers` of a configuration name.
 
     Args:
         name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]`` (see the module docs).
         act_bits (int or None): bits of the uniform activation quantization (``None``: float).
         quantize_first_last (bool): quantize the first convolution and the last affine layer.
+        act_quant (str): ``'ema'`` (tracked range, the default) or ``'pow2'`` (fixed power-of-two
+            step, integer-friendly; see :class:`~examples.common.models.Layers`).
+        pow2_range (tuple or None): ``(min, max)`` exponents of ``-pow2`` dictionaries; a bounded
+            span ``R = max - min`` keeps integer accumulators provably small (int32 needs
+            ``fan_in * 255 * 2**R < 2**31``).
 
     Returns:
         ~examples.common.models.Layers: the layer choice.
@@ -44,8 +52,10 @@ def parse(name, act_bits=None, quantize_first_last=True):
     """
     if act_bits is not None and not (isinstance(act_bits, int) and 2 <= act_bits <= 16):
         raise ValueError(f"--act-bits must be an integer in [2, 16] (got {act_bits!r})")
+    if act_quant not in ('ema', 'pow2'):
+        raise ValueError(f"act_quant must be 'ema' or 'pow2' (got {act_quant!r})")
     if name == 'float':
-        return Layers(act_bits=act_bits)
+        return Layers(act_bits=act_bits, act_quant=act_quant)
     m = _PATTERN.match(name)
     if m is None:
         raise ValueError(
@@ -59,14 +69,22 @@ def parse(name, act_bits=None, quantize_first_last=True):
         raise ValueError(f"{name}: the pruning percentage must be in 1..99")
     if prune and bits == 1:
         raise ValueError(f"{name}: pruning needs at least 2 bits (one value is the fixed 0)")
+    if pow2_range is not None and not m['pow2']:
+        raise ValueError(f"{name}: pow2_range needs a -pow2 configuration")
     return Layers(lutq=True, n_values=2 ** bits, dictionary='pow2' if m['pow2'] else 'free',
                   prune_ratio=prune / 100.0, mlbn=bool(m['mlbn']),
-                  quantize_first_last=quantize_first_last, act_bits=act_bits)
+                  pow2_range=tuple(pow2_range) if pow2_range is not None else None,
+                  quantize_first_last=quantize_first_last, act_bits=act_bits,
+                  act_quant=act_quant)
 
 
 def describe(layers):
     """One line with the settings of a :class:`~examples.common.models.Layers`."""
-    act = f"{layers.act_bits}-bit uniform" if layers.act_bits else 'float'
+    act = 'float'
+    if layers.act_bits:
+        step = layers.act_step()
+        act = (f"{layers.act_bits}-bit uniform, step 2^{int(math.log2(step))}" if step else
+               f"{layers.act_bits}-bit uniform")
     if not layers.lutq:
         return f"float weights, float BN, activations {act}"
     bn = 'multiplier-less BN (mlbn)' if layers.mlbn else 'float BN'

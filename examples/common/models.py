@@ -6,6 +6,7 @@ names, so a float checkpoint loads into the LUT-Q network with
 :func:`nnabla_lutq.load_float_parameters`. Shared by the digits demo, the benchmarks and the examples (it is example code, not part of
 the library).
 """
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union, Sequence
 
@@ -35,8 +36,18 @@ class Layers:
             learned by gradient: during training it follows the exponential moving average
             (decay ``act_decay``) of the minibatch maximum (nnabla's ``PF.min_max_quantize`` with
             ``x_min_max=True, ema=True``); the inference graph uses the stored ``r``. The
-            gradient is straight-through inside ``[0, r]`` and zero above ``r``.
+            gradient is straight-through inside ``[0, r]`` and zero above ``r``. This is
+            ``act_quant='ema'``; its step ``r / (2**act_bits - 1)`` is in general not a power of
+            two.
         act_decay (float): decay of that moving average.
+        act_quant (str): ``'ema'`` (default, the tracked range above) or ``'pow2'``: the
+            integer-friendly choice, nnabla's fixed-point quantization
+            (``F.fixed_point_quantize(sign=False, n=act_bits, delta=act_max / 2**act_bits)``):
+            a fixed power-of-two step, codes ``0 ... 2**act_bits - 1``, range
+            ``[0, act_max - step]``, straight-through gradient inside it. Integer executors then
+            requantize by shifts (:mod:`nnabla_lutq.integer`).
+        act_max (float): for ``act_quant='pow2'``, the power of two that bounds the range
+            (default 8: step 2^-5 for 8 bits).
     """
     lutq: bool = False
     n_values: int = 16
@@ -47,6 +58,8 @@ class Layers:
     quantize_first_last: bool = True
     act_bits: Optional[int] = None
     act_decay: float = 0.99
+    act_quant: str = 'ema'
+    act_max: float = 8.0
 
     def _q(self, edge):
         return self.lutq and (self.quantize_first_last or not edge)
@@ -76,11 +89,30 @@ class Layers:
         return PF.batch_normalization(x, batch_stat=not test, name=name)
 
 
+    def act_step(self):
+        """The power-of-two activation step of ``act_quant='pow2'`` (None otherwise).
+
+        Raises:
+            ValueError: for an unknown ``act_quant`` or an ``act_max`` that is not a power of two.
+        """
+        if self.act_quant not in ('ema', 'pow2'):
+            raise ValueError(f"act_quant must be 'ema' or 'pow2' (got {self.act_quant!r})")
+        if self.act_quant == 'ema' or not self.act_bits:
+            return None
+        mant, _ = math.frexp(self.act_max) if self.act_max > 0 else (0, 0)
+        if mant != 0.5:
+            raise ValueError(f"act_max must be a power of two such as 4, 8 or 16 for "
+                             f"act_quant='pow2' (got {self.act_max!r})")
+        return self.act_max / 2 ** self.act_bits
+
     def act(self, x, test, name):
         """ReLU, followed by uniform ``act_bits`` quantization in scope ``name`` if enabled."""
+        step = self.act_step()  # validates act_quant / act_max
         h = F.relu(x)
         if not self.act_bits:
             return h
+        if step is not None:
+            return F.fixed_point_quantize(h, sign=False, n=self.act_bits, delta=step)
         return PF.min_max_quantize(h, ql_min=0, ql_max=2 ** self.act_bits - 1,
                                    decay=self.act_decay, x_min_max=not test, ema=True,
                                    qr_min_init=I.ConstantInitializer(0.0),
