@@ -1,226 +1,121 @@
 """LUT-Q vs learning-compression (LC), side by side: same layers, same schedule length.
 
-Both methods start from the same float checkpoint (trained first by this script, or given with
-``--float-init``), use the same ``PF.lutq_*`` network, inner solver (SGD with momentum 0.9),
-learning-rate schedule (cosine), weight decay, minibatches and number of updates. They differ only
-in the algorithm:
+Every run is a run of the examples' shared trainer (:func:`examples.common.trainer.train`), so
+both methods use the same ``PF.lutq_*`` network, inner solver (SGD with momentum 0.9),
+learning-rate schedule (cosine), weight decay, minibatches and number of updates, and start from
+the same float run (trained first by this script). They differ only in the algorithm:
 
-* ``lutq``: :class:`nnabla_lutq.LUTQSolver` -- the network computes with ``d[A]`` (tied weights,
-  straight-through gradient to ``W``), one k-means step per update;
-* ``lc-toolkit``: :class:`nnabla_lutq.LCSolver` with the LC toolkit's ``mu_j = 9e-5·1.1^j`` over
-  ``--lc-steps`` LC steps -- the network computes with ``W`` (L step), k-means to convergence in
-  each C step, ``d[A]`` only at the end;
+* ``lutq`` (``--solver lutq``): :class:`nnabla_lutq.LUTQSolver` -- the network computes with
+  ``d[A]`` (tied weights, straight-through gradient to ``W``), one k-means step per update;
+* ``lc`` (``--solver lc``): :class:`nnabla_lutq.LCSolver` with the LC toolkit's
+  ``mu_j = 9e-5·1.1^j`` over ``--lc-steps`` LC steps -- the network computes with ``W`` (L step),
+  k-means to convergence in each C step, ``d[A]`` at the end, then a BN refresh;
 * ``lc-matched``: the same with ``mu0`` scaled so that ``mu0 · lr · (updates per L step)`` equals
   the toolkit example's ``9e-5 · 0.09 · 4700`` (LeNet300: 20 epochs of 235 minibatches per L step
   at lr 0.09): the penalty pulls as hard per L step as in the toolkit, on a much shorter run;
-* ``dc``: direct compression, the LC algorithm's starting point -- the C step of the float
-  weights, no training (the error of just quantizing the float network).
+* ``dc``: direct compression, the LC algorithm's starting point -- the float model quantized
+  without training (:func:`nnabla_lutq.quantize_nnp`: k-means tables, 100 iterations; the float
+  BN statistics are kept).
 
-Every error is that of the inference graph (``nnabla_lutq.inference_mode()``: ``F.embed(A, d)``,
-no float weight), after the same BN refresh for every method (``--bn-recal`` forward passes of
-the training graph with the final tables, which LC needs: its BN running statistics were gathered
-while the network computed with the float ``W``); ``error_raw`` in the JSON is the error before.
-Time per step is the wall time of the training loop divided by its updates (the LC C steps and
-``finalize`` included; evaluation and the BN refresh excluded).
+Errors are those of the inference graph (``F.embed(A, d)``, no float weight). Time per step is
+the trainer's training time (data, forward, backward, update, the LC C steps) per update.
+Fixed codebooks (``lutq-ternary``) run with a learned scale in LC (``--lc-learn-scale``) and as
+given in LUT-Q.
 
 Usage::
 
     python -m examples.compare_lc --dataset digits --seeds 0 1 2
     python -m examples.compare_lc --dataset cifar10 --data-dir ../shared/data \\
-        --float-iters 300 --iters 100 --batch-size 64 --configs K2-free K4-pow2 ternary-scaled
+        --float-iters 300 --iters 100 --batch-size 64 --configs lutq1 lutq2-pow2 lutq-ternary
 """
 import argparse
 import json
-import math
 import os
-import time
+import shutil
+import sys
+
+if __name__ == '__main__':
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-import nnabla as nn
-import nnabla.functions as F
-import nnabla.solvers as S
 
 import nnabla_lutq
-from examples.common.models import Layers, digits_cnn, resnet20
+from examples.common import configs, trainer
+from examples.common.models import digits_cnn, resnet20
 
-#: name -> (LUT-Q layer settings, learn_scale of LC)
-CONFIGS = {
-    'K2-free': (dict(n_values=2), False),
-    'K4-free': (dict(n_values=4), False),
-    'K2-pow2': (dict(n_values=2, dictionary='pow2'), False),
-    'K4-pow2': (dict(n_values=4, dictionary='pow2'), False),
-    'ternary': (dict(dictionary=[-1, 0, 1]), False),
-    'ternary-scaled': (dict(dictionary=[-1, 0, 1]), True),
-}
-METHODS = ('dc', 'lutq', 'lc-toolkit', 'lc-matched')
+#: configurations compared by default (names of :mod:`examples.common.configs`): K = 2 and 4,
+#: free and pow-2, ternary
+CONFIGS = ('lutq1', 'lutq2', 'lutq1-pow2', 'lutq2-pow2', 'lutq-ternary')
+METHODS = ('dc', 'lutq', 'lc', 'lc-matched')
 #: mu0 · lr · updates per L step of the toolkit's LeNet300 quantization example
 TOOLKIT_PULL = 9e-5 * 0.09 * 4700
 
 
-class Digits:
-    """scikit-learn's 8x8 digits (as :mod:`examples.digits.demo`), minibatches by (seed, it)."""
-    name = 'digits'
-
-    def __init__(self, args):
-        from examples.digits.data import load_digits_data
-        self.x_train, self.y_train, self.x_test, self.y_test = load_digits_data(0)
-        self.model = digits_cnn
-
-    def steps_per_epoch(self, batch_size):
-        return len(self.x_train) // batch_size
-
-    def batch(self, it, batch_size, seed):
-        epoch, index = divmod(it, self.steps_per_epoch(batch_size))
-        perm = np.random.RandomState([seed, epoch]).permutation(len(self.x_train))
-        idx = perm[index * batch_size:(index + 1) * batch_size]
-        return self.x_train[idx], self.y_train[idx]
-
-    def preprocess(self, x):
-        return x
-
-    def test_batches(self, batch_size):
-        for i in range(0, len(self.x_test), batch_size):
-            yield self.x_test[i:i + batch_size], self.y_test[i:i + batch_size]
+def task(args):
+    """``(dataset_fn, model_fn)`` of ``--dataset``."""
+    if args.dataset == 'digits':
+        from examples.digits.data import digits_dataset
+        data = digits_dataset(0)
+        return (lambda a: data), digits_cnn
+    from examples.cifar10.data import load_cifar10
+    data = load_cifar10(args.data_dir, progress=False)
+    return (lambda a: data), resnet20
 
 
-class Cifar10:
-    """CIFAR-10 (:func:`examples.cifar10.data.load_cifar10`), ResNet-20, pad-4 crop + flip."""
-    name = 'cifar10'
-
-    def __init__(self, args):
-        from examples.cifar10.data import load_cifar10
-        self.data = load_cifar10(args.data_dir, progress=False)
-        self.model = resnet20
-        self.stride = args.test_stride
-
-    def steps_per_epoch(self, batch_size):
-        return self.data.steps_per_epoch(batch_size)
-
-    def batch(self, it, batch_size, seed):
-        epoch, index = divmod(it, self.steps_per_epoch(batch_size))
-        return self.data.train_batch(epoch, index, batch_size, seed)
-
-    def preprocess(self, x):
-        return F.add_scalar(F.mul_scalar(x, 1 / 127.5), -1.0)
-
-    def test_batches(self, batch_size):
-        x, y = self.data.x_test[::self.stride], self.data.y_test[::self.stride]
-        for i in range(0, len(x), batch_size):
-            yield x[i:i + batch_size].astype(np.float32), y[i:i + batch_size]
+def _parser():
+    p = argparse.ArgumentParser()
+    trainer.add_arguments(p)
+    return p
 
 
-def test_error(task, layers, batch_size=500):
-    """Error of the inference graph (LUT-Q layers: ``F.embed(A, d)``) on the test set."""
-    shape = next(iter(task.test_batches(1)))[0].shape[1:]
-    x = nn.Variable((batch_size,) + shape)
-    with nnabla_lutq.inference_mode(), nn.parameter_scope('net'):
-        y = task.model(task.preprocess(x), layers, test=True)
-    wrong = total = 0
-    for xb, yb in task.test_batches(batch_size):
-        x.d[:len(xb)] = xb
-        y.forward(clear_buffer=True)
-        wrong += int(np.sum(y.d[:len(xb)].argmax(1) != yb[:, 0]))
-        total += len(xb)
-    return wrong / total
-
-
-def train(task, layers, method, args, iters, seed, init=None, learn_scale=False):
-    """Train one network; returns its test error and timings.
-
-    Args:
-        task (Digits or Cifar10): data and model.
-        layers (Layers): float or LUT-Q layers.
-        method (str): ``'float'`` or one of :data:`METHODS`.
-        args (argparse.Namespace): ``batch_size``, ``lr``, ``weight_decay``, ``lc_steps``.
-        iters (int): updates.
-        seed (int): seed of the initializers and the minibatches.
-        init (str): float ``.h5`` checkpoint to start from.
-        learn_scale (bool): LC's learned scale of a fixed dictionary.
+def run(name, args, dataset_fn, model_fn, config, iters, extra=()):
+    """One trainer run in ``args.output/name`` (an earlier finished run is reused).
 
     Returns:
-        dict: ``error``, ``ms_per_step``, and for LC ``mu`` (first/last), ``gap`` (mean
-        ``||W - d[A]||²/N`` before finalize) and ``c_step_s``.
+        dict: the run's ``results.json``.
     """
-    nn.clear_parameters()
-    nn.random.seed(seed)
-    nn.random.set_parameter_seed(seed)
-    shape = next(iter(task.test_batches(1)))[0].shape[1:]
-    x = nn.Variable((args.batch_size,) + shape)
-    t = nn.Variable((args.batch_size, 1))
-    lc = method.startswith('lc') or method == 'dc'
-    with nnabla_lutq.weight_mode('float' if lc else 'tied'), nn.parameter_scope('net'):
-        loss = F.mean(F.softmax_cross_entropy(task.model(task.preprocess(x), layers), t))
-    if init:
-        nnabla_lutq.load_float_parameters(init)
-    inner = S.Momentum(args.lr, 0.9)
-    info = {}
-    if method == 'lutq':
-        solver = nnabla_lutq.LUTQSolver(inner)
-    elif lc:
-        sched = nnabla_lutq.lc_schedule(iters, n_lc_steps=args.lc_steps)
-        if method == 'lc-matched':
-            sched['mu0'] = TOOLKIT_PULL / (args.lr * sched['steps_per_lc'])
-        solver = nnabla_lutq.LCSolver(inner, learn_scale=learn_scale, **sched)
-        info['mu'] = [solver.mu_at(0), solver.mu_at(args.lc_steps - 1)]
-    else:
-        solver = inner
-    solver.set_parameters(nn.get_parameters())
-    if method == 'dc':
-        solver.direct_compression()
-        solver.finalize()
-        info['error_raw'] = test_error(task, layers)
-        recalibrate_bn(task, loss, x, t, args, seed, iters)
-        return dict(info, error=test_error(task, layers), ms_per_step=None)
-    c_time = 0.0
-    start = time.perf_counter()
-    for it in range(iters):
-        x.d, t.d = task.batch(it, args.batch_size, seed)
-        solver.set_learning_rate(args.lr * 0.5 * (1 + math.cos(math.pi * it / iters)))
-        loss.forward(clear_no_need_grad=True)
-        solver.zero_grad()
-        loss.backward(clear_buffer=True)
-        solver.weight_decay(args.weight_decay)
-        if lc and (solver.updates + 1) % solver.steps_per_lc == 0:
-            c0 = time.perf_counter()
-            solver.update()
-            c_time += time.perf_counter() - c0
-        else:
-            solver.update()
-    if lc:
-        gaps = solver.finalize()
-        info['gap'] = float(np.mean(list(gaps.values())))
-        info['c_step_s'] = c_time
-    seconds = time.perf_counter() - start
-    info['ms_per_step'] = 1e3 * seconds / iters
-    if method == 'float':
-        return dict(info, error=test_error(task, layers))
-    info['error_raw'] = test_error(task, layers)
-    recalibrate_bn(task, loss, x, t, args, seed, iters)
-    return dict(info, error=test_error(task, layers))
+    out = os.path.join(args.output, name)
+    done = os.path.join(out, 'results.json')
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished run of this script: start it again
+    argv = ['--config', config, '--output', out, '--max-iter', str(iters), '--epochs', '100000',
+            '--batch-size', str(args.batch_size), '--lr', str(args.lr), '--schedule', 'cosine',
+            '--weight-decay', str(args.weight_decay), '--seed', str(args.seed_now),
+            '--context', args.context, '--no-progress', *extra]
+    if args.val_images:
+        argv += ['--val-images', str(args.val_images)]
+    targs = trainer.parse_args(_parser(), argv)
+    return trainer.train(targs, dataset_fn, model_fn, log=lambda *a: None, epoch_lines=False)
 
 
-def recalibrate_bn(task, loss, x, t, args, seed, start):
-    """Refresh the BN running statistics for the final weights: forward passes of the training
-    graph (batch statistics, running averages updated with decay 0.9) on ``args.bn_recal``
-    further training minibatches. After ``LCSolver.finalize()`` the float-mode graph computes
-    with ``d[A]``; LC's statistics were otherwise gathered with the float ``W``."""
-    for i in range(args.bn_recal):
-        x.d, t.d = task.batch(start + i, args.batch_size, seed)
-        loss.forward(clear_buffer=True)
+def direct_compression(float_run, config, args, dataset_fn):
+    """Error of the float model quantized without training (``quantize_nnp``)."""
+    layers = configs.parse(config)
+    data = dataset_fn(args)
+    n = min(args.val_images or data.n_test, data.n_test)
+    x = data.x_test[:n].astype(np.float32)
+    y = data.y_test[:n]
+    path = os.path.join(args.output, f"dc-{config}-seed{args.seed_now}.nnp")
+    r = nnabla_lutq.quantize_nnp(os.path.join(float_run, 'model.nnp'), path,
+                                 n_values=layers.n_values, dictionary=layers.dictionary,
+                                 prune_ratio=layers.prune_ratio, iters=100, data=(x, y))
+    return {'final_val_error': 1 - r['accuracy_after'], 'ms_per_step': None}
 
 
-def table(results, configs, methods):
-    """Markdown table: error mean ± std over seeds and ms/step per configuration and method."""
+def table(results, config_names, methods):
+    """Markdown table: error mean ± std over seeds, and ms per update, per config and method."""
     def cell(rs):
         if not rs:
             return 'n/a'
-        e = 100 * np.array([r['error'] for r in rs])
+        e = 100 * np.array([r['final_val_error'] for r in rs])
         text = f"{e.mean():.2f}" + (f" ± {e.std(ddof=1):.2f}" if len(e) > 1 else '')
-        ms = [r['ms_per_step'] for r in rs if r['ms_per_step'] is not None]
+        ms = [r['ms_per_step'] for r in rs if r.get('ms_per_step')]
         return text + (f" ({np.mean(ms):.1f} ms)" if ms else '')
     head = '| config | ' + ' | '.join(methods) + ' |'
     lines = [head, '|' + '---|' * (len(methods) + 1)]
-    for c in configs:
+    for c in config_names:
         lines.append(f"| {c} | " + ' | '.join(cell(results.get(c, {}).get(m, []))
                                              for m in methods) + ' |')
     return '\n'.join(lines)
@@ -231,61 +126,63 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--dataset', choices=['digits', 'cifar10'], default='digits')
     p.add_argument('--data-dir', default=None, help='CIFAR-10 folder (see examples/cifar10)')
-    p.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument('--configs', nargs='+', default=list(CONFIGS),
+                   help='configuration names (see examples/common/configs.py)')
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0])
-    p.add_argument('--epochs', type=int, default=40,
-                   help='epochs of each LUT-Q/LC run (digits; one L step per epoch with 40 LC '
-                        'steps)')
-    p.add_argument('--iters', type=int, default=None, help='updates of each run (overrides '
-                   '--epochs)')
-    p.add_argument('--float-epochs', type=int, default=30, help='float pre-training (digits)')
-    p.add_argument('--float-iters', type=int, default=None, help='float pre-training updates '
-                   '(overrides --float-epochs)')
-    p.add_argument('--float-init', default=None, help='float .h5 to start from (skips training)')
+    p.add_argument('--iters', type=int, default=660,
+                   help='updates of each LUT-Q/LC run (digits: 30 epochs of 22 minibatches)')
+    p.add_argument('--float-iters', type=int, default=660, help='float pre-training updates')
     p.add_argument('--lc-steps', type=int, default=40, help='LC steps per run (toolkit: 40)')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--lr', type=float, default=0.1)
     p.add_argument('--weight-decay', type=float, default=1e-4)
-    p.add_argument('--test-stride', type=int, default=1,
-                   help='CIFAR-10: evaluate on every n-th test image (all classes stay equal)')
+    p.add_argument('--val-images', type=int, default=None,
+                   help='evaluate on the first N test images (default: all)')
     p.add_argument('--bn-recal', type=int, default=50,
-                   help='minibatches of BN statistics refresh after every quantized run')
-    p.add_argument('--output', default='compare_lc_output')
+                   help='LC: minibatches of BN statistics refresh after finalize')
+    p.add_argument('--context', default='cpu', choices=['cpu', 'cudnn'])
+    p.add_argument('--output', default='compare_lc_output',
+                   help='run folders (finished runs are reused) and <dataset>.json / .md')
     args = p.parse_args(argv)
+    for c in args.configs:
+        if c == 'float' or not configs.parse(c).lutq:
+            p.error(f"--configs {c}: give LUT-Q configurations (the float run is made first)")
     os.makedirs(args.output, exist_ok=True)
-    task = (Digits if args.dataset == 'digits' else Cifar10)(args)
-    spe = task.steps_per_epoch(args.batch_size)
-    iters = args.iters or args.epochs * spe
-    float_iters = args.float_iters or args.float_epochs * spe
-    results = {'float': {}}
-    out_json = os.path.join(args.output, f'{args.dataset}.json')
+    dataset_fn, model_fn = task(args)
+    steps_per_lc = max(1, args.iters // args.lc_steps)
+    lc = ('--solver', 'lc', '--lc-steps', str(args.lc_steps), '--bn-recal', str(args.bn_recal))
+    matched = lc + ('--lc-mu0', repr(TOOLKIT_PULL / (args.lr * steps_per_lc)))
+    results = {'float': {'float': []}}
     for seed in args.seeds:
-        init = args.float_init
-        if init is None:
-            init = os.path.join(args.output, f'{args.dataset}-float-seed{seed}.h5')
-            r = train(task, Layers(), 'float', args, float_iters, seed)
-            nn.save_parameters(init)
-            results['float'].setdefault('float', []).append(r)
-            print(f"seed {seed} float: error {r['error']:.4f} ({r['ms_per_step']:.1f} ms/step)",
-                  flush=True)
-        for name in args.configs:
-            opts, scale = CONFIGS[name]
-            layers = Layers(lutq=True, **opts)
+        args.seed_now = seed
+        fl = run(f"float-seed{seed}", args, dataset_fn, model_fn, 'float', args.float_iters)
+        results['float']['float'].append(fl)
+        init = ('--init', os.path.join(args.output, f"float-seed{seed}", 'params.h5'))
+        print(f"seed {seed} float: error {fl['final_val_error']:.4f}", flush=True)
+        for c in args.configs:
+            scale = ('--lc-learn-scale',) if configs.parse(c).dictionary not in ('free', 'pow2') \
+                else ()
             for m in args.methods:
-                if m == 'lutq' and scale:
-                    continue  # LUT-Q uses a fixed dictionary as given (no scale)
-                r = train(task, layers, m, args, iters, seed, init, learn_scale=scale)
-                results.setdefault(name, {}).setdefault(m, []).append(r)
-                print(f"seed {seed} {name} {m}: error {r['error']:.4f} "
-                      f"(before BN refresh {r['error_raw']:.4f})"
-                      + (f" ({r['ms_per_step']:.1f} ms/step)" if r['ms_per_step'] else '')
-                      + (f" gap {r['gap']:.2e} mu {r['mu'][0]:.3g}..{r['mu'][1]:.3g} "
-                         f"C steps {r['c_step_s']:.2f} s" if 'gap' in r else ''), flush=True)
-                with open(out_json, 'w') as f:
-                    json.dump({'args': vars(args), 'iters': iters, 'float_iters': float_iters,
-                               'results': results}, f, indent=1)
-    text = table(results, args.configs, args.methods)
+                if m == 'dc':
+                    r = direct_compression(os.path.join(args.output, f"float-seed{seed}"), c,
+                                           args, dataset_fn)
+                else:
+                    extra = {'lutq': (), 'lc': lc + scale, 'lc-matched': matched + scale}[m]
+                    r = run(f"{c}-{m}-seed{seed}", args, dataset_fn, model_fn, c, args.iters,
+                            init + extra)
+                results.setdefault(c, {}).setdefault(m, []).append(r)
+                ms = r.get('ms_per_step')
+                print(f"seed {seed} {c} {m}: error {r['final_val_error']:.4f}"
+                      + (f" ({ms:.1f} ms/step)" if ms else ''), flush=True)
+    text = table(results, ['float'] + list(args.configs), ['float'] + list(args.methods))
+    summary = {c: {m: [{k: r.get(k) for k in ('final_val_error', 'ms_per_step', 'lc')}
+                       for r in rs] for m, rs in ms.items()} for c, ms in results.items()}
+    with open(os.path.join(args.output, f'{args.dataset}.json'), 'w') as f:
+        json.dump({'args': {k: v for k, v in vars(args).items() if k != 'seed_now'},
+                   'steps_per_lc': steps_per_lc, 'results': summary}, f, indent=1)
+    with open(os.path.join(args.output, f'{args.dataset}.md'), 'w') as f:
+        f.write(text + '\n')
     print(text)
     return results
 

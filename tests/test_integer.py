@@ -709,3 +709,32 @@ def test_pow2_activation_option(rng):
     c = configs.parse('lutq2-pow2-mlbn', act_bits=8, act_quant='pow2', pow2_range=(-8, -1))
     assert (c.act_quant, c.pow2_range) == ('pow2', (-8, -1))
     assert 'step 2^-5' in configs.describe(c)
+
+
+def test_verify_int_command(digits, tmp_path, capsys):
+    """`nnabla-lutq verify-int`: the agreement and op table, as text and JSON, a C file; a float
+    model is a one-line error."""
+    import json
+    from nnabla_lutq import cli
+    data = tmp_path / 'test.npz'
+    np.savez(data, x=digits['x'], y=digits['y'])
+    path = digits['files']['pow2-mlbn-pow2act']
+    argv = ['verify-int', path, '--eval-data', str(data), '--input-scale', '0.0625',
+            '--limit', '50']
+    assert cli.main(argv + ['--c', str(tmp_path / 'net.c')]) == 0
+    out = capsys.readouterr().out
+    assert 'integer executor vs nnabla' in out and 'on 50 images' in out
+    assert '0 multiplications (multiplier-less)' in out and (tmp_path / 'net.c').stat().st_size
+    assert cli.main(argv + ['--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    want = verify_int(path, digits['x'][:50], digits['y'][:50], input_scale=1 / 16)
+    assert res['n'] == 50 and res['agree'] == want['agree'] and res['multiplier_less']
+    assert res['op_counts'][-1]['mults'] == 0
+    # a model with float weights: one line naming the function
+    x = nn.Variable((1, 1, 8, 8))
+    with nnabla_lutq.inference_mode():
+        y = PF.affine(x, 3, name='fc')
+    nnabla_lutq.export_nnp(str(tmp_path / 'float.nnp'), {'x': x}, {'y': y})
+    assert cli.main(['verify-int', str(tmp_path / 'float.nnp'), '--eval-data', str(data)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'Affine' in err[0] and err[0].startswith('nnabla-lutq: error:')

@@ -301,3 +301,30 @@ def test_parse_args_tells_given_flags_from_defaults_of_either_kind():
     args = trainer.parse_args(p, ['--lr', '0.5', '--config', 'lutq4'])
     assert args.explicit == ['config', 'lr'] and args.batch_size == 64 and args.lr == 0.5
     assert trainer.parse_args(p, []).batch_size == 64  # the parser keeps its defaults
+
+
+def test_integer_friendly_flags_reach_the_layers(tmp_path, official):
+    """--act-quant pow2 / --act-max / --pow2-range: the run's activations use a power-of-two
+    step and its tables powers of two within the range; lutq-ternary uses {-1, 0, 1}."""
+    import nnabla_lutq
+    res, out = run(tmp_path, 'int', '--config', 'lutq2-pow2-mlbn', '--act-bits', '8',
+                   '--act-quant', 'pow2', '--act-max', '8', '--pow2-range', '-6', '0',
+                   '--max-iter', '2', data_dir=official[0])
+    assert res['layers']['act_quant'] == 'pow2' and list(res['layers']['pow2_range']) == [-6, 0]
+    assert 'step 2^-5' in res['settings']
+    for s in nnabla_lutq.lutq_layers():
+        d = s.d.d[s.d.d != 0]
+        assert np.all((np.abs(d) >= 2.0 ** -6) & (np.abs(d) <= 1)), s.name
+    from nnabla_lutq.io.nnp import read_nnp  # the exported graph quantizes by fixed point
+    types = [f.type for f in read_nnp(str(out / 'model.nnp')).proto.network[0].function]
+    assert 'FixedPointQuantize' in types and 'MinMaxQuantize' not in types
+    for bad, message in ((['--act-max', '6'], 'act_max must be a power of two'),
+                         (['--config', 'lutq2', '--pow2-range', '-2', '0'],
+                          'pow2_range needs a -pow2 configuration')):
+        with pytest.raises(SystemExit, match=message):
+            run(tmp_path, 'bad', '--act-bits', '8', '--act-quant', 'pow2', *bad,
+                data_dir=official[0])
+    nn.clear_parameters()
+    run(tmp_path, 'tern', '--config', 'lutq-ternary', '--max-iter', '2', data_dir=official[0])
+    for s in nnabla_lutq.lutq_layers():
+        np.testing.assert_array_equal(s.d.d, [-1, 0, 1])

@@ -1,13 +1,15 @@
 """Named LUT-Q configurations: one naming pattern shared by every example.
 
-A name is ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]``:
+A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>]`` or ``lutq-binary|ternary[-mlbn]``:
 
 * ``lutq<B>``: every convolution/affine layer is LUT-Q with ``K = 2**B`` values (``B`` bits per
   weight index), a free (k-means) dictionary;
 * ``-pow2``: dictionary values rounded to ±2^k (multiplier-less weights);
 * ``-mlbn``: multiplier-less batch normalization (``PF.mlbn``) instead of float BN; with
   ``-pow2`` this is the paper's "fully multiplier-less" network, without it "quasi";
-* ``-prune<P>``: a value fixed at 0 that takes the ``P`` % smallest-magnitude weights.
+* ``-prune<P>``: a value fixed at 0 that takes the ``P`` % smallest-magnitude weights;
+* ``lutq-binary`` / ``lutq-ternary``: the fixed dictionaries ``{-1, 1}`` / ``{-1, 0, 1}`` (used as
+  given by LUT-Q; ``--solver lc --lc-learn-scale`` fits a scale ``a·c``).
 
 Activation quantization is not part of the name: it is the ``--act-bits`` flag (and
 ``act_quant='pow2'`` of :func:`parse` for a power-of-two step, see
@@ -25,13 +27,18 @@ PRUNING_SWEEP = (30, 50, 70, 80, 90)
 
 #: The configurations ``--list-configs`` shows (any name that follows the pattern is accepted).
 NAMED = (['float', 'lutq4', 'lutq2', 'lutq4-pow2', 'lutq2-pow2', 'lutq4-pow2-mlbn',
-          'lutq2-pow2-mlbn'] + [f'lutq2-prune{p}' for p in PRUNING_SWEEP])
+          'lutq2-pow2-mlbn'] + [f'lutq2-prune{p}' for p in PRUNING_SWEEP] +
+         ['lutq-binary', 'lutq-ternary'])
 
 _PATTERN = re.compile(r'^lutq(?P<bits>\d+)(?P<pow2>-pow2)?(?P<mlbn>-mlbn)?'
                       r'(?:-prune(?P<prune>\d+))?$')
+_FIXED = re.compile(r'^lutq-(?P<fixed>binary|ternary)(?P<mlbn>-mlbn)?$')
+#: the fixed dictionaries of ``lutq-binary`` / ``lutq-ternary``
+FIXED = {'binary': (-1.0, 1.0), 'ternary': (-1.0, 0.0, 1.0)}
 
 
-def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_range=None):
+def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_range=None,
+          act_max=8.0):
     """The :class:`~examples.common.models.Layers` of a configuration name.
 
     Args:
@@ -43,6 +50,8 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
         pow2_range (tuple or None): ``(min, max)`` exponents of ``-pow2`` dictionaries; a bounded
             span ``R = max - min`` keeps integer accumulators provably small (int32 needs
             ``fan_in * 255 * 2**R < 2**31``).
+        act_max (float): the range bound of ``act_quant='pow2'`` (a power of two; step
+            ``act_max / 2**act_bits``).
 
     Returns:
         ~examples.common.models.Layers: the layer choice.
@@ -55,12 +64,20 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
     if act_quant not in ('ema', 'pow2'):
         raise ValueError(f"act_quant must be 'ema' or 'pow2' (got {act_quant!r})")
     if name == 'float':
-        return Layers(act_bits=act_bits, act_quant=act_quant)
+        return Layers(act_bits=act_bits, act_quant=act_quant, act_max=act_max)
+    f = _FIXED.match(name)
+    if f is not None:
+        if pow2_range is not None:
+            raise ValueError(f"{name}: pow2_range needs a -pow2 configuration")
+        values = FIXED[f['fixed']]
+        return Layers(lutq=True, n_values=len(values), dictionary=list(values),
+                      mlbn=bool(f['mlbn']), quantize_first_last=quantize_first_last,
+                      act_bits=act_bits, act_quant=act_quant, act_max=act_max)
     m = _PATTERN.match(name)
     if m is None:
         raise ValueError(
-            f"unknown configuration {name!r}: use 'float' or 'lutq<B>[-pow2][-mlbn][-prune<P>]' "
-            f"such as {', '.join(NAMED[1:4])} (see --list-configs)")
+            f"unknown configuration {name!r}: use 'float', 'lutq<B>[-pow2][-mlbn][-prune<P>]' "
+            f"such as {', '.join(NAMED[1:4])}, or lutq-binary / lutq-ternary (see --list-configs)")
     bits = int(m['bits'])
     if not 1 <= bits <= 8:
         raise ValueError(f"{name}: bits must be in 1..8 (K = 2**bits values)")
@@ -75,7 +92,7 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
                   prune_ratio=prune / 100.0, mlbn=bool(m['mlbn']),
                   pow2_range=tuple(pow2_range) if pow2_range is not None else None,
                   quantize_first_last=quantize_first_last, act_bits=act_bits,
-                  act_quant=act_quant)
+                  act_quant=act_quant, act_max=act_max)
 
 
 def describe(layers):
@@ -89,6 +106,6 @@ def describe(layers):
         return f"float weights, float BN, activations {act}"
     bn = 'multiplier-less BN (mlbn)' if layers.mlbn else 'float BN'
     edges = 'all layers' if layers.quantize_first_last else 'first/last layers float'
-    return (f"K={layers.n_values} ({layers.n_values.bit_length() - 1}-bit), dictionary "
+    return (f"K={layers.n_values} ({(layers.n_values - 1).bit_length()}-bit), dictionary "
             f"{layers.dictionary}, pruning {layers.prune_ratio:.0%}, {bn}, {edges}, "
             f"activations {act}")

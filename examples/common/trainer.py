@@ -71,6 +71,16 @@ def add_arguments(parser, epochs=160):
     a('--act-bits', type=int, default=None,
       help='quantize activations after each ReLU to 2**bits uniform levels over [0, r], r '
            'tracked per layer (e.g. 8; default: float activations)')
+    a('--act-quant', choices=['ema', 'pow2'], default='ema',
+      help='with --act-bits: ema (the range r tracked as above) or pow2 (a fixed power-of-two '
+           'step --act-max / 2**bits, nnabla\'s fixed-point quantization: integer-friendly, see '
+           'nnabla_lutq.integer) (default: %(default)s)')
+    a('--act-max', type=float, default=8.0,
+      help='--act-quant pow2: the bound of the activation range, a power of two '
+           '(default: %(default)s)')
+    a('--pow2-range', type=int, nargs=2, default=None, metavar=('MIN', 'MAX'),
+      help='-pow2 configurations: exponents of the dictionary values, 2**MIN .. 2**MAX (a '
+           'bounded span keeps integer accumulators provably small; default: unbounded)')
     a('--float-first-last', action='store_true',
       help='keep the first convolution and the last affine layer float (default: quantize all '
            'layers, as in the paper)')
@@ -90,7 +100,7 @@ def add_arguments(parser, epochs=160):
       help='how LUT-Q layers are trained: lutq (tied weights d[A], a k-means step per update) '
            'or lc (learning-compression: L steps on the float W with a penalty, C steps of '
            'k-means to convergence; nnabla_lutq.LCSolver) (default: %(default)s)')
-    lc = _LC_DEFAULTS
+    lc = _NEWER_DEFAULTS
     a('--lc-steps', type=int, default=lc['lc_steps'],
       help='--solver lc: LC steps (L step + C step) spread over the run (default: %(default)s, '
            'the LC toolkit\'s)')
@@ -156,6 +166,20 @@ def parse_args(parser, argv=None):
     return args
 
 
+def run_layers(args):
+    """The :class:`~examples.common.models.Layers` of a run's flags (``--config``, ``--act-bits``,
+    ``--act-quant``, ``--act-max``, ``--pow2-range``, ``--float-first-last``).
+
+    Raises:
+        ValueError: for a wrong configuration name or setting.
+    """
+    rng = _opt(args, 'pow2_range')
+    return configs.parse(args.config, act_bits=args.act_bits,
+                         quantize_first_last=not args.float_first_last,
+                         act_quant=_opt(args, 'act_quant'), act_max=_opt(args, 'act_max'),
+                         pow2_range=tuple(rng) if rng else None)
+
+
 def check_arguments(args):
     """Validate parsed arguments (before anything is created) and return the run's Layers.
 
@@ -163,8 +187,8 @@ def check_arguments(args):
         RunError: with a message naming the flag to fix.
     """
     try:
-        layers = configs.parse(args.config, act_bits=args.act_bits,
-                               quantize_first_last=not args.float_first_last)
+        layers = run_layers(args)
+        layers.act_step()  # validates --act-quant / --act-max
     except ValueError as e:
         raise RunError(str(e))
     for flag, value, ok in (('--epochs', args.epochs, args.epochs >= 1),
@@ -200,17 +224,18 @@ def check_arguments(args):
     return layers
 
 
-#: Defaults of the ``--solver`` flags (the LC schedule is the LC toolkit's), also for run folders
-#: written before the flags existed.
-_LC_DEFAULTS = {'solver': 'lutq', 'lc_steps': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['n_lc_steps'],
+#: Defaults of the flags added after the first release (the LC schedule is the LC toolkit's), for
+#: run folders written before they existed.
+_NEWER_DEFAULTS = {'solver': 'lutq', 'lc_steps': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['n_lc_steps'],
                 'lc_mu0': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['mu0'],
                 'lc_mu_growth': nnabla_lutq.training.lc.TOOLKIT_SCHEDULE['mu_growth'],
-                'lc_penalty': 'augmented', 'lc_learn_scale': False, 'bn_recal': 50}
+                'lc_penalty': 'augmented', 'lc_learn_scale': False, 'bn_recal': 50,
+                'act_quant': 'ema', 'act_max': 8.0, 'pow2_range': None}
 
 
 def _opt(args, name):
     """A flag that runs written by older versions do not have (their default then)."""
-    return getattr(args, name, _LC_DEFAULTS[name])
+    return getattr(args, name, _NEWER_DEFAULTS[name])
 
 
 def check_context(context):

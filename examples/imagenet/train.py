@@ -24,7 +24,7 @@ import time
 if __package__ in (None, ''):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
-from examples.common import configs, trainer  # noqa: E402
+from examples.common import trainer  # noqa: E402
 from examples.common.image_data import DataError  # noqa: E402
 from examples.imagenet import models, paper  # noqa: E402
 from examples.imagenet.data import ImageFolder  # noqa: E402
@@ -129,8 +129,7 @@ def add_results(run, results, run_dir, log=print):
     """Add the architecture, data and footprint to a finished run's ``results.json``."""
     from nnabla_lutq.io.nnp import atomic_output
     a = run.args
-    layers = configs.parse(a.config, act_bits=a.act_bits,
-                           quantize_first_last=not a.float_first_last)
+    layers = trainer.run_layers(a)
     fp = {'run': footprint(run.model, layers, a.image_size, a.act_bits)}
     if a.image_size != PAPER_IMAGE_SIZE:
         fp[str(PAPER_IMAGE_SIZE)] = footprint(run.model, layers, PAPER_IMAGE_SIZE, a.act_bits)

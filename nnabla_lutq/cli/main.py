@@ -263,6 +263,24 @@ def _cmd_onnx(args):
           f"{info['dense_layers']} dense ({', '.join(info['dense_names']) or 'none'})")
 
 
+def _cmd_verify_int(args):
+    from ..integer import load_eval_data, verify_int
+    x, y = load_eval_data(args.eval_data)
+    if args.limit is not None:
+        x, y = x[:args.limit], (y[:args.limit] if y is not None else None)
+    res = verify_int(args.model, x, y, input_scale=args.input_scale, acc_bits=args.acc_bits)
+    if args.json:
+        keep = ('n', 'agree', 'agreement', 'max_abs_diff', 'max_abs_logit', 'exact',
+                'multiplier_less', 'logit_scale', 'op_counts', 'accuracy_int', 'accuracy_float')
+        print(json.dumps({k: res[k] for k in keep if k in res}, indent=1))
+    else:
+        print(res['report'])
+    if args.c:
+        from ..integer import IntegerNetwork
+        IntegerNetwork.from_nnp(args.model, args.input_scale, args.acc_bits).write_c(args.c)
+        print(f"wrote {args.c} (cc -O2 -std=c99 {args.c} -o net; ./net < images.u8)")
+
+
 def _version():
     """``nnabla-lutq X (nnabla Y, Python Z)``."""
     import platform
@@ -321,6 +339,21 @@ def _parser():
     s.add_argument('--eval-data', metavar='NPZ', default=None,
                    help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
     s.set_defaults(func=_cmd_convert)
+    s = sub.add_parser('verify-int', help='run an exported LUT-Q .nnp with the integer, '
+                       'multiplication-free executor beside nnabla: agreement and op counts')
+    s.add_argument('model', help='.nnp exported with look-up tables and quantized activations')
+    s.add_argument('--eval-data', metavar='NPZ', required=True,
+                   help='.npz with uint8 images x (batch first) and optional labels y, or an '
+                        '.npy of images')
+    s.add_argument('--limit', type=_at_least(1), default=None, help='only the first N images')
+    s.add_argument('--input-scale', type=float, default=1.0,
+                   help='the network input is input_scale * pixels (the examples: 1)')
+    s.add_argument('--acc-bits', type=int, choices=[16, 32, 64], default=32,
+                   help='accumulator width the executor must prove sufficient')
+    s.add_argument('--json', action='store_true', help='print the results as JSON')
+    s.add_argument('--c', metavar='FILE.c', default=None,
+                   help='also write a stand-alone C program of the network')
+    s.set_defaults(func=_cmd_verify_int)
     s = sub.add_parser('onnx', help='.nnp -> .onnx through nnabla\'s converter ([onnx] extra)')
     s.add_argument('input', help='.nnp')
     s.add_argument('output', help='.onnx')
