@@ -191,6 +191,13 @@ def test_a_short_run_writes_its_monitors_and_can_validate_on_fewer_images(tmp_pa
         lines = (out / f'{name}.series.txt').read_text().split('\n')
         assert len([ln for ln in lines if ln.strip()]) == 1, name  # 3 iterations, 1 mean line
     assert res['val_images'] == 6
+    # a class-sorted test set (as a JPEG tree is read): the subset keeps every class's share
+    from examples.common.image_data import ArrayDataset
+    y = np.repeat(np.arange(10), 20)
+    ds = ArrayDataset(np.zeros((40, 1, 2, 2), np.uint8), np.zeros(40), np.zeros((200, 1, 2, 2),
+                      np.uint8), y, [str(i) for i in range(10)])
+    seen = np.concatenate([t[:, 0] for _, t in ds.test_batches(7, limit=50)])
+    assert len(seen) == 50 and np.array_equal(np.bincount(seen), [5] * 10)
     # the error is counted over 6 images: a multiple of 1/6
     assert abs(res['final_val_error'] * 6 - round(res['final_val_error'] * 6)) < 1e-9
 

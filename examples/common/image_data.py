@@ -159,6 +159,22 @@ def read_image_tree(source, size=None, progress=True):
             'classes': np.array(classes)}
 
 
+def evenly_spaced(n, limit):
+    """Indices of ``limit`` of ``n`` items, evenly spaced (all of them when ``limit`` is None or
+    not smaller): a validation subset that keeps every class's share of a class-sorted set.
+
+    Args:
+        n (int): number of items.
+        limit (int or None): how many to take.
+
+    Returns:
+        numpy.ndarray: increasing int indices.
+    """
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, limit).round().astype(int)
+
+
 class ArrayDataset:
     """In-memory images with deterministic random-access training minibatches.
 
@@ -233,9 +249,10 @@ class ArrayDataset:
 
         Args:
             batch_size (int): images per batch.
-            limit (int or None): only the first ``limit`` images.
+            limit (int or None): only ``limit`` images, evenly spaced over the test set (a JPEG
+                tree is read class by class: every class keeps its share; ``--val-images``).
         """
-        n = len(self.x_test) if limit is None else min(limit, len(self.x_test))
-        for i in range(0, n, batch_size):
-            j = min(i + batch_size, n)
-            yield self.x_test[i:j].astype(np.float32), self.y_test[i:j]
+        idx = evenly_spaced(len(self.x_test), limit)
+        for i in range(0, len(idx), batch_size):
+            j = idx[i:i + batch_size]
+            yield self.x_test[j].astype(np.float32), self.y_test[j]

@@ -36,7 +36,7 @@ from multiprocessing import shared_memory
 import numpy as np
 from PIL import Image
 
-from examples.common.image_data import DataError
+from examples.common.image_data import DataError, evenly_spaced
 
 __all__ = ['ImageFolder', 'find_split', 'read_val_labels']
 
@@ -293,8 +293,7 @@ class ImageFolder:
                 (which is sorted by class, so every class keeps its share; ``--val-images``).
         """
         items = self.test_items
-        if limit and limit < len(items):
-            items = [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+        items = [items[i] for i in evenly_spaced(len(items), limit or None)]
         starts = list(range(0, len(items), batch_size))
         queue = []
         try:
