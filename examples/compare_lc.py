@@ -41,6 +41,7 @@ import numpy as np
 
 import nnabla_lutq
 from examples.common import configs, trainer
+from examples.common.image_data import evenly_spaced
 from examples.common.models import digits_cnn, resnet20
 
 #: configurations compared by default (names of :mod:`examples.common.configs`): K = 2 and 4,
@@ -94,9 +95,9 @@ def direct_compression(float_run, config, args, dataset_fn):
     """Error of the float model quantized without training (``quantize_nnp``)."""
     layers = configs.parse(config)
     data = dataset_fn(args)
-    n = min(args.val_images or data.n_test, data.n_test)
-    x = data.x_test[:n].astype(np.float32)
-    y = data.y_test[:n]
+    idx = evenly_spaced(data.n_test, args.val_images)  # the images the trainer validates on
+    x = data.x_test[idx].astype(np.float32)
+    y = data.y_test[idx]
     path = os.path.join(args.output, f"dc-{config}-seed{args.seed_now}.nnp")
     r = nnabla_lutq.quantize_nnp(os.path.join(float_run, 'model.nnp'), path,
                                  n_values=layers.n_values, dictionary=layers.dictionary,
