@@ -322,8 +322,10 @@ def test_reproduce_collects_runs_into_results_md(tmp_path, official):
     for config in ('float', 'lutq4-pow2', 'lutq2-prune70'):
         run(runs, config, '--config', config, '--max-iter', '3', data_dir=official[0])
     md = tmp_path / 'RESULTS.md'
+    (tmp_path / reproduce.KEPT_SECTION).write_text('## LUT-Q vs LC\n\n| a | b |\n')
     reproduce.main(['--collect', str(runs), '--output', str(md)])
     text = md.read_text()
+    assert text.rstrip().endswith('## LUT-Q vs LC\n\n| a | b |')  # kept at the end
     assert '| float' in text and '7.4' in text and 'lutq4-pow2' in text
     assert (tmp_path / 'fig2_pruning.png').stat().st_size > 1000
     errors = {json.load(open(runs / c / 'results.json'))['config']:

@@ -34,8 +34,14 @@ _ROWS = [('float', 'float', 'float BN'),
          ('lutq2-pow2-mlbn', '2-bit pow-2 (fully multiplier-less)', 'multiplier-less BN')]
 
 
+#: A section that RESULTS.md includes from the file of this name next to it (results of another
+#: script, kept when RESULTS.md is written again): the LUT-Q vs LC comparison.
+KEPT_SECTION = 'lc_comparison.md'
+
+
 def write_report(runs, output, title_note=''):
-    """Write RESULTS.md (tables) and fig2_pruning.png next to it.
+    """Write RESULTS.md (tables) and fig2_pruning.png next to it; the text of
+    :data:`KEPT_SECTION` next to ``output``, if there, is added at the end.
 
     Args:
         runs (list): results dicts from :func:`collect`.
@@ -101,6 +107,10 @@ def write_report(runs, output, title_note=''):
             lines.append(f"| {label} | " + ' | '.join(
                 f"{d[p]:+.2f}" if p in d else '' for p in ps) + ' |')
         lines += ['', f"![Fig. 2]({os.path.basename(fig)})", '']
+    kept = os.path.join(os.path.dirname(os.path.abspath(output)), KEPT_SECTION)
+    if os.path.isfile(kept):  # measured by another script (examples/compare_lc.py)
+        with open(kept) as f:
+            lines += ['', f.read().rstrip(), '']
     text = '\n'.join(lines)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, 'w') as f:
