@@ -63,12 +63,6 @@ def task(args):
     return (lambda a: data), resnet20
 
 
-def _parser():
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
-    return p
-
-
 def run(name, args, dataset_fn, model_fn, config, iters, extra=()):
     """One trainer run in ``args.output/name`` (an earlier finished run is reused).
 
@@ -87,8 +81,8 @@ def run(name, args, dataset_fn, model_fn, config, iters, extra=()):
             '--context', args.context, '--no-progress', *extra]
     if args.val_images:
         argv += ['--val-images', str(args.val_images)]
-    targs = trainer.parse_args(_parser(), argv)
-    return trainer.train(targs, dataset_fn, model_fn, log=lambda *a: None, epoch_lines=False)
+    return trainer.train_argv(argv, dataset_fn, model_fn, log=lambda *a: None,
+                              epoch_lines=False)
 
 
 def direct_compression(float_run, config, args, dataset_fn):

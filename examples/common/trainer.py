@@ -48,7 +48,7 @@ from . import configs
 from .distributed import Distributed
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'scheduler', 'learning_rate',
-           'prepare', 'train', 'predict_fn', 'RunError']
+           'prepare', 'train', 'train_argv', 'predict_fn', 'RunError']
 
 #: Settings a resumed run takes from the command line instead of its args.json.
 _RUNTIME_ONLY = ('context', 'resume', 'progress', 'data_dir', 'list_configs', 'val_images',
@@ -507,6 +507,22 @@ def _load_init_nnp(path, layers):
                                 overrides={f'net/{k}': v for k, v in (edges or {}).items()})
         except ValueError as e:
             raise RunError(f"--init {path}: cannot convert it to {configs.describe(layers)} ({e})")
+
+
+def train_argv(argv, dataset_fn, model_fn, **kwargs):
+    """Train a run given by command-line flags, from another script (the demo, compare_lc).
+
+    Args:
+        argv (list): the flags of :func:`add_arguments`.
+        dataset_fn, model_fn: as :func:`train`.
+        **kwargs: further arguments of :func:`train` (e.g. ``log``, ``epoch_lines``).
+
+    Returns:
+        dict: what :func:`train` returns.
+    """
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return train(parse_args(parser, argv), dataset_fn, model_fn, **kwargs)
 
 
 def _finalize_lc(solver, dataset, args, steps, x, t, loss):

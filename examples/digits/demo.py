@@ -76,16 +76,9 @@ def train(config, epochs, output, seed=0, context='cpu', init=None, progress=Tru
         argv += ['--init', init]
     if not progress:
         argv.append('--no-progress')
-    args = trainer.parse_args(_trainer_parser(), argv)
-    res = trainer.train(args, lambda a: digits_dataset(seed), digits_cnn, log=lambda *a: None,
-                        epoch_lines=False)
+    res = trainer.train_argv(argv, lambda a: digits_dataset(seed), digits_cnn,
+                             log=lambda *a: None, epoch_lines=False)
     return dict(res, accuracy=1 - res['final_val_error'])
-
-
-def _trainer_parser():
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p, epochs=30)
-    return p
 
 
 @contextlib.contextmanager
