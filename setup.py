@@ -8,6 +8,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['nnabla_lutq', 'nnabla_lutq.*']),
     py_modules=['nnabla_lutq_cli'],
+    # the fused k-means kernels: their source and the PTX the driver loads
+    package_data={'nnabla_lutq.kmeans': ['cuda/kmeans.cu', 'cuda/kmeans.ptx']},
     python_requires='>=3.8,<3.11',
     install_requires=['nnabla==1.39.*', 'numpy>=1.20,<2', 'h5py', 'tqdm'],
     extras_require={
@@ -17,8 +19,9 @@ setup(
         # nnabla-converter itself must be installed with --no-deps (its declared dependencies
         # pull in TensorFlow, which NNP -> ONNX does not use): see the README
         'onnx': ['onnx~=1.13.0', 'onnxruntime>=1.15,<1.20'],
+        # NVRTC (no GPU needed) checks that the shipped PTX is built from the kernel source
         'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6', 'Pillow>=8',
-                 'matplotlib>=3.3'],
+                 'matplotlib>=3.3', 'nvidia-cuda-nvrtc-cu12==12.0.76'],
     },
     entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq_cli:main']},
     classifiers=['Programming Language :: Python :: 3 :: Only',

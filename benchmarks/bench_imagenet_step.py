@@ -7,6 +7,7 @@ median step time and the ratio LUT-Q / float. Results are appended to BENCHMARKS
 
 Usage: python benchmarks/bench_imagenet_step.py [--context cpu|cudnn] [--archs resnet18 resnet50]
            [--batch-size 4] [--image-size 224] [--steps 3] [--configs lutq4-pow2 lutq2-pow2-mlbn-a8]
+           [--backends auto]
 """
 import argparse
 
@@ -25,12 +26,12 @@ from examples.imagenet.reproduce import parse_name
 from examples.imagenet.train import DEPTHS
 
 
-def build(scope, arch, layers, batch, size, rng):
+def build(scope, arch, layers, batch, size, rng, backend='auto'):
     """Loss and solver of one network on a fixed random batch (1000 classes)."""
     x = nn.Variable.from_numpy_array(rng.randint(0, 256, (batch, 3, size, size)) / 127.5 - 1)
     t = nn.Variable.from_numpy_array(rng.randint(0, 1000, (batch, 1)))
     sgd = S.Momentum(0.1, 0.9)
-    solver = nnabla_lutq.LUTQSolver(sgd, kmeans_iters=1) if layers.lutq else sgd
+    solver = nnabla_lutq.LUTQSolver(sgd, kmeans_iters=1, backend=backend) if layers.lutq else sgd
     with nn.parameter_scope(scope):
         loss = F.mean(F.softmax_cross_entropy(resnet(x, layers, DEPTHS[arch]), t))
         solver.set_parameters(nn.get_parameters())
@@ -46,21 +47,25 @@ def main():
     p.add_argument('--steps', type=int, default=3, help='timed steps per network')
     p.add_argument('--configs', nargs='+', default=['lutq4-pow2', 'lutq2-pow2-mlbn-a8'],
                    help='LUT-Q run names <config>[-a<bits>] (examples/imagenet/reproduce.py)')
+    p.add_argument('--backends', nargs='+', default=['auto'],
+                   choices=['auto', 'host', 'graph', 'fused'],
+                   help='k-means backends (one network per configuration and backend)')
     args = p.parse_args()
     nn.set_default_context(get_extension_context(args.context))
     sync = synchronizer(args.context)
     rng = np.random.RandomState(0)
-    names = ['float'] + args.configs
+    runs = [('float', 'auto')] + [(c, b) for c in args.configs for b in args.backends]
+    labels = [c if len(args.backends) == 1 else f'{c} [{b}]' for c, b in runs[1:]]
     rows = ['| network | batch | image | float step (ms) | ' + ' | '.join(
-        f'{c} step (ms) | ratio' for c in args.configs) + ' |',
-        '|---|---:|---:|---:|' + '---:|---:|' * len(args.configs)]
+        f'{c} step (ms) | ratio' for c in labels) + ' |',
+        '|---|---:|---:|---:|' + '---:|---:|' * len(labels)]
     for arch in args.archs:
         nn.clear_parameters()
         nets = []
-        for name in names:
+        for name, backend in runs:
             config, bits = parse_name(name)
-            nets.append(build(name, arch, configs.parse(config, act_bits=bits), args.batch_size,
-                              args.image_size, rng))
+            nets.append(build(f'{name}_{backend}', arch, configs.parse(config, act_bits=bits),
+                              args.batch_size, args.image_size, rng, backend))
         for net in nets:  # warm-up (allocations, algorithm selection)
             step(*net, sync)
         times = [[] for _ in nets]
@@ -74,8 +79,8 @@ def main():
         print(row, flush=True)
     append('Training step, ImageNet ResNets (examples/imagenet), LUT-Q vs float', '\n'.join(rows),
            args.context, f'median of {args.steps} alternating steps after one warm-up step each, '
-           '1000 classes; LUT-Q includes the per-minibatch k-means step of every layer (host '
-           'backend in the cpu context); `-a8`: 8-bit activations, `-mlbn`: multiplier-less BN.'
+           '1000 classes; LUT-Q includes the per-minibatch k-means step of every layer (k-means '
+           f'backend {"/".join(args.backends)}); `-a8`: 8-bit activations, `-mlbn`: multiplier-less BN.'
            + (' GPU step times (cudnn) could not be measured here: no GPU was available.'
               if args.context == 'cpu' else ''))
 

@@ -1,7 +1,8 @@
 """k-means step time vs N and K: nnabla-lutq's step against numpy sort + searchsorted + bincount.
 
 Both run in the same process on the same data; the ratio is what counts. With ``--context
-cudnn`` the device graph step (one layer) is timed too. Results are appended to BENCHMARKS.md.
+cudnn`` the device steps of one layer are timed too: the ``'graph'`` backend and the ``'fused'``
+CUDA kernels (target for N = 2.36 M, K = 16: <= 0.5 ms). Results are appended to BENCHMARKS.md.
 
 Usage: python benchmarks/bench_kmeans.py [--context cpu|cudnn] [--repeat 5]
 """
@@ -42,14 +43,15 @@ def best_of(fn, repeat, min_sample_s=0.005):
     return min(times) * 1e3
 
 
-def device_step_ms(w, d, cfg, repeat):
-    """Time the device graph step of one layer (cudnn context)."""
-    from nnabla_lutq.kmeans import GraphKMeans
+def device_step_ms(w, d, cfg, repeat, backend='graph'):
+    """Time the device step of one layer (cudnn context) on a backend, without the finiteness
+    check (which reads back from the device)."""
+    from nnabla_lutq.kmeans import BACKENDS
     from nnabla_lutq.nn.state import LUTQLayer
     W = nn.Variable.from_numpy_array(w)
     dv = nn.Variable.from_numpy_array(d)
     A = nn.Variable.from_numpy_array(np.zeros(w.shape, np.int32))
-    g = GraphKMeans([LUTQLayer('bench', 'conv', W, dv, A, cfg)], 1, check_finite=False)
+    g = BACKENDS[backend]([LUTQLayer('bench', 'conv', W, dv, A, cfg)], 1, check_finite=False)
     sync = synchronizer('cudnn')
 
     def run():
@@ -66,8 +68,8 @@ def main():
     nn.set_default_context(get_extension_context(args.context))
     rng = np.random.RandomState(0)
     rows = ['| N | K | numpy baseline (ms) | nnabla-lutq host step (ms) | ratio (lutq / numpy) |'
-            + (' device graph (ms) |' if args.context != 'cpu' else ''),
-            '|---:|---:|---:|---:|---:|' + ('---:|' if args.context != 'cpu' else '')]
+            + (' device graph (ms) | device fused (ms) |' if args.context != 'cpu' else ''),
+            '|---:|---:|---:|---:|---:|' + ('---:|---:|' if args.context != 'cpu' else '')]
     for n in (2304, 36864, 589824, 2359296):
         w = (rng.randn(n) * 0.05).astype(np.float32)
         for k in (2, 4, 16, 64, 256):
@@ -80,6 +82,7 @@ def main():
             row = f'| {n:,} | {k} | {t_np:.2f} | {t_lq:.2f} | {t_lq / t_np:.2f} |'
             if args.context != 'cpu':
                 row += f' {device_step_ms(w, d, cfg, args.repeat):.3f} |'
+                row += f' {device_step_ms(w, d, cfg, args.repeat, "fused"):.3f} |'
             rows.append(row)
             print(row, flush=True)
     append('k-means step (one iteration, one layer, free dictionary)', '\n'.join(rows),

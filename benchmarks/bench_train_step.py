@@ -5,7 +5,11 @@ alternately on the same random batch (forward, backward, weight decay, solver up
 the k-means step). Reported: median step time of each and the ratio LUT-Q / float. Results are
 appended to BENCHMARKS.md. Target: <= 1.10 on CPU and on GPU (cudnn).
 
+With ``--backends graph fused`` one LUT-Q network per k-means backend is timed in the same run
+(each against the same float network).
+
 Usage: python benchmarks/bench_train_step.py [--context cpu|cudnn] [--batch-sizes 32 128] [--steps 5]
+           [--backends auto]
 """
 import argparse
 import time
@@ -21,7 +25,7 @@ import nnabla_lutq
 from examples.common.models import Layers, resnet20
 
 
-def build(scope, layers, batch, rng):
+def build(scope, layers, batch, rng, backend='auto'):
     x = nn.Variable((batch, 3, 32, 32))
     t = nn.Variable((batch, 1))
     x.d = rng.randn(*x.shape)
@@ -31,7 +35,7 @@ def build(scope, layers, batch, rng):
         params = nn.get_parameters()
     solver = S.Momentum(0.1, 0.9)
     if layers.lutq:
-        solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=1)
+        solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=1, backend=backend)
     solver.set_parameters(params)
     return loss, solver
 
@@ -52,27 +56,34 @@ def main():
     p.add_argument('--context', default='cpu', choices=['cpu', 'cudnn'])
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
     p.add_argument('--steps', type=int, default=5, help='timed steps per network and batch size')
+    p.add_argument('--backends', nargs='+', default=['auto'],
+                   choices=['auto', 'host', 'graph', 'fused'],
+                   help='k-means backends to time (one LUT-Q network each)')
     args = p.parse_args()
     nn.set_default_context(get_extension_context(args.context))
     sync = synchronizer(args.context)
     rng = np.random.RandomState(0)
-    rows = ['| batch | float step (ms) | LUT-Q K=16 M=1 step (ms) | ratio | target |',
-            '|---:|---:|---:|---:|---:|']
+    rows = ['| batch | k-means backend | float step (ms) | LUT-Q K=16 M=1 step (ms) | ratio '
+            '| target |',
+            '|---:|:---|---:|---:|---:|---:|']
     target = 1.10  # the same target on CPU and GPU
     for batch in args.batch_sizes:
         nn.clear_parameters()
-        fl = build('float', Layers(), batch, rng)
-        lq = build('lutq', Layers(lutq=True, n_values=16), batch, rng)
-        for net in (fl, lq):  # warm-up (allocations, algorithm selection)
+        nets = [build('float', Layers(), batch, rng)]
+        for b in args.backends:
+            nets.append(build('lutq_' + b, Layers(lutq=True, n_values=16), batch, rng, b))
+        for net in nets:  # warm-up (allocations, algorithm selection)
             step(*net, sync)
-        times = {0: [], 1: []}
+        times = [[] for _ in nets]
         for _ in range(args.steps):
-            for i, net in enumerate((fl, lq)):
+            for i, net in enumerate(nets):
                 times[i].append(step(*net, sync))
-        tf, tq = np.median(times[0]) * 1e3, np.median(times[1]) * 1e3
-        row = f'| {batch} | {tf:.1f} | {tq:.1f} | {tq / tf:.3f} | <= {target:.2f} |'
-        rows.append(row)
-        print(row, flush=True)
+        tf = np.median(times[0]) * 1e3
+        for b, t in zip(args.backends, times[1:]):
+            tq = np.median(t) * 1e3
+            row = f'| {batch} | {b} | {tf:.1f} | {tq:.1f} | {tq / tf:.3f} | <= {target:.2f} |'
+            rows.append(row)
+            print(row, flush=True)
     append('Training step, ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float', '\n'.join(rows),
            args.context, f'median of {args.steps} alternating steps after one warm-up step each; '
            'LUT-Q includes the per-minibatch k-means step of all 20 layers.')

@@ -241,10 +241,10 @@ def test_backend_choice_and_one_validation_path(rng):
     assert isinstance(backend_for(layers, ctx=get_extension_context('cpu', type_config='half')),
                       HostKMeans)
     assert isinstance(backend_for(layers, backend='graph'), GraphKMeans)
-    with pytest.raises(ValueError, match="unknown k-means backend 'fused'"):
-        backend_for(layers, backend='fused')
+    with pytest.raises(ValueError, match="unknown k-means backend 'cupy'"):
+        backend_for(layers, backend='cupy')
     with pytest.raises(ValueError, match="unknown k-means backend"):
-        nnabla_lutq.LUTQSolver(S.Sgd(0.1), backend='fused')
+        nnabla_lutq.LUTQSolver(S.Sgd(0.1), backend='cupy')
     for cls in (HostKMeans, GraphKMeans):
         s = layers[0]
         s.A.d = s.A.d.astype(np.float64)  # the dtype trap

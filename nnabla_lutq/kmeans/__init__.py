@@ -3,19 +3,21 @@
 ``backend_for(layers, iters)`` picks the backend for the current context: ``'host'`` (exact numpy)
 in ``cpu`` contexts, ``'graph'`` (one nnabla graph on the device, float32) elsewhere; with a
 data-parallel communicator of several ranks it wraps that backend in :class:`SyncKMeans`, which
-keeps the tables identical on every rank. Further backends (a fused GPU kernel) register
-themselves in :data:`BACKENDS`.
+keeps the tables identical on every rank. ``'fused'`` (:class:`FusedKMeans`) runs the step of all
+layers in three CUDA kernel launches, deterministically; it is chosen by name until it has been
+measured on a GPU (``benchmarks/gpu_checks.sh``), and ``'auto'`` keeps choosing ``'graph'``.
 """
 from .base import KMeansBackend, validate, nonfinite_error, on_host
 from .host import HostKMeans
 from .graph import GraphKMeans
 from .sync import SyncKMeans
+from .fused import FusedKMeans
 
-__all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'SyncKMeans', 'BACKENDS', 'backend_for', 'validate',
-           'nonfinite_error', 'on_host']
+__all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'SyncKMeans', 'FusedKMeans', 'BACKENDS',
+           'backend_for', 'validate', 'nonfinite_error', 'on_host']
 
 #: name -> backend class
-BACKENDS = {'host': HostKMeans, 'graph': GraphKMeans}
+BACKENDS = {'host': HostKMeans, 'graph': GraphKMeans, 'fused': FusedKMeans}
 
 
 def backend_for(layers, iters=1, backend='auto', check_finite=True, ctx=None, comm=None):

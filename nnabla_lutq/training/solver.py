@@ -133,7 +133,8 @@ class LUTQSolver(WrappingSolver):
         kmeans_iters (int): M, k-means iterations per update (>= 1).
         check_finite (bool): verify that the weights are finite before each k-means step
             (on a device this reads one number back per step).
-        backend (str): k-means backend, ``'auto'``, ``'host'`` or ``'graph'``.
+        backend (str): k-means backend, ``'auto'``, ``'host'``, ``'graph'`` or ``'fused'``
+            (CUDA kernels; see :class:`~nnabla_lutq.kmeans.FusedKMeans`).
         comm: nnabla's data-parallel communicator, for multi-GPU training: the k-means step then
             keeps the tables identical on every rank (:class:`~nnabla_lutq.kmeans.SyncKMeans`).
             Gradients are all-reduced by the training script, as for any nnabla solver.
