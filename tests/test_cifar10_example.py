@@ -284,6 +284,50 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path,
     assert not (tmp_path / 'x').exists()
 
 
+def _h5_arrays(path):
+    import h5py
+    out = {}
+    with h5py.File(path, 'r') as f:
+        f.visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset)
+                     else None)
+    return out
+
+
+def test_best_parameters_are_kept_and_resume_keeps_them(tmp_path, official, monkeypatch):
+    """best.h5 holds the parameters at the lowest validation error (here made to be the second of
+    four validations): those of a run stopped there. A run stopped after it and resumed writes
+    the same best.h5 as an uninterrupted run."""
+    scripted = {5: 0.5, 10: 0.3, 15: 0.4, 20: 0.3}  # iteration -> validation error
+    calls = []
+
+    def fake_evaluate(predict, dataset, batch_size, limit=None):
+        calls.append(None)
+        return scripted[5 * (len(calls) - calls_before[0])]
+    calls_before = [0]
+    monkeypatch.setattr(trainer, '_evaluate', fake_evaluate)
+    common = ['--config', 'lutq4', '--epochs', '4']
+    res, out = run(tmp_path, 'straight', *common, data_dir=official[0])
+    assert [h['val_error'] for h in res['history']] == list(scripted.values())
+    assert (res['best_params'], res['best_val_error'], res['best_iteration']) == \
+        ('best.h5', 0.3, 10)  # the first of two equal errors
+    nn.clear_parameters()
+    calls_before[0] = len(calls)
+    _, at10 = run(tmp_path, 'at10', *common, data_dir=official[0], stop_at=10)
+    best, ten = _h5_arrays(out / 'best.h5'), _h5_arrays(at10 / 'checkpoint' / 'params.h5')
+    final = _h5_arrays(out / 'params.h5')
+    assert best.keys() == ten.keys() == final.keys() and best
+    for k in best:
+        np.testing.assert_array_equal(best[k], ten[k], err_msg=k)
+    assert any(not np.array_equal(best[k], final[k]) for k in best)
+    nn.clear_parameters()
+    calls_before[0] = len(calls)
+    _, split = run(tmp_path, 'split', *common, data_dir=official[0], stop_at=13)
+    cifar_train.main(['--resume', str(split), '--no-progress'])
+    again = _h5_arrays(split / 'best.h5')
+    for k in best:
+        np.testing.assert_array_equal(best[k], again[k], err_msg=k)
+
+
 def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
     from nnabla.utils.nnp_graph import NnpLoader
     res, out = run(tmp_path, 'e', '--config', 'lutq2-pow2-mlbn', '--act-bits', '8',
@@ -331,6 +375,33 @@ def test_reproduce_collects_runs_into_results_md(tmp_path, official):
     errors = {json.load(open(runs / c / 'results.json'))['config']:
               json.load(open(runs / c / 'results.json'))['final_val_error'] for c in os.listdir(runs)}
     assert f"{100 * errors['lutq4-pow2']:.2f}" in text
+
+
+def test_reproduce_pairs_finetuned_runs_with_their_float_run(tmp_path, official):
+    """A LUT-Q run fine-tuned from a collected float run at another lr (the paper160 recipe)
+    shares that run's table and gets its Δ; a run from a float run elsewhere does not."""
+    runs = tmp_path / 'runs'
+    common = ['--max-iter', '3']
+    _, fl = run(runs / 'r', 'float', '--config', 'float', *common, data_dir=official[0])
+    run(runs / 'r', 'lutq4', '--config', 'lutq4', '--init', str(fl / 'best.h5'), '--lr', '0.01',
+        *common, data_dir=official[0])
+    _, other = run(tmp_path / 'elsewhere', 'float', '--config', 'float', *common,
+                   data_dir=official[0])
+    run(runs / 'r', 'lutq2', '--config', 'lutq2', '--init', str(other / 'params.h5'), '--lr',
+        '0.01', *common, data_dir=official[0])
+    md = tmp_path / 'R.md'
+    reproduce.main(['--collect', str(runs), '--output', str(md)])
+    text = md.read_text()
+    res = {c: json.load(open(runs / 'r' / c / 'results.json')) for c in ('float', 'lutq4')}
+    delta = 100 * (res['lutq4']['final_val_error'] - res['float']['final_val_error'])
+    tables = text.split('## Schedule ')[1:]
+    assert len(tables) == 2  # float + the fine-tuned lutq4; the unpaired lutq2 alone
+    first = next(t for t in tables if '| float |' in t)
+    assert "| lutq4 † |" in first and f"| {delta:+.2f} |" in first
+    assert f"† fine-tuned from this table's float run (`--init {fl / 'best.h5'}`) at lr 0.01" \
+        in first
+    second = next(t for t in tables if '| lutq2' in t)
+    assert '| lutq2 |' in second and 'n/a' in second and '†' not in second
 
 
 def test_reproduce_runs_configs_then_reports(tmp_path, official):

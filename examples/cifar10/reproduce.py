@@ -39,7 +39,34 @@ _ROWS = [('float', 'float', 'float BN'),
 KEPT_SECTION = 'lc_comparison.md'
 
 
-def write_report(runs, output, title_note=''):
+def finetuned_from(runs):
+    """The float run each fine-tuned run started from, when that run is among ``runs``.
+
+    A run whose ``--init`` file lies in the folder of a collected float run, trained with the
+    same schedule apart from the learning rate (a recipe such as ``paper160`` fine-tunes at a
+    lower one), is compared with that float run, in its table.
+
+    Args:
+        runs (list): results dicts from :func:`collect`.
+
+    Returns:
+        dict: ``run folder -> float results dict``.
+    """
+    floats = {os.path.normpath(r['run']): r for r in runs if r['config'] == 'float'}
+    out = {}
+    for r in runs:
+        init = r['schedule'].get('init')
+        if not init or r['config'] == 'float':
+            continue
+        folder = os.path.normpath(os.path.dirname(init))
+        src = next((f for run, f in floats.items()
+                    if folder == run or folder.endswith(os.sep + run)), None)
+        if src is not None and schedule_key(src, ('init', 'lr')) == schedule_key(r, ('init', 'lr')):
+            out[r['run']] = src
+    return out
+
+
+def write_report(runs, output, title_note='', in_progress=()):
     """Write RESULTS.md (tables) and fig2_pruning.png next to it; the text of
     :data:`KEPT_SECTION` next to ``output``, if there, is added at the end.
 
@@ -47,13 +74,17 @@ def write_report(runs, output, title_note=''):
         runs (list): results dicts from :func:`collect`.
         output (str): path of the markdown file.
         title_note (str): a paragraph put under the title (e.g. the data used).
+        in_progress (list): unfinished runs, ``(run, config, state)`` from
+            :func:`examples.cifar10.slices.in_progress`: listed after the tables, not in them.
 
     Returns:
         str: the markdown text.
     """
     groups = {}
+    sources = finetuned_from(runs)
     for r in runs:
-        groups.setdefault(schedule_key(r), []).append(r)
+        src = sources.get(r['run'])
+        groups.setdefault(schedule_key(src if src is not None else r), []).append(r)
     lines = ['# CIFAR-10 ResNet-20 results', '']
     if title_note:
         lines += [title_note, '']
@@ -65,6 +96,8 @@ def write_report(runs, output, title_note=''):
     for n, (key, rs) in enumerate(ordered, 1):
         by = {r['config']: r for r in rs}
         base = by.get('float')
+        tuned = sorted({(r['schedule']['init'], r['schedule']['lr']) for r in rs
+                        if r['run'] in sources})
         lines += [f"## Schedule {n}: {describe_schedule(rs[0])}", '',
                   '| configuration | weights | BN | paper | ours | Δ vs float | weight memory | '
                   'run |', '|---|---|---|---:|---:|---:|---:|---|']
@@ -80,9 +113,13 @@ def write_report(runs, output, title_note=''):
             t = r['report']['totals']
             mem = f"{t['memory_bits'] / 8e3:.1f} kB ({t['compression']:.1f}x)"
             paper = f"{PAPER[c]:.1f}" if c in PAPER else '—'
-            lines.append(f"| {c} | {label} | {bn} | {paper} | {pct(r['final_val_error'])} | "
+            mark = ' †' if r['run'] in sources else ''
+            lines.append(f"| {c}{mark} | {label} | {bn} | {paper} | {pct(r['final_val_error'])} | "
                          f"{delta} | {mem} | {r['run']} |")
         lines.append('')
+        for init, lr in tuned:
+            lines += [f"† fine-tuned from this table's float run (`--init {init}`) at lr {lr:g}, "
+                      "with the same schedule otherwise.", '']
         if base:
             pts = sorted((r['layers']['prune_ratio'], 100 * (r['final_val_error'] -
                                                              base['final_val_error']))
@@ -107,6 +144,16 @@ def write_report(runs, output, title_note=''):
             lines.append(f"| {label} | " + ' | '.join(
                 f"{d[p]:+.2f}" if p in d else '' for p in ps) + ' |')
         lines += ['', f"![Fig. 2]({os.path.basename(fig)})", '']
+    if in_progress:
+        lines += ['## Runs in progress (not in the tables above)', '',
+                  '| run | configuration | epoch reached / target | last validation error | '
+                  'best |', '|---|---|---:|---:|---:|']
+        for run, config, st in in_progress:
+            target = f"{st['target_epochs']:g}" if st['target_epochs'] else '?'
+            last, best = (pct(e) if e is not None else '—'
+                          for e in (st['last_val_error'], st['best_val_error']))
+            lines.append(f"| {run} | {config} | {st['epoch']:.2f} / {target} | {last} | {best} |")
+        lines.append('')
     kept = os.path.join(os.path.dirname(os.path.abspath(output)), KEPT_SECTION)
     if os.path.isfile(kept):  # measured by another script (examples/compare_lc.py)
         with open(kept) as f:
@@ -150,8 +197,9 @@ def _train(argv):
 def main(argv=None):
     p = common.parser(__doc__.split('\n\n')[0], output_help='markdown file to write '
                       '(fig2_pruning.png goes next to it)')
-    common.main(p, argv, _plan, _train, lambda runs, args: write_report(runs, args.output,
-                                                                        args.note))
+    from examples.cifar10.slices import in_progress
+    common.main(p, argv, _plan, _train, lambda runs, args: write_report(
+        runs, args.output, args.note, in_progress=in_progress(args.collect or args.runs)))
 
 
 if __name__ == '__main__':

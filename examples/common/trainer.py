@@ -8,6 +8,8 @@ One run = one configuration trained in its own folder::
                            history; the latest one, replaced atomically)
       *.series.txt         nnabla monitors: train_loss, train_error, val_error, time
       params.h5            final parameters (``--init`` of a LUT-Q run takes a float one)
+      best.h5              parameters at the lowest validation error so far (not for LC runs,
+                           whose weights are only compressed at the end)
       model.nnp            inference graph (LUT-Q layers as F.embed(A, d), no float W)
       results.json         config, epochs, final/best validation error, time, memory report
 
@@ -429,6 +431,13 @@ def _evaluate(predict, dataset, batch_size, limit=None):
     return wrong / total
 
 
+def _save_best(run_dir):
+    """Write (or replace, atomically) ``best.h5``: the parameters at the best validation."""
+    from nnabla_lutq.io.nnp import atomic_output
+    with atomic_output(os.path.join(run_dir, 'best.h5'), '.h5') as tmp:
+        nn.save_parameters(tmp)
+
+
 def _save_checkpoint(run_dir, solver, state):
     tmp = os.path.join(run_dir, 'checkpoint.tmp')
     final = os.path.join(run_dir, 'checkpoint')
@@ -671,7 +680,10 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         if not quiet:
             m_val.add(it, err)
         best = state['best_val_error']
-        state['best_val_error'] = err if best is None else min(best, err)
+        if best is None or err < best:
+            state['best_val_error'], state['best_iteration'] = err, it
+            if dist.is_main and not lc:
+                _save_best(run_dir)
         state['history'].append({'iteration': it, 'epoch': it / steps, 'val_error': err})
         return err
 
@@ -749,7 +761,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         'solver': _opt(args, 'solver'), 'lc': state.get('lc'),
         'ms_per_step': 1e3 * state.get('train_seconds', state['seconds']) / total,
         'final_val_error': state['history'][-1]['val_error'],
-        'best_val_error': state['best_val_error'], 'history': state['history'],
+        'best_val_error': state['best_val_error'], 'best_iteration': state.get('best_iteration'),
+        'best_params': None if lc else 'best.h5', 'history': state['history'],
         'val_images': val_limit or dataset.n_test,
         'seconds': state['seconds'], 'context': args.context, 'seed': args.seed,
         'n_train': dataset.n_train, 'n_val': dataset.n_test,
