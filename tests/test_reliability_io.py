@@ -416,7 +416,8 @@ def test_readme_installs_from_a_clone_with_exactly_the_extras_of_setup_py():
 def test_the_demo_console_shows_progress_and_results_only(tmp_path):
     out = tmp_path / 'demo'
     r = subprocess.run([sys.executable, '-m', 'examples.digits.demo', '--epochs', '1',
-                        '--output', str(out)], cwd=ROOT, capture_output=True, text=True)
+                        '--output', str(out)], cwd=ROOT, capture_output=True,
+                       encoding='utf-8')  # the progress bar's blocks, whatever the locale
     assert r.returncode == 0, r.stderr[-2000:]
     assert '[nnabla]' not in r.stdout + r.stderr
     assert 'accuracy' in r.stdout and 'outputs identical = True' in r.stdout
