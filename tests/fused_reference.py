@@ -9,7 +9,7 @@ CPU, or on a GPU) must reproduce it exactly; against the float64 host step, ``A`
 """
 import numpy as np
 
-from nnabla_lutq.core.kmeans import boundaries
+from nnabla_lutq.core.kmeans import assign, boundaries
 from nnabla_lutq.core.pow2 import pow2_round
 
 
@@ -29,26 +29,30 @@ def cluster_mean(total, count, s):
 
 
 def fused_step(w, d, config):
-    """One iteration of the fused step for an unpruned layer.
+    """One iteration of the fused step.
 
     Args:
         w (numpy.ndarray): flat float32 weights.
         d (numpy.ndarray): float32 dictionary.
-        config (LUTQConfig): the layer's configuration (no pruning).
+        config (LUTQConfig): the layer's configuration.
 
     Returns:
         tuple: ``(d_new, a)`` as :func:`nnabla_lutq.core.kmeans.kmeans_step` returns them.
     """
-    assert not config.pruned
     w = np.asarray(w, np.float32).ravel()
     d = np.asarray(d, np.float32)
-    a = np.searchsorted(boundaries(d), w, side='left').astype(np.int32)
+    if config.pruned:  # the pruned set is the host's (smallest |w|, ties to the lower index)
+        a = assign(w, d, config)
+    else:
+        a = np.searchsorted(boundaries(d), w, side='left').astype(np.int32)
     if config.kind == 'fixed':
         return d.copy(), a
     s = scale_exponent(w)
     q = np.rint(w.astype(np.float64) * np.float64(2.0) ** s).astype(np.int64)
     new = d.copy()
-    for j in range(config.n_values):
+    if config.pruned:
+        new[0] = 0.0
+    for j in range(config.first_free, config.n_values):
         sel = q[a == j]
         if sel.size == 0:
             continue  # an empty cluster keeps its value, unrounded

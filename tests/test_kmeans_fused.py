@@ -48,7 +48,10 @@ def emu(tmp_path_factory):
     """The kernels compiled for the CPU on the SIMT emulation (a shared library)."""
     lib = ctypes.CDLL(_compile_emulation(tmp_path_factory, 'launch.cpp'))
     lib.emu_absmax.argtypes = [_U, _U, _P, _P, _P]
-    lib.emu_assign.argtypes = [_U, _U, _P, _P, _P, _P]
+    lib.emu_assign.argtypes = [_U, _U, _P, _P, _P, _P, _P]
+    lib.emu_prune_hist.argtypes = [_U, _U, _P, _P, _P, _P, ctypes.c_int]
+    lib.emu_prune_select.argtypes = [_U, _U, _P, _P, _P, ctypes.c_int]
+    lib.emu_prune_ties.argtypes = [_U, _U, _P, _P]
     lib.emu_update.argtypes = [_U, _U, _P, _P, _P]
     lib.emu_boundary.argtypes = [ctypes.c_float, ctypes.c_float]
     lib.emu_boundary.restype = ctypes.c_float
@@ -73,10 +76,18 @@ def emu_step(lib, layers, iters=1, block=32):
     n = len(layers)
     maxbits = np.zeros(n, np.uint32)
     sums = np.zeros(3 * fused.MAX_K * n, np.uint64)
-    t, b, m, s = (x.ctypes.data for x in (table, block_layer, maxbits, sums))
+    prune = np.zeros(fused.PRUNE_SIZE * n, np.uint8)
+    hist = np.zeros(fused.RADIX * n, np.uint32)
+    t, b, m, s, q, h = (x.ctypes.data for x in (table, block_layer, maxbits, sums, prune, hist))
     lib.emu_absmax(block_layer.size, block, t, b, m)
+    if any(c.pruned for *_, c in layers):
+        for p in range(3):
+            lib.emu_prune_hist(block_layer.size, block, t, b, q, h, p)
+            lib.emu_prune_select(n, block, t, q, h, p)
+        lib.emu_prune_ties(n, block, t, q)
+        assert not hist.any()  # the select leaves the histogram cleared for the next pass
     for _ in range(iters):
-        lib.emu_assign(block_layer.size, block, t, b, m, s)
+        lib.emu_assign(block_layer.size, block, t, b, m, q, s)
         lib.emu_update(n, block, t, m, s)
     assert not sums.any()  # lutq_update leaves the sums cleared for the next iteration
     return maxbits
@@ -89,8 +100,8 @@ def ulps(x, y):
     return np.abs(xi - yi)
 
 
-def _layer(rng, n, k, dictionary='free', pow2_range=None, scale=0.05, w=None):
-    cfg = make_config(k, dictionary, 0.0, pow2_range, n)
+def _layer(rng, n, k, dictionary='free', pow2_range=None, scale=0.05, w=None, prune=0.0):
+    cfg = make_config(k, dictionary, prune, pow2_range, n)
     if w is None:
         w = (rng.randn(n) * scale).astype(np.float32)
     d0, _ = init_dictionary(w + (rng.randn(n) * scale * 0.3).astype(np.float32), cfg, iters=2)
@@ -114,11 +125,19 @@ def _layers(rng):
         _layer(rng, 4096, 8, scale=1e30),                       # huge: S < 0
         _layer(rng, 4097, 8, scale=1e-30),                      # tiny: S > 120
         tie_layer,                                              # weights on the midpoints
+        _layer(rng, 10000, 4, prune=0.5),                       # pruning
+        _layer(rng, 6000, 4, 'pow2', (-6, -2), prune=0.7),
+        _layer(rng, 900, 3, [-1, 0, 1], scale=0.8, prune=0.2),  # fixed with the zero pruned
+        # few distinct |w|: the threshold value lies on both sides of the cut (index order)
+        _layer(rng, 5000, 4, w=(rng.choice([-3, -2, -1, 1, 2, 3], 5000) * 0.01), prune=0.3),
+        _layer(rng, 4500, 2, w=(rng.choice([-1, 1], 4500) * 0.01), prune=0.4),  # all equal
     ]
 
 
 def test_layer_struct_and_constants_match_the_source(emu):
-    assert emu.emu_layer_size() == fused.LAYER_DTYPE.itemsize == 56
+    assert emu.emu_layer_size() == fused.LAYER_DTYPE.itemsize == 64
+    assert emu.emu_prune_size() == fused.PRUNE_SIZE
+    assert emu.emu_radix() == fused.RADIX
     assert emu.emu_max_k() == fused.MAX_K
     assert emu.emu_chunk() == fused.CHUNK
     with open(fused.SOURCE_PATH) as f:
@@ -166,7 +185,8 @@ def test_emulated_kernels_equal_the_model_bit_for_bit(emu, rng):
             dd, aa = fused_step(w0, dd, cfg)
         np.testing.assert_array_equal(a, aa)
         np.testing.assert_array_equal(d.view(np.int32), dd.view(np.int32))
-        assert np.all(d[1:] >= d[:-1])
+        v = d[cfg.first_free:]
+        assert np.all(v[1:] >= v[:-1])
     # the max the kernels found is every layer's max |w|
     want = [np.abs(w).max().view(np.uint32) for w, *_ in layers]
     np.testing.assert_array_equal(maxbits, want)
@@ -240,8 +260,10 @@ def test_layer_table_blocks():
     np.testing.assert_array_equal(table['first_block'], [0, 1, 2, 4])
     assert list(table[3][['kind', 'has_range', 'exp_lo', 'exp_hi']]) == [1, 1, -3, 1]
     assert fused.fused_supported(cfgs[0])
-    assert not fused.fused_supported(make_config(4, 'free', 0.5, None, 10))
+    assert fused.fused_supported(make_config(4, 'free', 0.5, None, 10))
     assert not fused.fused_supported(make_config(300, 'free', 0.0, None, 1000))
+    table, _ = fused.layer_table([make_config(4, 'free', 0.5, None, 11)])
+    assert table[0]['n_pruned'] == 6
 
 
 def _net_layers(rng, opts):
@@ -271,9 +293,8 @@ def test_fused_backend_needs_a_cuda_context(rng):
                                   dict(n_values=3, dictionary=[-1, 0, 1]),
                                   dict(n_values=4, prune_ratio=0.5)])
 def test_fused_backend_on_the_device(ctx, opts, rng):
-    """On a GPU (``--context cudnn``): A and d equal the model bit for bit (pruned layers go to
-    the graph backend: host step within its tolerance), the host step within one ulp, identical
-    across runs; non-finite weights are refused with nothing changed."""
+    """On a GPU (``--context cudnn``): A and d equal the model bit for bit, the host step within
+    one ulp, identical across runs; non-finite weights are refused with nothing changed."""
     if not any(b.startswith('cuda') for b in ctx.backend):
         pytest.skip('needs a CUDA context (pytest --context cudnn)')
     layers = _net_layers(rng, opts)
@@ -288,13 +309,6 @@ def test_fused_backend_on_the_device(ctx, opts, rng):
     for (d_dev, a_dev), (d_two, a_two), s, (w, d0) in zip(results[0], results[1], layers, start):
         assert s.A.data.dtype == np.int32
         np.testing.assert_array_equal(a_dev, a_two)
-        if s.config.pruned:
-            hd = d0
-            for _ in range(2):
-                hd, ha = kmeans_step(w, hd, s.config)
-            np.testing.assert_array_equal(a_dev.ravel(), ha)
-            np.testing.assert_allclose(d_dev, hd, rtol=2e-6, atol=1e-9)
-            continue
         np.testing.assert_array_equal(d_dev.view(np.int32), d_two.view(np.int32))
         md = d0
         for _ in range(2):
@@ -359,10 +373,11 @@ def fake_driver(tmp_path_factory, monkeypatch):
     lib = ctypes.CDLL(out)
 
     def counts():
-        c = np.zeros(9, np.int32)
+        names = ['absmax', 'assign', 'update', 'alloc', 'free', 'upload', 'download', 'memset',
+                 'bad', 'hist', 'select', 'ties']
+        c = np.zeros(len(names), np.int32)  # fake_counts writes this many
         lib.fake_counts(c.ctypes.data_as(ctypes.c_void_p))
-        return dict(zip(['absmax', 'assign', 'update', 'alloc', 'free', 'upload', 'download',
-                         'memset', 'bad'], c.tolist()))
+        return dict(zip(names, c.tolist()))
     yield counts
     fused._Driver._instance = None
 
@@ -372,7 +387,8 @@ def _mixed_layers(rng):
     PF.lutq_convolution(x, 8, (3, 3), n_values=16, name='c1')
     PF.lutq_affine(x, 7, n_values=4, dictionary='pow2', pow2_range=(-6, -1), name='fc1')
     PF.lutq_affine(x, 5, n_values=3, dictionary=[-1, 0, 1], name='fc2')
-    PF.lutq_affine(x, 6, n_values=4, prune_ratio=0.5, name='fc3')  # stepped by the graph backend
+    PF.lutq_affine(x, 6, n_values=4, prune_ratio=0.5, name='fc3')
+    PF.lutq_affine(x, 5, n_values=300, name='fc4')  # K > 256: stepped by the graph backend
     out = STATE.lutq_layers()
     for s in out:
         s.W.d = s.W.d + rng.randn(*s.W.shape).astype(np.float32) * 0.05
@@ -383,7 +399,8 @@ def _expected(layers, start, iters):
     out = []
     for s, (w, d) in zip(layers, start):
         for _ in range(iters):
-            d, a = (kmeans_step if s.config.pruned else fused_step)(w, d, s.config)
+            d, a = (kmeans_step if s.config.n_values > fused.MAX_K else fused_step)(w, d,
+                                                                                    s.config)
         out.append((d, a))
     return out
 
@@ -396,14 +413,16 @@ def test_backend_drives_the_kernels_through_the_driver(fake_driver, rng):
     for s, (d, a) in zip(layers, _expected(layers, start, 2)):
         assert s.A.data.dtype == np.int32, s.name
         np.testing.assert_array_equal(s.A.d.ravel(), a, err_msg=s.name)
-        if s.config.pruned:
+        if s.config.n_values > fused.MAX_K:
             np.testing.assert_allclose(s.d.d, d, rtol=2e-6, atol=1e-9)
         else:
             np.testing.assert_array_equal(s.d.d.view(np.int32), d.view(np.int32), err_msg=s.name)
     c = fake_driver()
-    # one max pass, then M = 2 times assignment + update, all layers per launch; one 4-byte-per-
-    # layer read for the finiteness check; the table uploaded once
-    assert (c['absmax'], c['assign'], c['update'], c['download'], c['bad']) == (1, 2, 2, 1, 0)
+    # one max pass, the pruning select (3 passes + ties), then M = 2 times assignment + update,
+    # all layers per launch; one 4-byte-per-layer read for the finiteness check; the table
+    # uploaded once
+    assert (c['absmax'], c['hist'], c['select'], c['ties'], c['assign'], c['update'],
+            c['download'], c['bad']) == (1, 3, 3, 1, 2, 2, 1, 0)
     uploads = c['upload']
     # a further step re-uses the table; after nnabla gives W a new array it is uploaded again
     start = [(s.W.d.ravel().copy(), s.d.d.copy()) for s in layers]
@@ -414,7 +433,7 @@ def test_backend_drives_the_kernels_through_the_driver(fake_driver, rng):
     start = [(s.W.d.ravel().copy(), s.d.d.copy()) for s in layers]
     b.step()
     assert fake_driver()['upload'] == uploads + 1
-    for s, (d, a) in zip(layers[:3], _expected(layers[:3], start[:3], 2)):
+    for s, (d, a) in zip(layers[:4], _expected(layers[:4], start[:4], 2)):
         np.testing.assert_array_equal(s.A.d.ravel(), a, err_msg=s.name)
         np.testing.assert_array_equal(s.d.d.view(np.int32), d.view(np.int32), err_msg=s.name)
 
@@ -436,7 +455,7 @@ def test_backend_refuses_nonfinite_weights_and_recovers(fake_driver, rng):
     layers[1].W.d = good  # the stale max of the refused step must not leak into the next one
     start = [(s.W.d.ravel().copy(), s.d.d.copy()) for s in layers]
     b.step()
-    for s, (d, a) in zip(layers[:3], _expected(layers[:3], start[:3], 1)):
+    for s, (d, a) in zip(layers[:4], _expected(layers[:4], start[:4], 1)):
         np.testing.assert_array_equal(s.d.d.view(np.int32), d.view(np.int32), err_msg=s.name)
     # without the check nothing is read back
     n = fake_driver()['download']

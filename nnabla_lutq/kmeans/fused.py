@@ -10,6 +10,11 @@ memset) per step with ``M = 1``, from the kernels in ``cuda/kmeans.cu``:
    per-cluster sums in fixed point, added with integer atomics;
 3. ``lutq_update``: the means, the power-of-two rounding, empty clusters kept.
 
+With pruning, seven more launches per step (not per iteration) find the pruned weights of all
+pruned layers exactly as the host step does (the smallest |W|, ties to the lower flat index): a
+three-pass radix select on the float bits of |W| and, only when the threshold value is shared by
+weights on both sides of the cut, a scan for the cut in flat order.
+
 Integer additions commute, so ``d`` and ``A`` are identical across runs and across data-parallel
 ranks, and equal bit for bit to the numpy model of the kernels (``tests/fused_reference.py``);
 against the exact host step, ``A`` is identical and ``d`` within one float32 ulp (the host sums in
@@ -21,8 +26,7 @@ the optional finiteness check. They are loaded from ``cuda/kmeans.ptx`` (built f
 NVRTC, see :func:`build_ptx`) through the CUDA driver API with :mod:`ctypes`: nothing beyond
 nnabla-ext-cuda and the NVIDIA driver is needed.
 
-Layers the kernels do not cover (pruning, more than :data:`MAX_K` values) go to the ``'graph'``
-backend within the same step.
+Layers with more than :data:`MAX_K` values go to the ``'graph'`` backend within the same step.
 """
 import ctypes
 import ctypes.util
@@ -54,15 +58,23 @@ PTX_ARCH = 'compute_70'
 NVRTC_OPTIONS = (f'--gpu-architecture={PTX_ARCH}', '--fmad=false')
 
 KIND = {'free': 0, 'pow2': 1, 'fixed': 2}
-#: ``struct LutqLayer`` of the source (56 bytes)
+#: ``struct LutqLayer`` of the source (64 bytes)
 LAYER_DTYPE = np.dtype({
-    'names': ['w', 'd', 'a', 'n', 'k', 'kind', 'has_range', 'exp_lo', 'exp_hi', 'first_block'],
-    'formats': ['<u8', '<u8', '<u8', '<i8', '<i4', '<i4', '<i4', '<i4', '<i4', '<i4'],
-    'offsets': [0, 8, 16, 24, 32, 36, 40, 44, 48, 52], 'itemsize': 56})
+    'names': ['w', 'd', 'a', 'n', 'n_pruned', 'k', 'kind', 'has_range', 'exp_lo', 'exp_hi',
+              'first_block'],
+    'formats': ['<u8', '<u8', '<u8', '<i8', '<i8', '<i4', '<i4', '<i4', '<i4', '<i4', '<i4'],
+    'offsets': [0, 8, 16, 24, 32, 40, 44, 48, 52, 56, 60], 'itemsize': 64})
+#: ``struct LutqPrune`` of the source (32 bytes)
+PRUNE_SIZE = 32
+#: bins of the radix select's histogram (``LUTQ_RADIX``)
+RADIX = 2048
+#: the kernels of the source
+KERNELS = ('lutq_absmax', 'lutq_prune_hist', 'lutq_prune_select', 'lutq_prune_ties',
+           'lutq_assign', 'lutq_update')
 
 
 def fused_supported(config):
-    """Whether the kernels handle a layer (no pruning, at most :data:`MAX_K` values).
+    """Whether the kernels handle a layer (at most :data:`MAX_K` values).
 
     Args:
         config (LUTQConfig): the layer's configuration.
@@ -70,7 +82,7 @@ def fused_supported(config):
     Returns:
         bool: True when the ``'fused'`` backend computes this layer itself.
     """
-    return not config.pruned and 2 <= config.n_values <= MAX_K
+    return 2 <= config.n_values <= MAX_K
 
 
 def layer_table(configs, pointers=None):
@@ -92,6 +104,7 @@ def layer_table(configs, pointers=None):
         nb = -(-c.n_weights // CHUNK)
         rng = c.pow2_range
         table[i]['n'] = c.n_weights
+        table[i]['n_pruned'] = c.n_pruned
         table[i]['k'] = c.n_values
         table[i]['kind'] = KIND[c.kind]
         table[i]['has_range'] = int(rng is not None)
@@ -253,7 +266,7 @@ class _Driver:
             mod = _P()
             self.check(self.lib.cuModuleLoadData(ctypes.byref(mod), ptx), 'loading kmeans.ptx')
             fs = {}
-            for name in ('lutq_absmax', 'lutq_assign', 'lutq_update'):
+            for name in KERNELS:
                 fn = _P()
                 self.check(self.lib.cuModuleGetFunction(ctypes.byref(fn), mod, name.encode()),
                            name)
@@ -282,6 +295,8 @@ class _Driver:
         self.check(self.lib.cuMemsetD32Async(ptr, 0, count, None), 'cuMemsetD32Async')
 
     def launch(self, fn, grid, args, what):
+        """Launch ``fn`` on ``grid`` blocks of :data:`BLOCK` threads, on the legacy default
+        stream (the one nnabla-ext-cuda computes on)."""
         self.check(self.lib.cuLaunchKernel(fn, grid, 1, 1, BLOCK, 1, 1, 0, None, args, None), what)
 
 
@@ -297,8 +312,8 @@ class FusedKMeans(KMeansBackend):
     """All layers' k-means steps as three CUDA kernel launches per step (see the module text).
 
     Needs a CUDA context (``cudnn`` or ``cuda``, any type config: the weights are read as
-    float32) and the NVIDIA driver. Layers with pruning or more than :data:`MAX_K` values are
-    stepped by the ``'graph'`` backend in the same call.
+    float32) and the NVIDIA driver. Layers with more than :data:`MAX_K` values are stepped by the
+    ``'graph'`` backend in the same call.
     """
     name = 'fused'
 
@@ -342,12 +357,23 @@ class FusedKMeans(KMeansBackend):
             self._d_blocks = self._alloc(block_layer.nbytes)
             self._d_max = self._alloc(4 * n)
             self._d_sums = self._alloc(8 * 3 * MAX_K * n)
+            self._d_prune = self._alloc(PRUNE_SIZE * n)
+            self._pruned = any(s.config.pruned for s in self._fused)
+            self._d_hist = self._alloc(4 * RADIX * n if self._pruned else 4)
             drv.upload(self._d_blocks, block_layer)
             drv.upload(self._d_sums, np.zeros(3 * MAX_K * n, np.uint64))
+            if self._pruned:
+                drv.upload(self._d_hist, np.zeros(RADIX * n, np.uint32))
             drv.zero32(self._d_max, n)
             self._a_absmax = _Args(self._d_table, self._d_blocks, self._d_max)
-            self._a_assign = _Args(self._d_table, self._d_blocks, self._d_max, self._d_sums)
+            self._a_assign = _Args(self._d_table, self._d_blocks, self._d_max, self._d_prune,
+                                   self._d_sums)
             self._a_update = _Args(self._d_table, self._d_max, self._d_sums)
+            self._a_hist = [_Args(self._d_table, self._d_blocks, self._d_prune, self._d_hist,
+                                  ctypes.c_int(p)) for p in range(3)]
+            self._a_select = [_Args(self._d_table, self._d_prune, self._d_hist, ctypes.c_int(p))
+                              for p in range(3)]
+            self._a_ties = _Args(self._d_table, self._d_prune)
         self._built = True
 
     def _alloc(self, nbytes):
@@ -388,6 +414,15 @@ class FusedKMeans(KMeansBackend):
         self._drv.launch(self._fn['lutq_absmax'], self._nblocks, self._a_absmax.array,
                          'lutq_absmax')
 
+    def _prune(self):
+        """The pruning thresholds of every pruned layer (once per step: W does not change)."""
+        n, drv, fn = len(self._fused), self._drv, self._fn
+        for p in range(3):
+            drv.launch(fn['lutq_prune_hist'], self._nblocks, self._a_hist[p].array,
+                       'lutq_prune_hist')
+            drv.launch(fn['lutq_prune_select'], n, self._a_select[p].array, 'lutq_prune_select')
+        drv.launch(fn['lutq_prune_ties'], n, self._a_ties.array, 'lutq_prune_ties')
+
     # -- the interface ------------------------------------------------------------------------
     def nonfinite(self):
         if not self._built:
@@ -411,6 +446,8 @@ class FusedKMeans(KMeansBackend):
             self._prepare()
             if not self._max_ready:
                 self._absmax()
+            if self._pruned:
+                self._prune()
             for _ in range(self.iters):
                 self._drv.launch(self._fn['lutq_assign'], self._nblocks, self._a_assign.array,
                                  'lutq_assign')

@@ -10,7 +10,7 @@
 #include KMEANS_CU
 
 typedef unsigned long long dptr;
-static int n_launch[3];
+static int n_launch[6];
 static int n_alloc, n_free, n_upload, n_download, n_memset, bad_calls;
 
 extern "C" {
@@ -26,15 +26,17 @@ int cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = (void*)0x1; return 0; }
 int cuCtxSetCurrent(void* ctx) { return ctx == (void*)0x1 ? 0 : 201; }
 int cuModuleLoadData(void** mod, const void* image) {
     std::string ptx((const char*)image);
-    for (const char* k : {"lutq_absmax", "lutq_assign", "lutq_update"})
+    for (const char* k : {"lutq_absmax", "lutq_prune_hist", "lutq_prune_select",
+                          "lutq_prune_ties", "lutq_assign", "lutq_update"})
         if (ptx.find(std::string(".entry ") + k + "(") == std::string::npos) return 200;
     *mod = (void*)0x2;
     return 0;
 }
 int cuModuleGetFunction(void** fn, void* mod, const char* name) {
     if (mod != (void*)0x2) return 400;
-    const char* names[3] = {"lutq_absmax", "lutq_assign", "lutq_update"};
-    for (long i = 0; i < 3; ++i)
+    const char* names[6] = {"lutq_absmax", "lutq_assign", "lutq_update", "lutq_prune_hist",
+                            "lutq_prune_select", "lutq_prune_ties"};
+    for (long i = 0; i < 6; ++i)
         if (!std::strcmp(name, names[i])) { *fn = (void*)(i + 16); return 0; }
     return 500;
 }
@@ -63,12 +65,26 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
         emu_launch(gx, bx, [=] { lutq_absmax(L, b, m); });
     } else if (id == 1) {
         const LutqLayer* L = *(const LutqLayer**)p[0]; const int* b = *(const int**)p[1];
-        const unsigned* m = *(const unsigned**)p[2]; lutq_u64* s = *(lutq_u64**)p[3];
-        emu_launch(gx, bx, [=] { lutq_assign(L, b, m, s); });
+        const unsigned* m = *(const unsigned**)p[2]; const LutqPrune* q = *(const LutqPrune**)p[3];
+        lutq_u64* s = *(lutq_u64**)p[4];
+        emu_launch(gx, bx, [=] { lutq_assign(L, b, m, q, s); });
     } else if (id == 2) {
         const LutqLayer* L = *(const LutqLayer**)p[0]; const unsigned* m = *(const unsigned**)p[1];
         lutq_u64* s = *(lutq_u64**)p[2];
         emu_launch(gx, bx, [=] { lutq_update(L, m, s); });
+    } else if (id == 3) {
+        const LutqLayer* L = *(const LutqLayer**)p[0]; const int* b = *(const int**)p[1];
+        const LutqPrune* q = *(const LutqPrune**)p[2]; unsigned* h = *(unsigned**)p[3];
+        int pass = *(int*)p[4];
+        emu_launch(gx, bx, [=] { lutq_prune_hist(L, b, q, h, pass); });
+    } else if (id == 4) {
+        const LutqLayer* L = *(const LutqLayer**)p[0]; LutqPrune* q = *(LutqPrune**)p[1];
+        unsigned* h = *(unsigned**)p[2];
+        int pass = *(int*)p[3];
+        emu_launch(gx, bx, [=] { lutq_prune_select(L, q, h, pass); });
+    } else if (id == 5) {
+        const LutqLayer* L = *(const LutqLayer**)p[0]; LutqPrune* q = *(LutqPrune**)p[1];
+        emu_launch(gx, bx, [=] { lutq_prune_ties(L, q); });
     } else {
         ++bad_calls;
         return 400;
@@ -79,8 +95,8 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
 // what the backend asked for: launches of the three kernels, allocations, copies, memsets, and
 // calls with arguments the backend should never pass
 void fake_counts(int* out) {
-    int v[9] = {n_launch[0], n_launch[1], n_launch[2], n_alloc, n_free, n_upload, n_download,
-                n_memset, bad_calls};
+    int v[12] = {n_launch[0], n_launch[1], n_launch[2], n_alloc, n_free, n_upload, n_download,
+                 n_memset, bad_calls, n_launch[3], n_launch[4], n_launch[5]};
     std::memcpy(out, v, sizeof v);
 }
 }

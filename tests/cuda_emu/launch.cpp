@@ -13,9 +13,22 @@ void emu_absmax(unsigned grid, unsigned block, const LutqLayer* layers, const in
     emu_launch(grid, block, [=] { lutq_absmax(layers, block_layer, maxbits); });
 }
 void emu_assign(unsigned grid, unsigned block, const LutqLayer* layers, const int* block_layer,
-                const unsigned* maxbits, lutq_u64* sums) {
-    emu_launch(grid, block, [=] { lutq_assign(layers, block_layer, maxbits, sums); });
+                const unsigned* maxbits, const LutqPrune* prune, lutq_u64* sums) {
+    emu_launch(grid, block, [=] { lutq_assign(layers, block_layer, maxbits, prune, sums); });
 }
+void emu_prune_hist(unsigned grid, unsigned block, const LutqLayer* layers,
+                    const int* block_layer, const LutqPrune* prune, unsigned* hist, int pass) {
+    emu_launch(grid, block, [=] { lutq_prune_hist(layers, block_layer, prune, hist, pass); });
+}
+void emu_prune_select(unsigned grid, unsigned block, const LutqLayer* layers, LutqPrune* prune,
+                      unsigned* hist, int pass) {
+    emu_launch(grid, block, [=] { lutq_prune_select(layers, prune, hist, pass); });
+}
+void emu_prune_ties(unsigned grid, unsigned block, const LutqLayer* layers, LutqPrune* prune) {
+    emu_launch(grid, block, [=] { lutq_prune_ties(layers, prune); });
+}
+int emu_prune_size() { return (int)sizeof(LutqPrune); }
+int emu_radix() { return LUTQ_RADIX; }
 void emu_update(unsigned grid, unsigned block, const LutqLayer* layers, const unsigned* maxbits,
                 lutq_u64* sums) {
     emu_launch(grid, block, [=] { lutq_update(layers, maxbits, sums); });

@@ -10,8 +10,15 @@
 //
 //   lutq_absmax   max |w| of each layer as float bits (integer atomicMax); a NaN or an infinity
 //                 shows as bits >= 0x7f800000, which the host checks before anything changes.
+//   pruning       (layers with a fixed zero d[0] only) the n_pruned smallest |w|, ties to the
+//                 lower flat index (nnabla_lutq.core.kmeans.pruned_mask): a radix select on the
+//                 float bits of |w| (lutq_prune_hist + lutq_prune_select, three 11/10/10-bit
+//                 passes, integer counts) finds the threshold t and how many weights equal to t
+//                 are pruned; lutq_prune_ties finds, only when some but not all of those are, the
+//                 flat index below which they are (a block-wide scan in index order).
 //   lutq_assign   a[i] = #{j : b_j < w[i]} with b_j the float32 boundary of the midpoint of
-//                 d[j], d[j+1] (exactly as nnabla_lutq.core.kmeans.boundaries); per-cluster sums
+//                 d[j], d[j+1] (exactly as nnabla_lutq.core.kmeans.boundaries), over d[1:] and
+//                 plus one for pruned layers, whose pruned weights get a = 0; per-cluster sums
 //                 of w in fixed point (q = rint(w * 2^S), S from the layer's max so |q| < 2^62),
 //                 split in 32-bit halves so that 64-bit integer sums cannot overflow, and counts.
 //                 Integer additions commute: the sums, and so d, do not depend on the order the
@@ -34,21 +41,32 @@
 #define LUTQ_KIND_FREE 0
 #define LUTQ_KIND_POW2 1
 #define LUTQ_KIND_FIXED 2
+#define LUTQ_RADIX 2048     // bins of the first radix-select pass (11 bits; then 10 and 10)
 
 typedef unsigned long long lutq_u64;
 
-// One layer, as nnabla_lutq/kmeans/fused.py writes it (56 bytes, 8-byte aligned).
+// One layer, as nnabla_lutq/kmeans/fused.py writes it (64 bytes, 8-byte aligned).
 struct LutqLayer {
     const float* w;
     float* d;
     int* a;
     long long n;
+    long long n_pruned;   // 0: no pruning; else d[0] is the fixed zero of the smallest |w|
     int k;
     int kind;
     int has_range;
     int exp_lo;
     int exp_hi;
     int first_block;
+};
+
+// The pruning threshold of a layer, as the radix select leaves it.
+struct LutqPrune {
+    long long rank;       // during the select: the rank sought within the current bin
+    long long cut;        // weights with |w| == t are pruned below this flat index
+    long long n_eq;       // weights with |w| == t
+    unsigned prefix;      // the bits of t found so far; after the last pass, t itself
+    unsigned pad;
 };
 
 // The float32 boundary between v0 <= v1: the largest float32 b with b <= (v0 + v1) / 2, so that
@@ -125,17 +143,116 @@ extern "C" __global__ void lutq_absmax(const LutqLayer* layers, const int* block
     if (threadIdx.x == 0) atomicMax(&maxbits[l], red[0]);
 }
 
+// The radix digit of |w| bits u in pass 0, 1, 2 (bits 30..20, 19..10, 9..0), and whether u
+// matches the prefix found by the earlier passes.
+LUTQ_FN unsigned lutq_digit(unsigned u, int pass) {
+    return pass == 0 ? u >> 20 : (pass == 1 ? (u >> 10) & 1023u : u & 1023u);
+}
+LUTQ_FN int lutq_candidate(unsigned u, int pass, unsigned prefix) {
+    return pass == 0 || (u >> (pass == 1 ? 20 : 10)) == prefix;
+}
+
+extern "C" __global__ void lutq_prune_hist(const LutqLayer* layers, const int* block_layer,
+                                           const LutqPrune* prune, unsigned* hist, int pass) {
+    __shared__ unsigned h[LUTQ_RADIX];
+    int l = block_layer[blockIdx.x];
+    LutqLayer ly = layers[l];
+    if (!ly.n_pruned) return;  // the whole block: no __syncthreads is skipped by a part of it
+    unsigned prefix = prune[l].prefix;
+    for (int j = threadIdx.x; j < LUTQ_RADIX; j += blockDim.x) h[j] = 0;
+    __syncthreads();
+    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
+    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
+        unsigned u = __float_as_uint(ly.w[i]) & 0x7fffffffu;
+        if (lutq_candidate(u, pass, prefix)) atomicAdd(&h[lutq_digit(u, pass)], 1u);
+    }
+    __syncthreads();
+    unsigned* g = hist + (long long)l * LUTQ_RADIX;
+    for (int j = threadIdx.x; j < LUTQ_RADIX; j += blockDim.x)
+        if (h[j]) atomicAdd(&g[j], h[j]);
+}
+
+// One block per layer: the bin of the sought rank; clears the histogram for the next pass.
+extern "C" __global__ void lutq_prune_select(const LutqLayer* layers, LutqPrune* prune,
+                                             unsigned* hist, int pass) {
+    __shared__ unsigned long long part[LUTQ_BLOCK];
+    int l = blockIdx.x;
+    LutqLayer ly = layers[l];
+    if (!ly.n_pruned) return;
+    unsigned* g = hist + (long long)l * LUTQ_RADIX;
+    int bins = pass == 0 ? LUTQ_RADIX : 1024;
+    int per = (bins + blockDim.x - 1) / blockDim.x;
+    unsigned long long c = 0;
+    for (int j = threadIdx.x * per; j < (threadIdx.x + 1) * per && j < bins; ++j) c += g[j];
+    part[threadIdx.x] = c;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        long long rank = pass == 0 ? ly.n_pruned : prune[l].rank;
+        long long cum = 0;
+        unsigned t = 0;
+        while (cum + (long long)part[t] < rank) cum += (long long)part[t++];
+        int j = t * per;
+        while (cum + (long long)g[j] < rank) cum += (long long)g[j++];
+        unsigned prefix = pass == 0 ? (unsigned)j : (prune[l].prefix << 10) | (unsigned)j;
+        prune[l].prefix = prefix;
+        prune[l].rank = rank - cum;
+        if (pass == 2) { prune[l].n_eq = g[j]; prune[l].cut = ly.n; }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < bins; j += blockDim.x) g[j] = 0;
+}
+
+// One block per layer: when only some of the weights equal to the threshold are pruned (the
+// first `rank` of them in flat order), the flat index just after the last of those.
+extern "C" __global__ void lutq_prune_ties(const LutqLayer* layers, LutqPrune* prune) {
+    __shared__ int flag[LUTQ_BLOCK];
+    __shared__ long long found;
+    __shared__ long long seen;
+    int l = blockIdx.x;
+    LutqLayer ly = layers[l];
+    if (!ly.n_pruned) return;
+    long long need = prune[l].rank;
+    if (need == prune[l].n_eq) return;  // all of them: cut stays n
+    unsigned t = prune[l].prefix;
+    if (threadIdx.x == 0) { found = -1; seen = 0; }
+    __syncthreads();
+    for (long long base = 0; base < ly.n; base += blockDim.x) {
+        long long i = base + threadIdx.x;
+        int f = (i < ly.n && (__float_as_uint(ly.w[i]) & 0x7fffffffu) == t) ? 1 : 0;
+        flag[threadIdx.x] = f;
+        __syncthreads();
+        for (unsigned off = 1; off < blockDim.x; off <<= 1) {  // inclusive scan
+            int v = threadIdx.x >= off ? flag[threadIdx.x - off] : 0;
+            __syncthreads();
+            flag[threadIdx.x] += v;
+            __syncthreads();
+        }
+        if (f && seen + flag[threadIdx.x] == need) found = i + 1;
+        __syncthreads();
+        if (threadIdx.x == 0) seen += flag[blockDim.x - 1];
+        __syncthreads();
+        if (found >= 0) break;  // the same for every thread of the block
+    }
+    if (threadIdx.x == 0) prune[l].cut = found;
+}
+
 extern "C" __global__ void lutq_assign(const LutqLayer* layers, const int* block_layer,
-                                       const unsigned* maxbits, lutq_u64* sums) {
+                                       const unsigned* maxbits, const LutqPrune* prune,
+                                       lutq_u64* sums) {
     __shared__ float b[LUTQ_MAX_K];
     __shared__ lutq_u64 h_lo[LUTQ_MAX_K];
     __shared__ lutq_u64 h_hi[LUTQ_MAX_K];
     __shared__ lutq_u64 h_n[LUTQ_MAX_K];
     int l = block_layer[blockIdx.x];
     LutqLayer ly = layers[l];
-    int nb = ly.k - 1;
+    int first = ly.n_pruned ? 1 : 0;  // the fixed zero takes no part in the nearest-value search
+    int nb = ly.k - 1 - first;
+    unsigned t = 0;
+    long long cut = 0;
+    if (first) { t = prune[l].prefix; cut = prune[l].cut; }
     for (int j = threadIdx.x; j < ly.k; j += blockDim.x) {
-        if (j < nb) b[j] = lutq_boundary(ly.d[j], ly.d[j + 1]);
+        if (j < nb) b[j] = lutq_boundary(ly.d[first + j], ly.d[first + j + 1]);
         h_lo[j] = 0; h_hi[j] = 0; h_n[j] = 0;
     }
     __syncthreads();
@@ -145,9 +262,13 @@ extern "C" __global__ void lutq_assign(const LutqLayer* layers, const int* block
     long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         float w = ly.w[i];
-        int a = lutq_search(b, nb, w);
+        int a = first + lutq_search(b, nb, w);
+        if (first) {
+            unsigned u = __float_as_uint(w) & 0x7fffffffu;
+            if (u < t || (u == t && i < cut)) a = 0;
+        }
         ly.a[i] = a;
-        if (fit) {
+        if (fit && a >= first) {
             long long q = lutq_fixed(w, scale);
             atomicAdd(&h_lo[a], (lutq_u64)q & 0xffffffffull);
             atomicAdd(&h_hi[a], (lutq_u64)(q >> 32));
@@ -176,7 +297,9 @@ extern "C" __global__ void lutq_update(const LutqLayer* layers, const unsigned* 
     if (ly.kind != LUTQ_KIND_FIXED) {
         for (int j = threadIdx.x; j < ly.k; j += blockDim.x) {
             lutq_u64 n = s[2 * LUTQ_MAX_K + j];
-            if (n) {
+            if (j == 0 && ly.n_pruned) {
+                ly.d[0] = 0.0f;  // the fixed zero (its weights are not summed)
+            } else if (n) {
                 float m = lutq_mean(s[j], s[LUTQ_MAX_K + j], n, s_exp);
                 if (ly.kind == LUTQ_KIND_POW2) m = lutq_pow2(m, ly.has_range, ly.exp_lo, ly.exp_hi);
                 ly.d[j] = m;
