@@ -404,6 +404,26 @@ def test_reproduce_pairs_finetuned_runs_with_their_float_run(tmp_path, official)
     assert '| lutq2 |' in second and 'n/a' in second and '†' not in second
 
 
+def test_reproduce_checks_gaps_against_the_prototype(tmp_path, official):
+    """At the prototype's 12-epoch schedule the table gets the gap check: our gap, its gap, the
+    excess and whether it is within 0.3 points."""
+    runs = tmp_path / 'runs'
+    sched = ['--epochs', '12', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4']
+    for config in ('float', 'lutq4-pow2', 'lutq2'):
+        run(runs, config, '--config', config, *sched, data_dir=official[0])
+    run(runs, 'float-short', '--config', 'float', '--max-iter', '7', data_dir=official[0])
+    md = tmp_path / 'R.md'
+    reproduce.main(['--collect', str(runs), '--output', str(md)])
+    text = md.read_text()
+    err = {c: 100 * json.load(open(runs / c / 'results.json'))['final_val_error']
+           for c in ('float', 'lutq4-pow2', 'lutq2')}
+    assert text.count('Against the prototype') == 1  # not for the 7-iteration table
+    for c, theirs in (('lutq4-pow2', 0.0), ('lutq2', 0.9)):
+        ours = err[c] - err['float']
+        verdict = 'yes' if ours - theirs <= 0.3 + 1e-9 else '**no**'
+        assert f"| {c} | {ours:+.2f} | {theirs:+.2f} | {ours - theirs:+.2f} | {verdict}" in text
+
+
 def test_reproduce_runs_configs_then_reports(tmp_path, official):
     runs, md = tmp_path / 'runs', tmp_path / 'R.md'
     argv = ['--run', 'float', 'lutq2-pow2-mlbn', '--runs', str(runs), '--output', str(md),

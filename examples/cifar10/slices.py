@@ -96,6 +96,13 @@ RECIPES = {r.name: r for r in (
            'configuration from scratch',
            ('--epochs', '30', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
             '--batch-size', '128', '--momentum', '0.9')),
+    Recipe('proto12', "12 epochs, cosine lr 0.1 -> 0, wd 5e-4, batch 128, momentum 0.9, from "
+           "scratch: the prototype's schedule (its errors are in reproduce.PROTOTYPE)",
+           ('--epochs', '12', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
+            '--batch-size', '128', '--momentum', '0.9')),
+    Recipe('proto25', "25 epochs, otherwise as proto12 (the prototype's second schedule)",
+           ('--epochs', '25', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
+            '--batch-size', '128', '--momentum', '0.9')),
     Recipe('paper160', '160 epochs, lr /10 at epochs 80 and 120 (step), wd 2e-4, batch 128, '
            'momentum 0.9; float from scratch at lr 0.1, LUT-Q from the best float checkpoint '
            '(best.h5) at lr 0.01',
