@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of a session that is lent a device (issue "GPU: the cudnn path verified"), as one
-# logged command, most valuable first. Prepare the kit on the CPU machine first:
+# logged command, most valuable first (the whole plan: docs/gpu-session.md). Prepare the kit on the
+# CPU machine first:
 #
 #   KIT_EXTRA_PKGS="pytest==8.3.3 pluggy==1.5.0 iniconfig==2.0.0 packaging==24.1 exceptiongroup==1.2.2 \
 #     tomli==2.0.1 hypothesis==6.112.0 attrs==24.2.0 sortedcontainers==2.4.0" bash ../shared/gpu/make-kit.sh
