@@ -51,7 +51,8 @@ def emu(tmp_path_factory):
     lib.emu_assign.argtypes = [_U, _U, _P, _P, _P, _P, _P]
     lib.emu_prune_hist.argtypes = [_U, _U, _P, _P, _P, _P, ctypes.c_int]
     lib.emu_prune_select.argtypes = [_U, _U, _P, _P, _P, ctypes.c_int]
-    lib.emu_prune_ties.argtypes = [_U, _U, _P, _P]
+    lib.emu_prune_count.argtypes = [_U, _U, _P, _P, _P, _P]
+    lib.emu_prune_ties.argtypes = [_U, _U, _P, _P, _P]
     lib.emu_update.argtypes = [_U, _U, _P, _P, _P]
     lib.emu_boundary.argtypes = [ctypes.c_float, ctypes.c_float]
     lib.emu_boundary.restype = ctypes.c_float
@@ -78,13 +79,16 @@ def emu_step(lib, layers, iters=1, block=32):
     sums = np.zeros(3 * fused.MAX_K * n, np.uint64)
     prune = np.zeros(fused.PRUNE_SIZE * n, np.uint8)
     hist = np.zeros(fused.RADIX * n, np.uint32)
-    t, b, m, s, q, h = (x.ctypes.data for x in (table, block_layer, maxbits, sums, prune, hist))
+    ties = np.zeros(block_layer.size, np.uint32)
+    t, b, m, s, q, h, c = (x.ctypes.data for x in (table, block_layer, maxbits, sums, prune, hist,
+                                                    ties))
     lib.emu_absmax(block_layer.size, block, t, b, m)
     if any(c.pruned for *_, c in layers):
         for p in range(3):
             lib.emu_prune_hist(block_layer.size, block, t, b, q, h, p)
             lib.emu_prune_select(n, block, t, q, h, p)
-        lib.emu_prune_ties(n, block, t, q)
+        lib.emu_prune_count(block_layer.size, block, t, b, q, c)
+        lib.emu_prune_ties(n, block, t, q, c)
         assert not hist.any()  # the select leaves the histogram cleared for the next pass
     for _ in range(iters):
         lib.emu_assign(block_layer.size, block, t, b, m, q, s)
@@ -374,7 +378,7 @@ def fake_driver(tmp_path_factory, monkeypatch):
 
     def counts():
         names = ['absmax', 'assign', 'update', 'alloc', 'free', 'upload', 'download', 'memset',
-                 'bad', 'hist', 'select', 'ties']
+                 'bad', 'hist', 'select', 'ties', 'count']
         c = np.zeros(len(names), np.int32)  # fake_counts writes this many
         lib.fake_counts(c.ctypes.data_as(ctypes.c_void_p))
         return dict(zip(names, c.tolist()))
@@ -421,8 +425,8 @@ def test_backend_drives_the_kernels_through_the_driver(fake_driver, rng):
     # one max pass, the pruning select (3 passes + ties), then M = 2 times assignment + update,
     # all layers per launch; one 4-byte-per-layer read for the finiteness check; the table
     # uploaded once
-    assert (c['absmax'], c['hist'], c['select'], c['ties'], c['assign'], c['update'],
-            c['download'], c['bad']) == (1, 3, 3, 1, 2, 2, 1, 0)
+    assert (c['absmax'], c['hist'], c['select'], c['count'], c['ties'], c['assign'], c['update'],
+            c['download'], c['bad']) == (1, 3, 3, 1, 1, 2, 2, 1, 0)
     uploads = c['upload']
     # a further step re-uses the table; after nnabla gives W a new array it is uploaded again
     start = [(s.W.d.ravel().copy(), s.d.d.copy()) for s in layers]

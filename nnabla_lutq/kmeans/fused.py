@@ -10,10 +10,13 @@ memset) per step with ``M = 1``, from the kernels in ``cuda/kmeans.cu``:
    per-cluster sums in fixed point, added with integer atomics;
 3. ``lutq_update``: the means, the power-of-two rounding, empty clusters kept.
 
-With pruning, seven more launches per step (not per iteration) find the pruned weights of all
+With pruning, eight more launches per step (not per iteration) find the pruned weights of all
 pruned layers exactly as the host step does (the smallest |W|, ties to the lower flat index): a
 three-pass radix select on the float bits of |W| and, only when the threshold value is shared by
-weights on both sides of the cut, a scan for the cut in flat order.
+weights on both sides of the cut, a count per chunk and a scan of one chunk for the cut.
+
+``NNABLA_LUTQ_FUSED_SYNC=1`` synchronizes after every launch and names the kernel of an error
+(a kernel fault otherwise surfaces at nnabla's next CUDA call).
 
 Integer additions commute, so ``d`` and ``A`` are identical across runs and across data-parallel
 ranks, and equal bit for bit to the numpy model of the kernels (``tests/fused_reference.py``);
@@ -69,8 +72,8 @@ PRUNE_SIZE = 32
 #: bins of the radix select's histogram (``LUTQ_RADIX``)
 RADIX = 2048
 #: the kernels of the source
-KERNELS = ('lutq_absmax', 'lutq_prune_hist', 'lutq_prune_select', 'lutq_prune_ties',
-           'lutq_assign', 'lutq_update')
+KERNELS = ('lutq_absmax', 'lutq_prune_hist', 'lutq_prune_select', 'lutq_prune_count',
+           'lutq_prune_ties', 'lutq_assign', 'lutq_update')
 
 
 def fused_supported(config):
@@ -222,12 +225,14 @@ class _Driver:
             'cuLaunchKernel': [_P, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                                ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, _P,
                                ctypes.POINTER(_P), ctypes.POINTER(_P)],
+            'cuCtxSynchronize': [],
         }
         for name, args in sig.items():
             f = getattr(lib, name)
             f.argtypes, f.restype = args, ctypes.c_int
         self.lib = lib
         self.check(lib.cuInit(0), 'cuInit')
+        self.debug_sync = os.environ.get('NNABLA_LUTQ_FUSED_SYNC', '') not in ('', '0')
         self._contexts = {}
         self._modules = {}
 
@@ -298,6 +303,8 @@ class _Driver:
         """Launch ``fn`` on ``grid`` blocks of :data:`BLOCK` threads, on the legacy default
         stream (the one nnabla-ext-cuda computes on)."""
         self.check(self.lib.cuLaunchKernel(fn, grid, 1, 1, BLOCK, 1, 1, 0, None, args, None), what)
+        if self.debug_sync:
+            self.check(self.lib.cuCtxSynchronize(), what + ' (NNABLA_LUTQ_FUSED_SYNC)')
 
 
 class _Args:
@@ -360,11 +367,13 @@ class FusedKMeans(KMeansBackend):
             self._d_prune = self._alloc(PRUNE_SIZE * n)
             self._pruned = any(s.config.pruned for s in self._fused)
             self._d_hist = self._alloc(4 * RADIX * n if self._pruned else 4)
+            self._d_ties = self._alloc(4 * self._nblocks if self._pruned else 4)
             drv.upload(self._d_blocks, block_layer)
             drv.upload(self._d_sums, np.zeros(3 * MAX_K * n, np.uint64))
             if self._pruned:
                 drv.upload(self._d_hist, np.zeros(RADIX * n, np.uint32))
             drv.zero32(self._d_max, n)
+            drv.zero32(self._d_prune, PRUNE_SIZE * n // 4)  # as in the emulation (all written)
             self._a_absmax = _Args(self._d_table, self._d_blocks, self._d_max)
             self._a_assign = _Args(self._d_table, self._d_blocks, self._d_max, self._d_prune,
                                    self._d_sums)
@@ -373,7 +382,8 @@ class FusedKMeans(KMeansBackend):
                                   ctypes.c_int(p)) for p in range(3)]
             self._a_select = [_Args(self._d_table, self._d_prune, self._d_hist, ctypes.c_int(p))
                               for p in range(3)]
-            self._a_ties = _Args(self._d_table, self._d_prune)
+            self._a_count = _Args(self._d_table, self._d_blocks, self._d_prune, self._d_ties)
+            self._a_ties = _Args(self._d_table, self._d_prune, self._d_ties)
         self._built = True
 
     def _alloc(self, nbytes):
@@ -383,11 +393,13 @@ class FusedKMeans(KMeansBackend):
 
     def __del__(self):
         drv = _Driver._instance
-        for p in getattr(self, '_buffers', []):
-            try:
+        try:
+            if getattr(self, '_buffers', None):
+                drv.activate(self._device)
+            for p in self._buffers:
                 drv.free(p)
-            except Exception:  # interpreter shutdown
-                pass
+        except Exception:  # interpreter shutdown, or a driver of another test: at worst a leak
+            pass
 
     def _validate(self):
         if not self._built:
@@ -398,11 +410,16 @@ class FusedKMeans(KMeansBackend):
             self._other._validate()
 
     def _prepare(self):
-        """Upload the layer table when nnabla moved an array (its addresses are compared)."""
+        """Upload the layer table when nnabla moved an array (its addresses are compared).
+
+        Every array is brought to the device with its content (no ``write_only``, not even for
+        ``A``, which the kernels overwrite): a step refused for non-finite weights must leave
+        ``A`` as it was, and in steady state the arrays are already there, so nothing is copied.
+        """
         self._drv.activate(self._device)
         c = self._ctx
         ptrs = tuple((s.W.data.data_ptr(np.float32, c), s.d.data.data_ptr(np.float32, c),
-                      s.A.data.data_ptr(np.int32, c, write_only=True)) for s in self._fused)
+                      s.A.data.data_ptr(np.int32, c)) for s in self._fused)
         if ptrs != self._ptrs:
             for i, p in enumerate(ptrs):
                 self._table[i]['w'], self._table[i]['d'], self._table[i]['a'] = p
@@ -421,6 +438,7 @@ class FusedKMeans(KMeansBackend):
             drv.launch(fn['lutq_prune_hist'], self._nblocks, self._a_hist[p].array,
                        'lutq_prune_hist')
             drv.launch(fn['lutq_prune_select'], n, self._a_select[p].array, 'lutq_prune_select')
+        drv.launch(fn['lutq_prune_count'], self._nblocks, self._a_count.array, 'lutq_prune_count')
         drv.launch(fn['lutq_prune_ties'], n, self._a_ties.array, 'lutq_prune_ties')
 
     # -- the interface ------------------------------------------------------------------------

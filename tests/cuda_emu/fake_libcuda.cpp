@@ -10,7 +10,7 @@
 #include KMEANS_CU
 
 typedef unsigned long long dptr;
-static int n_launch[6];
+static int n_launch[7];
 static int n_alloc, n_free, n_upload, n_download, n_memset, bad_calls;
 
 extern "C" {
@@ -27,16 +27,16 @@ int cuCtxSetCurrent(void* ctx) { return ctx == (void*)0x1 ? 0 : 201; }
 int cuModuleLoadData(void** mod, const void* image) {
     std::string ptx((const char*)image);
     for (const char* k : {"lutq_absmax", "lutq_prune_hist", "lutq_prune_select",
-                          "lutq_prune_ties", "lutq_assign", "lutq_update"})
+                          "lutq_prune_count", "lutq_prune_ties", "lutq_assign", "lutq_update"})
         if (ptx.find(std::string(".entry ") + k + "(") == std::string::npos) return 200;
     *mod = (void*)0x2;
     return 0;
 }
 int cuModuleGetFunction(void** fn, void* mod, const char* name) {
     if (mod != (void*)0x2) return 400;
-    const char* names[6] = {"lutq_absmax", "lutq_assign", "lutq_update", "lutq_prune_hist",
-                            "lutq_prune_select", "lutq_prune_ties"};
-    for (long i = 0; i < 6; ++i)
+    const char* names[7] = {"lutq_absmax", "lutq_assign", "lutq_update", "lutq_prune_hist",
+                            "lutq_prune_select", "lutq_prune_ties", "lutq_prune_count"};
+    for (long i = 0; i < 7; ++i)
         if (!std::strcmp(name, names[i])) { *fn = (void*)(i + 16); return 0; }
     return 500;
 }
@@ -48,6 +48,7 @@ int cuMemcpyHtoD_v2(dptr dst, const void* src, size_t n) {
 int cuMemcpyDtoH_v2(void* dst, dptr src, size_t n) {
     std::memcpy(dst, (const void*)src, n); ++n_download; return 0;
 }
+int cuCtxSynchronize() { return 0; }
 int cuMemsetD32Async(dptr p, unsigned v, size_t n, void* stream) {
     if (stream) ++bad_calls;
     for (size_t i = 0; i < n; ++i) ((unsigned*)p)[i] = v;
@@ -84,7 +85,12 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
         emu_launch(gx, bx, [=] { lutq_prune_select(L, q, h, pass); });
     } else if (id == 5) {
         const LutqLayer* L = *(const LutqLayer**)p[0]; LutqPrune* q = *(LutqPrune**)p[1];
-        emu_launch(gx, bx, [=] { lutq_prune_ties(L, q); });
+        const unsigned* c = *(const unsigned**)p[2];
+        emu_launch(gx, bx, [=] { lutq_prune_ties(L, q, c); });
+    } else if (id == 6) {
+        const LutqLayer* L = *(const LutqLayer**)p[0]; const int* b = *(const int**)p[1];
+        const LutqPrune* q = *(const LutqPrune**)p[2]; unsigned* c = *(unsigned**)p[3];
+        emu_launch(gx, bx, [=] { lutq_prune_count(L, b, q, c); });
     } else {
         ++bad_calls;
         return 400;
@@ -95,8 +101,8 @@ int cuLaunchKernel(void* fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
 // what the backend asked for: launches of the three kernels, allocations, copies, memsets, and
 // calls with arguments the backend should never pass
 void fake_counts(int* out) {
-    int v[12] = {n_launch[0], n_launch[1], n_launch[2], n_alloc, n_free, n_upload, n_download,
-                 n_memset, bad_calls, n_launch[3], n_launch[4], n_launch[5]};
+    int v[13] = {n_launch[0], n_launch[1], n_launch[2], n_alloc, n_free, n_upload, n_download,
+                 n_memset, bad_calls, n_launch[3], n_launch[4], n_launch[5], n_launch[6]};
     std::memcpy(out, v, sizeof v);
 }
 }

@@ -24,8 +24,13 @@ void emu_prune_select(unsigned grid, unsigned block, const LutqLayer* layers, Lu
                       unsigned* hist, int pass) {
     emu_launch(grid, block, [=] { lutq_prune_select(layers, prune, hist, pass); });
 }
-void emu_prune_ties(unsigned grid, unsigned block, const LutqLayer* layers, LutqPrune* prune) {
-    emu_launch(grid, block, [=] { lutq_prune_ties(layers, prune); });
+void emu_prune_count(unsigned grid, unsigned block, const LutqLayer* layers,
+                     const int* block_layer, const LutqPrune* prune, unsigned* ties) {
+    emu_launch(grid, block, [=] { lutq_prune_count(layers, block_layer, prune, ties); });
+}
+void emu_prune_ties(unsigned grid, unsigned block, const LutqLayer* layers, LutqPrune* prune,
+                    const unsigned* ties) {
+    emu_launch(grid, block, [=] { lutq_prune_ties(layers, prune, ties); });
 }
 int emu_prune_size() { return (int)sizeof(LutqPrune); }
 int emu_radix() { return LUTQ_RADIX; }

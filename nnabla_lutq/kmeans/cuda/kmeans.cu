@@ -14,8 +14,9 @@
 //                 lower flat index (nnabla_lutq.core.kmeans.pruned_mask): a radix select on the
 //                 float bits of |w| (lutq_prune_hist + lutq_prune_select, three 11/10/10-bit
 //                 passes, integer counts) finds the threshold t and how many weights equal to t
-//                 are pruned; lutq_prune_ties finds, only when some but not all of those are, the
-//                 flat index below which they are (a block-wide scan in index order).
+//                 are pruned; only when some but not all of those are, lutq_prune_count counts
+//                 them per chunk and lutq_prune_ties finds the flat index below which they are
+//                 (the chunk from the counts, then a block-wide scan of that chunk in order).
 //   lutq_assign   a[i] = #{j : b_j < w[i]} with b_j the float32 boundary of the midpoint of
 //                 d[j], d[j+1] (exactly as nnabla_lutq.core.kmeans.boundaries), over d[1:] and
 //                 plus one for pruned layers, whose pruned weights get a = 0; per-cluster sums
@@ -29,7 +30,7 @@
 //                 next iteration (the host zeroes the max before each lutq_absmax).
 //
 // Compiled with --fmad=false, and the double arithmetic uses explicit-rounding intrinsics, so the
-// numpy reference (nnabla_lutq.kmeans.fixedpoint) reproduces every result bit for bit.
+// numpy model of the tests (tests/fused_reference.py) reproduces every result bit for bit.
 
 #ifndef LUTQ_HOST_EMULATION
 #define LUTQ_FN static __device__ __forceinline__
@@ -203,23 +204,59 @@ extern "C" __global__ void lutq_prune_select(const LutqLayer* layers, LutqPrune*
     for (int j = threadIdx.x; j < bins; j += blockDim.x) g[j] = 0;
 }
 
-// One block per layer: when only some of the weights equal to the threshold are pruned (the
-// first `rank` of them in flat order), the flat index just after the last of those.
-extern "C" __global__ void lutq_prune_ties(const LutqLayer* layers, LutqPrune* prune) {
+// Whether a layer's cut among the weights equal to the threshold must be searched: only when
+// some but not all of them are pruned (else the cut stays n, as lutq_prune_select set it).
+LUTQ_FN int lutq_partial_ties(const LutqLayer& ly, const LutqPrune& q) {
+    return ly.n_pruned && q.rank != q.n_eq;
+}
+
+// Per block of lutq_assign's grid: how many weights of its chunk equal the threshold.
+extern "C" __global__ void lutq_prune_count(const LutqLayer* layers, const int* block_layer,
+                                            const LutqPrune* prune, unsigned* block_ties) {
+    __shared__ unsigned red[LUTQ_BLOCK];
+    int l = block_layer[blockIdx.x];
+    LutqLayer ly = layers[l];
+    LutqPrune q = prune[l];
+    if (!lutq_partial_ties(ly, q)) return;  // the whole block
+    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
+    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    unsigned c = 0;
+    for (long long i = start + threadIdx.x; i < end; i += blockDim.x)
+        c += (__float_as_uint(ly.w[i]) & 0x7fffffffu) == q.prefix;
+    red[threadIdx.x] = c;
+    __syncthreads();
+    for (unsigned s = blockDim.x >> 1; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) block_ties[blockIdx.x] = red[0];
+}
+
+// One block per layer, when only some of the weights equal to the threshold are pruned (the
+// first `rank` of them in flat order): the flat index just after the last of those. The chunk
+// that holds it is found from the per-chunk counts, then that chunk is scanned in order.
+extern "C" __global__ void lutq_prune_ties(const LutqLayer* layers, LutqPrune* prune,
+                                           const unsigned* block_ties) {
     __shared__ int flag[LUTQ_BLOCK];
-    __shared__ long long found;
-    __shared__ long long seen;
+    __shared__ long long found, seen, base0, stop;
     int l = blockIdx.x;
     LutqLayer ly = layers[l];
-    if (!ly.n_pruned) return;
-    long long need = prune[l].rank;
-    if (need == prune[l].n_eq) return;  // all of them: cut stays n
-    unsigned t = prune[l].prefix;
-    if (threadIdx.x == 0) { found = -1; seen = 0; }
+    LutqPrune q = prune[l];
+    if (!lutq_partial_ties(ly, q)) return;
+    long long need = q.rank;
+    if (threadIdx.x == 0) {
+        long long cum = 0;
+        int b = ly.first_block;
+        while (cum + block_ties[b] < need) cum += block_ties[b++];
+        found = -1;
+        seen = cum;  // ties before the chunk
+        base0 = (long long)(b - ly.first_block) * LUTQ_CHUNK;
+        stop = base0 + LUTQ_CHUNK < ly.n ? base0 + LUTQ_CHUNK : ly.n;
+    }
     __syncthreads();
-    for (long long base = 0; base < ly.n; base += blockDim.x) {
+    for (long long base = base0; base < stop; base += blockDim.x) {
         long long i = base + threadIdx.x;
-        int f = (i < ly.n && (__float_as_uint(ly.w[i]) & 0x7fffffffu) == t) ? 1 : 0;
+        int f = (i < stop && (__float_as_uint(ly.w[i]) & 0x7fffffffu) == q.prefix) ? 1 : 0;
         flag[threadIdx.x] = f;
         __syncthreads();
         for (unsigned off = 1; off < blockDim.x; off <<= 1) {  // inclusive scan
