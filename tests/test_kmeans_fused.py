@@ -251,7 +251,8 @@ def test_shipped_ptx_is_built_from_the_source():
         shipped = f.read()
     assert fused.build_ptx() == shipped, 'rebuild it: python -m nnabla_lutq.kmeans.fused'
     assert '.target sm_70' in shipped and '.version 8.0' in shipped
-    for name in ('lutq_absmax', 'lutq_assign', 'lutq_update'):
+    assert shipped.count('.entry ') == len(fused.KERNELS)
+    for name in fused.KERNELS:
         assert f'.entry {name}(' in shipped
     assert 'fma.rn.f64' not in shipped  # --fmad=false: the model's double rounding holds
 
