@@ -18,7 +18,7 @@ import nnabla.solvers as S
 from nnabla.ext_utils import get_extension_context
 
 from _common import append, synchronizer
-from bench_train_step import step
+from bench_train_step import add_backends_argument, median_step_ms
 import nnabla_lutq
 from examples.common import configs
 from examples.imagenet.models import resnet
@@ -47,9 +47,7 @@ def main():
     p.add_argument('--steps', type=int, default=3, help='timed steps per network')
     p.add_argument('--configs', nargs='+', default=['lutq4-pow2', 'lutq2-pow2-mlbn-a8'],
                    help='LUT-Q run names <config>[-a<bits>] (examples/imagenet/reproduce.py)')
-    p.add_argument('--backends', nargs='+', default=['auto'],
-                   choices=['auto', 'host', 'graph', 'fused'],
-                   help='k-means backends (one network per configuration and backend)')
+    add_backends_argument(p, 'k-means backends (one network per configuration and backend)')
     args = p.parse_args()
     nn.set_default_context(get_extension_context(args.context))
     sync = synchronizer(args.context)
@@ -66,13 +64,7 @@ def main():
             config, bits = parse_name(name)
             nets.append(build(f'{name}_{backend}', arch, configs.parse(config, act_bits=bits),
                               args.batch_size, args.image_size, rng, backend))
-        for net in nets:  # warm-up (allocations, algorithm selection)
-            step(*net, sync)
-        times = [[] for _ in nets]
-        for _ in range(args.steps):
-            for i, net in enumerate(nets):
-                times[i].append(step(*net, sync))
-        ms = [1e3 * np.median(t) for t in times]
+        ms = median_step_ms(nets, args.steps, sync)
         row = (f'| {arch} | {args.batch_size} | {args.image_size} | {ms[0]:.0f} | ' + ' | '.join(
             f'{m:.0f} | {m / ms[0]:.2f}' for m in ms[1:]) + ' |')
         rows.append(row)
@@ -80,7 +72,8 @@ def main():
     append('Training step, ImageNet ResNets (examples/imagenet), LUT-Q vs float', '\n'.join(rows),
            args.context, f'median of {args.steps} alternating steps after one warm-up step each, '
            '1000 classes; LUT-Q includes the per-minibatch k-means step of every layer (k-means '
-           f'backend {"/".join(args.backends)}); `-a8`: 8-bit activations, `-mlbn`: multiplier-less BN.'
+           f'backend {"/".join(args.backends)}); `-a8`: 8-bit activations, `-mlbn`: '
+           'multiplier-less BN.'
            + (' GPU step times (cudnn) could not be measured here: no GPU was available.'
               if args.context == 'cpu' else ''))
 

@@ -51,14 +51,31 @@ def step(loss, solver, sync):
     return time.perf_counter() - t0
 
 
+def add_backends_argument(parser, help):
+    """``--backends``: the k-means backends to time, ``auto`` by default."""
+    from nnabla_lutq.kmeans import BACKENDS
+    parser.add_argument('--backends', nargs='+', default=['auto'],
+                        choices=['auto'] + sorted(BACKENDS), help=help)
+
+
+def median_step_ms(nets, steps, sync):
+    """Median step time (ms) of each ``(loss, solver)``: one warm-up step each (allocations,
+    algorithm selection), then ``steps`` rounds of one step per network in turn."""
+    for net in nets:
+        step(*net, sync)
+    times = [[] for _ in nets]
+    for _ in range(steps):
+        for i, net in enumerate(nets):
+            times[i].append(step(*net, sync))
+    return [1e3 * np.median(t) for t in times]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--context', default='cpu', choices=['cpu', 'cudnn'])
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
     p.add_argument('--steps', type=int, default=5, help='timed steps per network and batch size')
-    p.add_argument('--backends', nargs='+', default=['auto'],
-                   choices=['auto', 'host', 'graph', 'fused'],
-                   help='k-means backends to time (one LUT-Q network each)')
+    add_backends_argument(p, 'k-means backends to time (one LUT-Q network each)')
     args = p.parse_args()
     nn.set_default_context(get_extension_context(args.context))
     sync = synchronizer(args.context)
@@ -72,15 +89,8 @@ def main():
         nets = [build('float', Layers(), batch, rng)]
         for b in args.backends:
             nets.append(build('lutq_' + b, Layers(lutq=True, n_values=16), batch, rng, b))
-        for net in nets:  # warm-up (allocations, algorithm selection)
-            step(*net, sync)
-        times = [[] for _ in nets]
-        for _ in range(args.steps):
-            for i, net in enumerate(nets):
-                times[i].append(step(*net, sync))
-        tf = np.median(times[0]) * 1e3
-        for b, t in zip(args.backends, times[1:]):
-            tq = np.median(t) * 1e3
+        tf, *tqs = median_step_ms(nets, args.steps, sync)
+        for b, tq in zip(args.backends, tqs):
             row = f'| {batch} | {b} | {tf:.1f} | {tq:.1f} | {tq / tf:.3f} | <= {target:.2f} |'
             rows.append(row)
             print(row, flush=True)

@@ -25,6 +25,7 @@ from nnabla_lutq.core.pow2 import SQRT2_ABOVE, pow2_round
 from nnabla_lutq.kmeans import FusedKMeans, backend_for
 from nnabla_lutq.kmeans import fused
 from fused_reference import cluster_mean, fused_step, scale_exponent
+from test_foundation import _layers as _net_layers  # a conv and an affine LUT-Q layer, W moved
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _P = ctypes.c_void_p
@@ -269,16 +270,6 @@ def test_layer_table_blocks():
     assert not fused.fused_supported(make_config(300, 'free', 0.0, None, 1000))
     table, _ = fused.layer_table([make_config(4, 'free', 0.5, None, 11)])
     assert table[0]['n_pruned'] == 6
-
-
-def _net_layers(rng, opts):
-    x = nn.Variable.from_numpy_array(rng.randn(4, 3, 8, 8).astype(np.float32))
-    PF.lutq_convolution(x, 8, (3, 3), name='c1', **opts)
-    PF.lutq_affine(x, 7, name='fc', **opts)
-    out = STATE.lutq_layers()
-    for s in out:
-        s.W.d = s.W.d + rng.randn(*s.W.shape).astype(np.float32) * 0.05
-    return out
 
 
 def test_fused_backend_needs_a_cuda_context(rng):

@@ -79,6 +79,14 @@ LUTQ_FN float lutq_boundary(float v0, float v1) {
     return b;
 }
 
+// The weights [start, end) of block `block` of a grid over all layers' chunks.
+LUTQ_FN long long lutq_chunk_start(const LutqLayer& ly, int block) {
+    return (long long)(block - ly.first_block) * LUTQ_CHUNK;
+}
+LUTQ_FN long long lutq_chunk_end(const LutqLayer& ly, long long start) {
+    return start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+}
+
 // Number of boundaries below w (numpy.searchsorted(b, w, side='left') for non-decreasing b).
 LUTQ_FN int lutq_search(const float* b, int nb, float w) {
     int lo = 0, hi = nb;
@@ -127,8 +135,8 @@ extern "C" __global__ void lutq_absmax(const LutqLayer* layers, const int* block
     __shared__ unsigned red[LUTQ_BLOCK];
     int l = block_layer[blockIdx.x];
     LutqLayer ly = layers[l];
-    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
-    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    long long start = lutq_chunk_start(ly, blockIdx.x);
+    long long end = lutq_chunk_end(ly, start);
     unsigned m = 0;
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         unsigned u = __float_as_uint(ly.w[i]) & 0x7fffffffu;
@@ -162,8 +170,8 @@ extern "C" __global__ void lutq_prune_hist(const LutqLayer* layers, const int* b
     unsigned prefix = prune[l].prefix;
     for (int j = threadIdx.x; j < LUTQ_RADIX; j += blockDim.x) h[j] = 0;
     __syncthreads();
-    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
-    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    long long start = lutq_chunk_start(ly, blockIdx.x);
+    long long end = lutq_chunk_end(ly, start);
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         unsigned u = __float_as_uint(ly.w[i]) & 0x7fffffffu;
         if (lutq_candidate(u, pass, prefix)) atomicAdd(&h[lutq_digit(u, pass)], 1u);
@@ -218,8 +226,8 @@ extern "C" __global__ void lutq_prune_count(const LutqLayer* layers, const int* 
     LutqLayer ly = layers[l];
     LutqPrune q = prune[l];
     if (!lutq_partial_ties(ly, q)) return;  // the whole block
-    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
-    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    long long start = lutq_chunk_start(ly, blockIdx.x);
+    long long end = lutq_chunk_end(ly, start);
     unsigned c = 0;
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x)
         c += (__float_as_uint(ly.w[i]) & 0x7fffffffu) == q.prefix;
@@ -250,8 +258,8 @@ extern "C" __global__ void lutq_prune_ties(const LutqLayer* layers, LutqPrune* p
         while (cum + block_ties[b] < need) cum += block_ties[b++];
         found = -1;
         seen = cum;  // ties before the chunk
-        base0 = (long long)(b - ly.first_block) * LUTQ_CHUNK;
-        stop = base0 + LUTQ_CHUNK < ly.n ? base0 + LUTQ_CHUNK : ly.n;
+        base0 = lutq_chunk_start(ly, b);
+        stop = lutq_chunk_end(ly, base0);
     }
     __syncthreads();
     for (long long base = base0; base < stop; base += blockDim.x) {
@@ -295,8 +303,8 @@ extern "C" __global__ void lutq_assign(const LutqLayer* layers, const int* block
     __syncthreads();
     int fit = ly.kind != LUTQ_KIND_FIXED;
     double scale = ldexp(1.0, lutq_scale_exp(maxbits[l]));
-    long long start = (long long)(blockIdx.x - ly.first_block) * LUTQ_CHUNK;
-    long long end = start + LUTQ_CHUNK < ly.n ? start + LUTQ_CHUNK : ly.n;
+    long long start = lutq_chunk_start(ly, blockIdx.x);
+    long long end = lutq_chunk_end(ly, start);
     for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
         float w = ly.w[i];
         int a = first + lutq_search(b, nb, w);
