@@ -125,13 +125,11 @@ def _read_json(path):
 def _checkpoint_state(run_dir):
     """The ``state.json`` of the run's complete checkpoint (``checkpoint.old`` if only that is
     whole, as the trainer recovers it), or ``None``."""
+    from examples.common.trainer import complete_checkpoint
     for c in ('checkpoint', 'checkpoint.old'):
         folder = os.path.join(run_dir, c)
-        if all(os.path.isfile(os.path.join(folder, f))
-               for f in ('params.h5', 'solver.h5', 'state.json')):
-            state = _read_json(os.path.join(folder, 'state.json'))
-            if state and 'iteration' in state:
-                return state
+        if complete_checkpoint(folder):
+            return _read_json(os.path.join(folder, 'state.json'))
     return None
 
 

@@ -50,7 +50,8 @@ from . import configs
 from .distributed import Distributed
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'scheduler', 'learning_rate',
-           'prepare', 'train', 'train_argv', 'predict_fn', 'RunError']
+           'prepare', 'train', 'train_argv', 'predict_fn', 'complete_checkpoint',
+           'recover_checkpoint', 'RunError']
 
 #: Settings a resumed run takes from the command line instead of its args.json.
 _RUNTIME_ONLY = ('context', 'resume', 'progress', 'data_dir', 'list_configs', 'val_images',
@@ -288,8 +289,15 @@ def _preprocess(x):
 _CHECKPOINT_FILES = ('params.h5', 'solver.h5', 'state.json')
 
 
-def _complete_checkpoint(folder):
-    """Whether ``folder`` holds a whole checkpoint (all files, a readable state)."""
+def complete_checkpoint(folder):
+    """Whether ``folder`` holds a whole checkpoint (all files, a readable state).
+
+    Args:
+        folder (str): e.g. ``RUN_DIR/checkpoint``.
+
+    Returns:
+        bool: True when params.h5, solver.h5 and a state.json with the iteration are there.
+    """
     if not all(os.path.isfile(os.path.join(folder, f)) for f in _CHECKPOINT_FILES):
         return False
     try:
@@ -311,9 +319,9 @@ def recover_checkpoint(run_dir):
     """
     final = os.path.join(run_dir, 'checkpoint')
     old = os.path.join(run_dir, 'checkpoint.old')
-    if _complete_checkpoint(final):
+    if complete_checkpoint(final):
         return True
-    if _complete_checkpoint(old):
+    if complete_checkpoint(old):
         shutil.rmtree(final, ignore_errors=True)
         os.replace(old, final)
         return True
@@ -339,7 +347,7 @@ def prepare(args):
             output folder that already holds a run.
     """
     if args.resume:
-        if not any(_complete_checkpoint(os.path.join(args.resume, c))
+        if not any(complete_checkpoint(os.path.join(args.resume, c))
                    for c in ('checkpoint', 'checkpoint.old')):
             raise RunError(f"--resume {args.resume}: no complete checkpoint there "
                            f"({os.path.join(args.resume, 'checkpoint')} is missing or damaged); "
