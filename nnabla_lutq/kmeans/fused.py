@@ -461,8 +461,8 @@ class FusedKMeans(KMeansBackend):
 
     def _run(self):
         if self._fused:
-            self._prepare()
-            if not self._max_ready:
+            if not self._max_ready:  # else nonfinite() has just done both, in this step
+                self._prepare()
                 self._absmax()
             if self._pruned:
                 self._prune()
