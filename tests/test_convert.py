@@ -306,8 +306,20 @@ def test_inference_mode_conversion_exports_like_the_lutq_functions(tmp_path):
         results[kind] = {'y': y.d.copy(), 'y2': y2.d.copy(), 'saved': saved,
                          'params': dict(model.params), 'meta': model.meta,
                          'proto': str(model.proto), 'report': str(nnabla_lutq.report(y)),
-                         'packed': (tmp_path / f'{kind}.lutq').read_bytes()}
+                         'packed': _packed(str(tmp_path / f'{kind}.lutq'))}
+    # the files differ only in why fc2 is float: built so, or kept so by the conversion
+    reasons = {k: r['meta']['float_layers']['fc2/affine'].pop('reason') for k, r in results.items()}
+    assert reasons == {'ref': 'built as a float layer (not a PF.lutq_* layer, not converted)',
+                       'convert': "override 'fc2': kept float"}
     _assert_same(results['ref'], results['convert'])
+
+
+def _packed(path):
+    """What a .lutq holds but its description (which says why layers are float)."""
+    from nnabla_lutq.io.packed import read_lutq
+    model = read_lutq(path)
+    return {'params': dict(model.params), 'need_grad': model.need_grad, 'proto': str(model.proto),
+            'tables': model.meta['tables'], 'bn': model.meta['bn']}
 
 
 def _graph_parts(y):

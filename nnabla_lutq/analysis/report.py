@@ -7,12 +7,12 @@ import nnabla as nn
 
 from ..core.config import bits_per_index
 from ..core.pow2 import is_pow2_array
+from ..io.metadata import KINDS
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
 
 __all__ = ['report', 'LayerRecord', 'Report']
 
-_WEIGHT_FUNCS = {'Convolution': 'conv', 'DepthwiseConvolution': 'depthwise_conv',
-                 'Affine': 'affine'}
+_WEIGHT_FUNCS = KINDS
 
 
 @dataclass
@@ -21,7 +21,7 @@ class LayerRecord:
 
     Attributes:
         name (str): parameter prefix of the layer.
-        type (str): ``conv``, ``depthwise_conv``, ``affine`` or ``bn``.
+        type (str): ``conv``, ``depthwise_conv``, ``affine``, ``deconv`` or ``bn``.
         lutq (bool): whether the layer is LUT-Q (or multiplier-less BN).
         n_values (int or None): K.
         n_weights (int): N (for BN: channels).
@@ -30,9 +30,11 @@ class LayerRecord:
         pow2 (bool): whether every dictionary value (or BN scale) is 0 or ±2^k.
         memory_bits (int): K·32 + N·ceil(log2 K) for LUT-Q, N·32 for float (BN: 2·C·32).
         float_memory_bits (int): N·32 (BN: 2·C·32).
-        mults (int): multiplications of this layer.
+        mults (int): multiplications of this layer (over all its calls).
         shifts (int): multiplications by ±2^k, i.e. shifts.
         float_mults (int): multiplications of the float layer.
+        calls (int): how often the graph calls the layer; a layer whose parameters are shared by
+            several calls is one row, its memory counted once and its multiplications per call.
     """
     name: str
     type: str
@@ -47,6 +49,14 @@ class LayerRecord:
     mults: int
     shifts: int
     float_mults: int
+    calls: int = 1
+
+    def add_call(self, other):
+        """Count one more call of this layer (``other``: the row that call alone would make)."""
+        self.calls += 1
+        self.mults += other.mults
+        self.shifts += other.shifts
+        self.float_mults += other.float_mults
 
 
 class Report(list):
@@ -71,8 +81,9 @@ class Report(list):
                 f"{'float mults':>12}")
         lines = [head, '-' * len(head)]
         for r in self:
+            name = r.name if r.calls == 1 else f"{r.name} x{r.calls}"
             lines.append(
-                f"{r.name[-28:]:<28} {r.type[:8]:<8} {r.n_values or '-':>4} {r.n_weights:>9} "
+                f"{name[-28:]:<28} {r.type[:8]:<8} {r.n_values or '-':>4} {r.n_weights:>9} "
                 f"{r.bits:>4} {r.sparsity:>6.1%} {'yes' if r.pow2 else 'no':>4} "
                 f"{r.memory_bits / 1e3:>9.1f} {r.float_memory_bits / 1e3:>10.1f} {r.mults:>11,} "
                 f"{r.shifts:>11,} {r.float_mults:>12,}")
@@ -161,8 +172,10 @@ def report(output, meta=None):
     Per output value it sums its inputs per dictionary value and then needs one multiplication
     per distinct non-zero dictionary value (at most the fan-in); with a power-of-two dictionary
     those are counted as shifts. A float layer needs one multiplication per input per output
-    value. Batch normalization needs one multiplication per element at inference (a shift for
-    ``mlbn``). Counts are per sample.
+    value (a deconvolution: one per input value and weight of its output channels). Batch
+    normalization needs one multiplication per element at inference (a shift for ``mlbn``).
+    Counts are per sample. A layer whose parameters several calls share (the same ``name=``
+    twice) is one row: its memory counted once, its multiplications once per call (``calls``).
 
     Layers are recognised by facts, never by the shape of their arithmetic: in a graph built in
     this process through the LUT-Q state, in a graph loaded from an exported file through the
@@ -188,36 +201,31 @@ def report(output, meta=None):
     if meta is not None:  # a loaded file: its own names, as registered in the current scope
         names.update({p.data: k for k, p in nn.get_parameters(grad_only=False).items()})
     facts = _Facts(meta, names)
-    rows = Report()
-    seen = set()
-
-    def per_sample(f, out):
-        base = f.info.args.get('base_axis', 1)
-        return int(np.prod(out.shape[base:]))
 
     def param_name(v):
         return names.get(v.data, '?')
 
     def visit(f):
+        """``(layer key, row)`` of one call of a weight or float BN layer, or None."""
         t = f.info.type_name
         if t in _WEIGHT_FUNCS:
             w = f.inputs[1]
             n = int(np.prod(w.shape))
-            fan_in = w.shape[0] if t == 'Affine' else n // w.shape[0]
-            outputs = per_sample(f, f.outputs[0])
-            float_mults = outputs * fan_in
+            # Deconvolution multiplies each input value by the weights of its output channels;
+            # the others take each output value from fan-in products
+            per = f.inputs[0] if t == 'Deconvolution' else f.outputs[0]
+            values = int(np.prod(per.shape[f.info.args.get('base_axis', 1):]))
+            fan = w.shape[0] if t == 'Affine' else n // w.shape[0]
+            float_mults = values * fan
             found = facts.table(w)
             if found is None:
-                name = param_name(w) if w.parent is None else param_name(_leaves(w)[0])
+                leaf = w if w.parent is None else _leaves(w)[0]
                 wd = w.data.get_data('r', np.float32)
-                rows.append(LayerRecord(name.rsplit('/', 1)[0], _WEIGHT_FUNCS[t], False, None, n,
-                                        32, float(np.mean(wd == 0)), False, 32 * n, 32 * n,
-                                        float_mults, 0, float_mults))
-                return
+                return leaf.data, LayerRecord(param_name(leaf).rsplit('/', 1)[0],
+                                              _WEIGHT_FUNCS[t], False, None, n, 32,
+                                              float(np.mean(wd == 0)), False, 32 * n, 32 * n,
+                                              float_mults, 0, float_mults)
             name, d_var, a_var, k = found
-            if name in seen:
-                return
-            seen.add(name)
             d = d_var.data.get_data('r', np.float32)
             a = a_var.data.get_data('r').astype(np.int64)
             if a.size and (a.min() < 0 or a.max() >= len(d)):
@@ -227,31 +235,35 @@ def report(output, meta=None):
                     "nnabla_lutq.initialize() and export the model again")
             nonzero = np.unique(d[d != 0]).size
             pow2 = is_pow2_array(d)
-            per_out = min(nonzero, fan_in)
-            mults = 0 if pow2 else outputs * per_out
-            shifts = outputs * per_out if pow2 else 0
+            products = values * min(nonzero, fan)
             bits = bits_per_index(k)
-            rows.append(LayerRecord(name, _WEIGHT_FUNCS[t], True, k, n, bits,
-                                    float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
-                                    mults, shifts, float_mults))
-            return
+            return name, LayerRecord(name, _WEIGHT_FUNCS[t], True, k, n, bits,
+                                     float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
+                                     0 if pow2 else products, products if pow2 else 0,
+                                     float_mults)
         if t in ('BatchNormalization', 'FusedBatchNormalization') and facts.bn(f) is None:
             gamma = f.inputs[2]  # a float BN
-            name = param_name(gamma).rsplit('/', 1)[0]
-            if name not in seen:
-                seen.add(name)
-                c = int(np.prod(gamma.shape))
-                elements = int(np.prod(f.outputs[0].shape[1:]))
-                rows.append(LayerRecord(name, 'bn', False, None, c, 32, 0.0, False, 64 * c,
-                                        64 * c, elements, 0, elements))
+            c = int(np.prod(gamma.shape))
+            elements = int(np.prod(f.outputs[0].shape[1:]))
+            return gamma.data, LayerRecord(param_name(gamma).rsplit('/', 1)[0], 'bn', False, None,
+                                           c, 32, 0.0, False, 64 * c, 64 * c, elements, 0,
+                                           elements)
+        return None
 
     functions = []
     output.visit(functions.append)
     placed = []  # (position in the graph, row)
+    layers = {}  # key -> row: one layer per set of parameters, however often it is called
     for pos, f in enumerate(functions):
-        before = len(rows)
-        visit(f)
-        placed.extend((pos, r) for r in rows[before:])
+        found = visit(f)
+        if found is None:
+            continue
+        key, row = found
+        if key in layers:
+            layers[key].add_call(row)
+        else:
+            layers[key] = row
+            placed.append((pos, row))
     placed.extend(_bn_rows(functions, facts, names))
     return Report(r for _, r in sorted(placed, key=lambda pr: pr[0]))
 

@@ -96,17 +96,9 @@ def _describe(model, params):
             continue
         done.add(id(rec))
         if isinstance(rec, LUTQLayer):
-            cfg = rec.config
-            a, d, w = f"{rec.name}/A", f"{rec.name}/d", f"{rec.name}/W"
+            a, d = f"{rec.name}/A", f"{rec.name}/d"
             stored = 'tables' if a in model.params and d in model.params else 'dense'
-            meta['tables'][rec.name] = {
-                'kind': rec.kind, 'dictionary': cfg.kind, 'n_values': cfg.n_values,
-                'prune_ratio': cfg.prune_ratio, 'pruned': cfg.pruned,
-                'pow2_range': list(cfg.pow2_range) if cfg.pow2_range else None,
-                'fixed_values': list(cfg.fixed_values) if cfg.fixed_values else None,
-                'n_weights': cfg.n_weights, 'stored': stored,
-                'A': a if stored == 'tables' else None, 'd': d if stored == 'tables' else None,
-                'W': w if stored == 'dense' else None}
+            meta['tables'][rec.name] = metadata.table(rec.kind, rec.config, stored, rec.name)
         elif isinstance(rec, MLBNLayer):
             held = [k for k in model.params if k.startswith(rec.name + '/')]
             meta['bn'][rec.name] = {'multiplier_less': True,

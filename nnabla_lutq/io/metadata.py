@@ -5,7 +5,7 @@ Readers (``report``, ``pack``, ``info``, a future integer executor) read these f
 recognising graph shapes. Layout, version 1::
 
     {"format": "nnabla-lutq", "version": 1, "flags": [],
-     "tables": {"<layer>": {"kind": "conv"|"affine"|"depthwise_conv",
+     "tables": {"<layer>": {"kind": "conv"|"affine"|"depthwise_conv"|"deconv",
                             "dictionary": "free"|"pow2"|"fixed", "n_values": K,
                             "prune_ratio": p, "pruned": bool, "pow2_range": [lo, hi] or null,
                             "fixed_values": [...] or null, "n_weights": N,
@@ -25,7 +25,7 @@ function that cannot be converted) or "built as a float layer".
 features a reader must understand to use the file; a reader refuses a file with a flag or a
 version it does not know rather than misreading it.
 """
-__all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'new', 'check']
+__all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'KINDS', 'new', 'table', 'check']
 
 #: the member of an .nnp archive that holds the description
 FILE_NAME = 'lutq.json'
@@ -33,6 +33,9 @@ FORMAT = 'nnabla-lutq'
 VERSION = 1
 #: flags this version understands (none are defined yet)
 KNOWN_FLAGS = frozenset()
+#: nnabla functions with a weight (their second input), by the ``kind`` of their layer
+KINDS = {'Convolution': 'conv', 'DepthwiseConvolution': 'depthwise_conv', 'Affine': 'affine',
+         'Deconvolution': 'deconv'}
 
 
 def new():
@@ -42,6 +45,29 @@ def new():
         dict: ``{"format", "version", "flags", "tables", "bn"}``.
     """
     return {'format': FORMAT, 'version': VERSION, 'flags': [], 'tables': {}, 'bn': {}}
+
+
+def table(kind, config, stored, prefix):
+    """One entry of ``tables``: a look-up table layer and how the file stores it.
+
+    Args:
+        kind (str): the layer's kind (a value of :data:`KINDS`).
+        config (~nnabla_lutq.core.config.LUTQConfig): the settings its table was fitted with.
+        stored (str): ``'tables'`` (``<prefix>/A`` and ``<prefix>/d``) or ``'dense'``
+            (``d[A]`` as ``<prefix>/W``).
+        prefix (str): the layer's parameter prefix, e.g. ``'net/conv1/lutq_conv'``.
+
+    Returns:
+        dict: the entry.
+    """
+    tables = stored == 'tables'
+    return {'kind': kind, 'dictionary': config.kind, 'n_values': config.n_values,
+            'prune_ratio': config.prune_ratio, 'pruned': config.pruned,
+            'pow2_range': list(config.pow2_range) if config.pow2_range else None,
+            'fixed_values': list(config.fixed_values) if config.fixed_values else None,
+            'n_weights': config.n_weights, 'stored': stored,
+            'A': f"{prefix}/A" if tables else None, 'd': f"{prefix}/d" if tables else None,
+            'W': None if tables else f"{prefix}/W"}
 
 
 def check(meta, source, error=ValueError):

@@ -282,7 +282,7 @@ def lut_embeds(net, params):
 
 
 #: nnabla functions whose second input is a weight that LUT-Q can replace by a look-up table.
-WEIGHT_FUNCTIONS = ('Convolution', 'DepthwiseConvolution', 'Affine', 'Deconvolution')
+WEIGHT_FUNCTIONS = tuple(metadata.KINDS)
 
 
 def describe_float_layers(nnp, meta, notes=None):

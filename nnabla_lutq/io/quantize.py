@@ -7,8 +7,9 @@ from tqdm import tqdm
 from ..training.initialization import FLOAT_TO_LUTQ_SCOPES
 from ..core.config import make_config
 from ..core.kmeans import init_dictionary
-from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network, loaded_network,
-                  read_nnp, write_nnp)
+from . import metadata
+from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network,
+                  describe_float_layers, loaded_network, read_nnp, write_nnp)
 
 __all__ = ['quantize_nnp', 'WEIGHT_FUNCTIONS', 'evaluate_nnp']
 
@@ -21,6 +22,33 @@ def _lutq_prefix(w_name):
     if parts[-1] in FLOAT_TO_LUTQ_SCOPES:
         parts[-1] = FLOAT_TO_LUTQ_SCOPES[parts[-1]]
     return '/'.join(parts)
+
+
+def _describe(old, model, targets, kinds, configs):
+    """The description of a quantized model: its new tables, what the float file said about the
+    layers it kept (BN, tables it already had, reasons), and the layers still float.
+
+    Args:
+        old (dict or None): the float file's description.
+        model (Nnp): the quantized model.
+        targets (dict): quantized weight name -> the layer's LUT-Q prefix.
+        kinds (dict): quantized weight name -> the layer's kind.
+        configs (dict): quantized weight name -> its :class:`~nnabla_lutq.core.config.LUTQConfig`.
+
+    Returns:
+        dict: the description (:mod:`nnabla_lutq.io.metadata`).
+    """
+    old = old or metadata.new()
+    meta = metadata.new()
+    meta['bn'] = {k: dict(v) for k, v in old.get('bn', {}).items()
+                  if all(p in model.params for p in v.get('params', []))}
+    meta['tables'] = {k: dict(t) for k, t in old.get('tables', {}).items()
+                      if t.get('W') not in targets and all(
+                          t.get(p) in model.params for p in ('A', 'd', 'W') if t.get(p))}
+    for w, p in targets.items():
+        meta['tables'][p] = metadata.table(kinds[w], configs[w], 'tables', p)
+    notes = {k.rsplit('/', 1)[0]: v for k, v in old.get('float_layers', {}).items()}
+    return describe_float_layers(model, meta, notes)
 
 
 def evaluate_nnp(path, x, y, batch_size=100, network=None):
@@ -90,13 +118,14 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
     if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iters must be an integer >= 0 (k-means iterations), got {iters!r}")
     model = read_nnp(in_path)
-    targets = {}  # W name -> new prefix
+    targets, kinds = {}, {}  # W name -> new prefix, the kind of its layer
     for net in model.proto.network:
         for f in net.function:
             if f.type in WEIGHT_FUNCTIONS and len(f.input) > 1:
                 w = f.input[1]
                 if w in model.params and np.issubdtype(model.params[w].dtype, np.floating):
                     targets[w] = _lutq_prefix(w)
+                    kinds.setdefault(w, metadata.KINDS[f.type])
     if not targets:
         raise NnpError(f"{in_path}: no convolution/affine layer with a stored float weight; is it "
                        "already LUT-Q?")
@@ -168,6 +197,7 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
             opt.parameter_variable.add().variable_name = rename.get(pv.variable_name,
                                                                     pv.variable_name)
     _sync_executor_parameters(model)
+    model.meta = _describe(model.meta, model, targets, kinds, configs)
     result = {'layers': layers}
     if data is not None:
         result['accuracy_before'] = evaluate_nnp(in_path, *data)

@@ -1008,9 +1008,11 @@ def convert(y, config=LayerConfig(), overrides=None, min_weights=0, mlbn=False,
     outs = _as_outputs(y)
     mod = LUTQModifier(config, overrides, min_weights, mlbn)
     mod._outputs = outs
+    prefix = _scope_path(nn.parameter.get_current_parameter_scope()) or ''
     converted = GraphConverter([mod]).convert(outs)
-    STATE.conversion_notes.update({d.name: {'function': d.function, 'action': d.action,
-                                            'reason': d.reason} for d in mod.decisions})
+    for d in mod.decisions:  # layer names are relative to the current scope
+        STATE.note_conversion(f"{prefix}/{d.name}" if prefix else d.name,
+                              {'function': d.function, 'action': d.action, 'reason': d.reason})
     result = list(converted) if isinstance(y, (list, tuple)) else converted[0]
     if isinstance(y, tuple):
         result = tuple(result)

@@ -91,22 +91,33 @@ class MLBNLayer:
     PARTS = ('beta', 'gamma', 'mean', 'var')
 
 
+def _walk_scopes(scope, path=()):
+    """Yield ``(path, value)`` for every entry under ``scope``, depth first in insertion order.
+
+    A module-level generator on purpose: a nested function that calls itself is a reference cycle
+    (function -> closure cell -> function) that holds what it captures, here whole parameter
+    scopes and their arrays, until the cyclic garbage collector runs.
+    """
+    for k, v in scope.items():
+        yield path + (k,), v
+        if isinstance(v, dict):
+            yield from _walk_scopes(v, path + (k,))
+
+
+def _scope_at(path):
+    """The parameter-scope dict at the '/'-joined ``path`` from nnabla's root scope, or None."""
+    node = nn.parameter.root_scope
+    for part in path.split('/') if path else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
 def _scope_path(target):
     """The '/'-joined path of a parameter-scope dict from nnabla's root scope, or None."""
     if target is nn.parameter.root_scope:
         return ''
-
-    def walk(scope, path):
-        for k, v in scope.items():
-            if isinstance(v, dict):
-                if v is target:
-                    return path + [k]
-                found = walk(v, path + [k])
-                if found is not None:
-                    return found
-        return None
-    found = walk(nn.parameter.root_scope, [])
-    return '/'.join(found) if found is not None else None
+    return next(('/'.join(path) for path, v in _walk_scopes(nn.parameter.root_scope)
+                 if v is target), None)
 
 
 class _Entry:
@@ -127,9 +138,7 @@ class LUTQState:
         self._serial = itertools.count()
         self._modes = [WeightMode.TIED]
         self._index = None  # NdArray -> record, rebuilt on demand
-        #: layer name -> what the last :func:`nnabla_lutq.convert` decided for it (``function``,
-        #: ``action``, ``reason``); export writes the reasons of layers that stayed float.
-        self.conversion_notes = {}
+        self._notes = {}  # layer name -> (weak reference to the layer's scope dict, note)
 
     # -- registration (used by the layers) ------------------------------------------------
     def _forget(self, key):
@@ -188,10 +197,7 @@ class LUTQState:
         if scope is None:
             return False
         rec = entry.record
-        node = nn.parameter.root_scope  # still attached to nnabla's tree under its name?
-        for part in rec.name.split('/') if rec.name else []:
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not scope:
+        if _scope_at(rec.name) is not scope:  # still attached to nnabla's tree under its name?
             return False
         for part in rec.PARTS:
             v = scope.get(part)
@@ -261,23 +267,64 @@ class LUTQState:
         return None, None
 
     def layer(self, name):
-        """The live LUT-Q or mlbn layer with this full name (or this name plus its scope).
+        """The live LUT-Q or mlbn layer called ``name`` from the current parameter scope.
+
+        Names follow one rule, that of ``nn.get_parameters()`` and :func:`nnabla_lutq.convert`:
+        relative to the current parameter scope (inside ``nn.parameter_scope('net')``, ``'fc'``
+        is the layer ``net/fc``), a layer outside it by its full name; with or without the
+        function's own scope (``'fc/lutq_affine'`` or ``'fc'``).
 
         Args:
-            name (str): e.g. ``'net/conv1/lutq_conv'`` or ``'net/conv1'``.
+            name (str): e.g. ``'conv1'`` or ``'conv1/lutq_conv'``.
 
         Returns:
             LUTQLayer or MLBNLayer.
 
         Raises:
-            ValueError: naming the known layers, if there is none.
+            ValueError: naming the known layers as seen from the current scope, if there is none.
         """
+        prefix = _scope_path(nn.parameter.get_current_parameter_scope()) or ''
+
+        def shown(full):
+            return full[len(prefix) + 1:] if prefix and full.startswith(prefix + '/') else full
         known = self.lutq_layers() + self.mlbn_layers()
         for r in known:
-            if r.name == name or r.name.rsplit('/', 1)[0] == name:
+            if name in (shown(r.name), shown(r.name).rsplit('/', 1)[0]):
                 return r
-        raise ValueError(f"no LUT-Q or mlbn layer named {name!r}; known: "
-                         f"{[r.name for r in known]}")
+        where = f" in the current parameter scope {prefix!r}" if prefix else ""
+        raise ValueError(f"no LUT-Q or mlbn layer named {name!r}{where} (names are relative to "
+                         f"it, as nn.get_parameters() shows them); known: "
+                         f"{[shown(r.name) for r in known]}")
+
+    # -- conversion notes -----------------------------------------------------------------
+    def note_conversion(self, name, note):
+        """Record what a conversion decided for a layer; the note lives as long as the layer.
+
+        The note is held through a weak reference to the layer's parameter-scope dict: once
+        nnabla drops that scope (``nn.clear_parameters()``) or another scope takes its name, the
+        note is gone from :attr:`conversion_notes`. A layer without a parameter scope (a name
+        the conversion made up) is not noted.
+
+        Args:
+            name (str): the layer's full name from the root scope, e.g. ``'net/fc'``.
+            note (dict): ``function``, ``action`` and ``reason``.
+        """
+        scope = _scope_at(name)
+        if scope is None:
+            return
+
+        def forget(ref, name=name):
+            if self._notes.get(name, (None,))[0] is ref:
+                del self._notes[name]
+        self._notes[name] = (weakref.ref(scope, forget), dict(note))
+
+    @property
+    def conversion_notes(self):
+        """dict: full layer name -> what the last :func:`nnabla_lutq.convert` decided for it
+        (``function``, ``action``, ``reason``), for the layers that still exist under that name;
+        export writes the reasons of layers that stayed float."""
+        return {name: note for name, (ref, note) in self._notes.items()
+                if ref() is not None and _scope_at(name) is ref()}
 
     # -- weight mode ----------------------------------------------------------------------
     @property
@@ -361,14 +408,5 @@ def all_parameters(grad_only=False):
     Returns:
         dict: full name -> Variable.
     """
-    out = {}
-
-    def walk(scope, path):
-        for k, v in scope.items():
-            name = f"{path}/{k}" if path else k
-            if isinstance(v, dict):
-                walk(v, name)
-            elif not grad_only or v.need_grad:
-                out[name] = v
-    walk(nn.parameter.root_scope, '')
-    return out
+    return {'/'.join(path): v for path, v in _walk_scopes(nn.parameter.root_scope)
+            if not isinstance(v, dict) and (not grad_only or v.need_grad)}

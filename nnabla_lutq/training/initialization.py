@@ -22,8 +22,11 @@ def initialize(layers=None, iters=10):
     (:func:`nnabla_lutq.dictionary.init_dictionary`). Call it after loading or editing ``W``.
 
     Args:
-        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records or their full names;
-            all live LUT-Q layers by default (wherever it is called from).
+        layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records or their names,
+            relative to the current parameter scope as :func:`nnabla_lutq.convert` and
+            ``nn.get_parameters()`` name them (``'fc'`` inside ``parameter_scope('net')`` is
+            ``net/fc``; see :meth:`~nnabla_lutq.nn.state.LUTQState.layer`); all live LUT-Q
+            layers by default (wherever it is called from).
         iters (int): k-means iterations after the quantile start.
 
     Returns:

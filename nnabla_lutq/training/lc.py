@@ -22,11 +22,7 @@ Defaults come from the authors' toolkit (UCMerced-ML/LC-model-compression,
 steps (see :data:`TOOLKIT_SCHEDULE`).
 """
 import json
-import os
-import shutil
-import tempfile
 
-import h5py
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
@@ -38,8 +34,6 @@ from ..nn.functions import detached, float32_context
 from .solver import WrappingSolver
 
 __all__ = ['LCSolver', 'c_step', 'lc_schedule', 'TOOLKIT_SCHEDULE']
-
-_STATE_GROUP = 'nnabla_lutq_lc'
 
 #: The schedule of the LC toolkit's quantization example (UCMerced-ML/LC-model-compression,
 #: ``examples/lenet300/lenet300.py``, experiments ``quantize_all``): ``mu_j = mu0·mu_growth^j``
@@ -482,67 +476,26 @@ class LCSolver(WrappingSolver):
         return {'updates': self.updates, 'lc_steps': self.lc_steps, 'started': self.started,
                 'finalized': self.finalized}
 
-    def save_states(self, path):
-        """Save the wrapped solver's states plus the LC state.
+    # save_states / load_states: WrappingSolver's, with the LC state -- settings, counters, the
+    # multipliers, d and A of every layer -- in a group nnabla_lutq_lc of an .h5 state file or in
+    # the file <path>.lc.h5 beside a .protobuf one
+    _STATE_GROUP = 'nnabla_lutq_lc'
+    _STATE_SUFFIX = '.lc.h5'
 
-        The LC state -- settings, counters, the multipliers, ``d`` and ``A`` of every layer -- is
-        a group ``nnabla_lutq_lc`` in an ``.h5`` file, or the file ``<path>.lc.h5`` beside any
-        other format.
+    def _save_own(self, group):
+        group.attrs['counters'] = json.dumps(self._counters())
+        for s in self._layers:
+            group.create_dataset(f"lambda/{s.name}", data=self._lam[s.name].d.astype(np.float32))
+            group.create_dataset(f"d/{s.name}", data=s.d.data.get_data('r', np.float32))
+            group.create_dataset(f"A/{s.name}", data=s.A.data.get_data('r', np.int32))
 
-        Args:
-            path (str): the file (nnabla's solver-state formats).
-        """
-        self.solver.save_states(path)
-        own = path if str(path).endswith('.h5') else f"{path}.lc.h5"
-        with h5py.File(own, 'a' if own == path else 'w') as f:
-            if _STATE_GROUP in f:
-                del f[_STATE_GROUP]
-            g = f.create_group(_STATE_GROUP)
-            g.attrs['settings'] = json.dumps(self._own_state())
-            g.attrs['counters'] = json.dumps(self._counters())
-            for s in self._layers:
-                g.create_dataset(f"lambda/{s.name}", data=self._lam[s.name].d.astype(np.float32))
-                g.create_dataset(f"d/{s.name}", data=s.d.data.get_data('r', np.float32))
-                g.create_dataset(f"A/{s.name}", data=s.A.data.get_data('r', np.int32))
+    def _read_own(self, group):
+        return (json.loads(group.attrs['counters']),
+                {s.name: tuple(group[f"{p}/{s.name}"][...] for p in ('lambda', 'd', 'A'))
+                 for s in self._layers if f"lambda/{s.name}" in group})
 
-    def load_states(self, path):
-        """Load states saved by :meth:`save_states` (or by the plain wrapped solver).
-
-        Args:
-            path (str): the file.
-
-        Raises:
-            ValueError: if the file was saved with other LC settings or layers (nothing loaded).
-        """
-        own = path if str(path).endswith('.h5') else f"{path}.lc.h5"
-        saved = None
-        if os.path.isfile(own):
-            with h5py.File(own, 'r') as f:
-                if _STATE_GROUP in f:
-                    g = f[_STATE_GROUP]
-                    saved = (json.loads(g.attrs['settings']), json.loads(g.attrs['counters']),
-                             {s.name: tuple(g[f"{p}/{s.name}"][...] for p in ('lambda', 'd', 'A'))
-                              for s in self._layers if f"lambda/{s.name}" in g})
-        if saved is not None:
-            mine = self._own_state()
-            diff = [k for k in sorted(set(mine) | set(saved[0])) if mine.get(k) != saved[0].get(k)]
-            if diff:
-                raise ValueError(
-                    f"{path}: the LC states were saved with other settings ({diff[:3]}: saved "
-                    f"{[saved[0].get(k) for k in diff[:3]]}, now {[mine.get(k) for k in diff[:3]]}); "
-                    "build the network and the solver with the settings of that run")
-        if saved is not None and own == path:
-            with tempfile.TemporaryDirectory() as tmp:  # nnabla reads every dataset as a state
-                inner = os.path.join(tmp, 'states.h5')
-                shutil.copyfile(path, inner)
-                with h5py.File(inner, 'a') as f:
-                    del f[_STATE_GROUP]
-                self.solver.load_states(inner)
-        else:
-            self.solver.load_states(path)
-        if saved is None:
-            return
-        counters, arrays = saved[1], saved[2]
+    def _restore_own(self, saved):
+        counters, arrays = saved
         for s in self._layers:
             lam, d, a = arrays[s.name]
             self._lam[s.name].d = lam

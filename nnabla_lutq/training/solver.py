@@ -1,5 +1,9 @@
 """``LUTQSolver``: any nnabla solver plus the per-minibatch LUT-Q k-means step."""
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 
 import h5py
 import numpy as np
@@ -10,7 +14,38 @@ from ..nn.state import STATE, LUTQLayer
 
 __all__ = ['LUTQSolver', 'WrappingSolver']
 
-_STATE_ATTR = 'nnabla_lutq'
+_STATE_ATTR = 'nnabla_lutq'  # where nnabla-lutq 0.1 kept LUTQSolver's settings in an .h5
+
+
+def _state_files(path, suffix):
+    """``(nnabla's state file, the file of the wrapper's own state)`` for a state path."""
+    path = os.fspath(path)
+    if path.endswith('.h5'):
+        return path, path
+    if path.endswith('.protobuf'):
+        return path, path + suffix
+    raise ValueError(f"{path}: solver states are saved in nnabla's formats; name the file "
+                     "*.h5 or *.protobuf")
+
+
+def _sha256(path):
+    with open(path, 'rb') as f:  # nnabla reads a .protobuf state file whole too
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _differences(saved, mine):
+    """What differs between two settings dicts, as short texts (layers one by one)."""
+    out = []
+    for k in sorted(set(saved) | set(mine)):
+        a, b = saved.get(k), mine.get(k)
+        if a == b:
+            continue
+        if k == 'layers' and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"layer {n}: saved {a.get(n)}, now {b.get(n)}"
+                    for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+        else:
+            out.append(f"{k}: saved {a!r}, now {b!r}")
+    return out
 
 
 class WrappingSolver(nn.solver.Solver):
@@ -108,6 +143,107 @@ class WrappingSolver(nn.solver.Solver):
             raise AttributeError(name)
         return getattr(self.solver, name)
 
+    # -- states: the wrapped solver's file plus the wrapper's own state ------------------------
+    #: the .h5 group that holds the wrapper's own state
+    _STATE_GROUP = 'nnabla_lutq'
+    #: beside a ``.protobuf`` state file, the own state is the .h5 file ``<path><suffix>``
+    _STATE_SUFFIX = '.lutq.h5'
+
+    def _own_state(self):
+        """dict: the settings that states must have been saved with to load (JSON values)."""
+        return {}
+
+    def _save_own(self, group):
+        """Write what the wrapper keeps beyond its settings into the h5 ``group``."""
+
+    def _read_own(self, group):
+        """Read what :meth:`_save_own` wrote (before anything is loaded)."""
+        return None
+
+    def _restore_own(self, saved):
+        """Restore what :meth:`_read_own` read (after the wrapped solver's states loaded)."""
+
+    def save_states(self, path):
+        """Save the wrapped solver's states plus this wrapper's settings and state.
+
+        The wrapper's part is a group ``nnabla_lutq`` (:class:`LUTQSolver`) or ``nnabla_lutq_lc``
+        (:class:`~nnabla_lutq.LCSolver`) in an ``.h5`` file; beside a ``.protobuf`` file it is
+        the file ``<path>.lutq.h5`` (``<path>.lc.h5``), which records a checksum of the states
+        it belongs to.
+
+        Args:
+            path (str): an ``.h5`` or ``.protobuf`` file (nnabla's solver-state formats).
+
+        Raises:
+            ValueError: for another file name (nothing is written).
+        """
+        path, own = _state_files(path, self._STATE_SUFFIX)
+        self.solver.save_states(path)
+        with h5py.File(own, 'a' if own == path else 'w') as f:
+            if self._STATE_GROUP in f:
+                del f[self._STATE_GROUP]
+            g = f.create_group(self._STATE_GROUP)
+            g.attrs['settings'] = json.dumps(self._own_state())
+            if own != path:
+                g.attrs['states_sha256'] = _sha256(path)
+            self._save_own(g)
+
+    def _saved_state(self, path, own):
+        """``(settings, own state)`` stored with the states at ``path``, or None (a plain
+        solver's file, or a ``.protobuf`` rewritten since its own-state file was written)."""
+        if not os.path.isfile(own):
+            return None
+        try:
+            with h5py.File(own, 'r') as f:
+                g = f.get(self._STATE_GROUP)
+                if isinstance(g, h5py.Group):
+                    digest = g.attrs.get('states_sha256')  # None: written before it was kept
+                    if own != path and digest is not None and digest != _sha256(path):
+                        return None
+                    return json.loads(g.attrs['settings']), self._read_own(g)
+                if self._STATE_GROUP == _STATE_ATTR and _STATE_ATTR in f.attrs:  # 0.1 files
+                    legacy = json.loads(f.attrs[_STATE_ATTR])
+                    return {k: legacy.get(k) for k in self._own_state()}, None
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"{own}: not a readable solver-state file ({e}); save the states "
+                             "again or resume from another checkpoint") from None
+        return None
+
+    def load_states(self, path):
+        """Load states saved by :meth:`save_states` (or by the plain wrapped solver).
+
+        The settings stored with the states are checked first, for both formats.
+
+        Args:
+            path (str): an ``.h5`` or ``.protobuf`` file.
+
+        Raises:
+            ValueError: for another file name, a missing or unreadable file, or states saved
+                for other LUT-Q layers or settings (nothing is loaded then).
+        """
+        path, own = _state_files(path, self._STATE_SUFFIX)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such solver-state file")
+        saved = self._saved_state(path, own)
+        if saved is not None:
+            diff = _differences(saved[0], self._own_state())
+            if diff:
+                raise ValueError(
+                    f"{path}: the solver states were saved for other LUT-Q layers or settings "
+                    f"({'; '.join(diff[:3])}); build the network and the solver with the "
+                    "settings of that run")
+        if saved is not None and own == path:
+            with tempfile.TemporaryDirectory() as tmp:  # nnabla reads every dataset as a state
+                inner = os.path.join(tmp, 'states.h5')
+                shutil.copyfile(path, inner)
+                with h5py.File(inner, 'a') as f:
+                    del f[self._STATE_GROUP]
+                self.solver.load_states(inner)
+        else:
+            self.solver.load_states(path)
+        if saved is not None:
+            self._restore_own(saved[1])
+
 
 class LUTQSolver(WrappingSolver):
     """A solver wrapper that keeps every LUT-Q layer's look-up table fitted.
@@ -189,44 +325,7 @@ class LUTQSolver(WrappingSolver):
 
     # -- states -------------------------------------------------------------------------
     def _own_state(self):
-        return {'kmeans_iters': self.kmeans_iters,
-                'layers': {s.name: s.config.settings() for s in self._layers}}
-
-    def save_states(self, path):
-        """Save the wrapped solver's states plus the LUT-Q settings (``.h5``).
-
-        Args:
-            path (str): an ``.h5`` file (nnabla's solver-state format).
-        """
-        self.solver.save_states(path)
-        if str(path).endswith('.h5'):
-            with h5py.File(path, 'a') as f:
-                f.attrs[_STATE_ATTR] = json.dumps(self._own_state())
-
-    def load_states(self, path):
-        """Load states saved by :meth:`save_states` (or by the plain wrapped solver).
-
-        Args:
-            path (str): the file.
-
-        Raises:
-            ValueError: if the file was saved with other LUT-Q settings (nothing is loaded).
-        """
-        saved = None
-        if str(path).endswith('.h5'):
-            with h5py.File(path, 'r') as f:
-                if _STATE_ATTR in f.attrs:
-                    saved = json.loads(f.attrs[_STATE_ATTR])
-        if saved is not None:
-            mine = self._own_state()
-            if saved['layers'] != mine['layers']:
-                diff = sorted(set(saved['layers']) ^ set(mine['layers'])) or [
-                    k for k in mine['layers'] if saved['layers'][k] != mine['layers'][k]]
-                raise ValueError(
-                    f"{path}: the solver states were saved for other LUT-Q layers or settings "
-                    f"(first difference: {diff[:3]}); build the network with the settings of that "
-                    "run")
-        self.solver.load_states(path)
+        return {'layers': {s.name: s.config.settings() for s in self._layers}}
 
 
 def _delegate(name):
