@@ -79,6 +79,30 @@ def test_convert_writes_a_description_of_its_own_tables(tmp_path, rng, capsys):
     assert stats['raw'] == sum(v.nbytes for v in others)
 
 
+def test_convert_of_a_file_written_by_nnabla_alone_describes_tables_and_float_bn(tmp_path,
+                                                                                capsys):
+    from nnabla.utils.save import save
+    x = nn.Variable((2, 1, 6, 6))
+    h = F.relu(PF.batch_normalization(PF.convolution(x, 4, (3, 3), name='c'), batch_stat=False,
+                                      name='bn'))
+    y = PF.affine(h, 3, name='fc')
+    fpath = str(tmp_path / 'plain.nnp')
+    save(fpath, {'networks': [{'name': 'net', 'batch_size': 2, 'outputs': {'y': y},
+                               'names': {'x': x}}],
+                 'executors': [{'name': 'run', 'network': 'net', 'data': ['x'],
+                                'output': ['y']}]})
+    assert read_nnp(fpath).meta is None  # no description at all
+    post = tmp_path / 'post.nnp'
+    assert cli.main(['convert', fpath, str(post), '--n-values', '4']) == 0
+    meta = read_nnp(str(post)).meta
+    assert sorted(meta['tables']) == ['c/lutq_conv', 'fc/lutq_affine']
+    assert meta['bn'] == {'bn/bn': {'multiplier_less': False, 'folded': False, 'params': [
+        'bn/bn/beta', 'bn/bn/gamma', 'bn/bn/mean', 'bn/bn/var']}}
+    rep = _info_json(post, capsys)
+    assert [r['layer'] for r in rep['kept_float']] == ['bn/bn']
+    assert [r['lutq'] for r in rep['layers']] == [True, False, True]
+
+
 def test_convert_of_a_deconvolution_describes_and_reports_it(tmp_path, capsys):
     x = nn.Variable.from_numpy_array(np.random.RandomState(1).randn(1, 3, 4, 4).astype(np.float32))
     h = F.relu(PF.convolution(x, 4, (3, 3), pad=(1, 1), name='enc'))

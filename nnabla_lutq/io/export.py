@@ -5,7 +5,8 @@ from nnabla.utils.save import save
 
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
 from . import metadata
-from .nnp import atomic_output, describe_float_layers, fold_constants, read_nnp, write_nnp
+from .nnp import (atomic_output, describe_float_bn, describe_float_layers, fold_constants,
+                  read_nnp, write_nnp)
 
 __all__ = ['export_nnp']
 
@@ -104,18 +105,8 @@ def _describe(model, params):
             meta['bn'][rec.name] = {'multiplier_less': True,
                                     'folded': not any(k.endswith('/gamma') for k in held),
                                     'params': held}
-    for net in model.proto.network:
-        for f in net.function:
-            if f.type in ('BatchNormalization', 'FusedBatchNormalization'):
-                held = [i for i in f.input if i in model.params]
-                prefix = held[0].rsplit('/', 1)[0] if held else f.name
-                if prefix not in meta['bn']:
-                    meta['bn'][prefix] = {'multiplier_less': False, 'folded': False,
-                                          'params': held}
-                    note = STATE.conversion_notes.get(prefix.rsplit('/', 1)[0])
-                    if note:
-                        meta['bn'][prefix]['reason'] = note['reason']
-    return describe_float_layers(model, meta, STATE.conversion_notes)
+    notes = STATE.conversion_notes
+    return describe_float_layers(model, describe_float_bn(model, meta, notes), notes)
 
 
 def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, network_name='lutq'):

@@ -32,7 +32,7 @@ from google.protobuf.message import DecodeError
 from . import metadata
 
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
-           'describe_legacy',
+           'describe_legacy', 'describe_float_bn', 'describe_float_layers',
            'proto_network', 'atomic_output', 'default_network', 'loaded_network']
 
 
@@ -316,6 +316,24 @@ def describe_float_layers(nnp, meta, notes=None):
             out[scope] = {'function': f.type, 'weight': w,
                           'n_weights': int(nnp.params[w].size), 'reason': reason}
     meta['float_layers'] = out
+    return meta
+
+
+def describe_float_bn(nnp, meta, notes=None):
+    """Add to ``meta['bn']`` the BN layers of ``nnp`` it does not describe yet, as float BN
+    (with the reason in ``notes``, as in :func:`describe_float_layers`); returns ``meta``."""
+    notes = notes or {}
+    for net in nnp.proto.network:
+        for f in net.function:
+            if f.type in ('BatchNormalization', 'FusedBatchNormalization'):
+                held = [i for i in f.input if i in nnp.params]
+                prefix = held[0].rsplit('/', 1)[0] if held else f.name
+                if prefix not in meta['bn']:
+                    meta['bn'][prefix] = {'multiplier_less': False, 'folded': False,
+                                          'params': held}
+                    note = notes.get(prefix.rsplit('/', 1)[0])
+                    if note:
+                        meta['bn'][prefix]['reason'] = note['reason']
     return meta
 
 

@@ -9,7 +9,7 @@ from ..core.config import make_config
 from ..core.kmeans import init_dictionary
 from . import metadata
 from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network,
-                  describe_float_layers, loaded_network, read_nnp, write_nnp)
+                  describe_float_bn, describe_float_layers, loaded_network, read_nnp, write_nnp)
 
 __all__ = ['quantize_nnp', 'WEIGHT_FUNCTIONS', 'evaluate_nnp']
 
@@ -48,7 +48,7 @@ def _describe(old, model, targets, kinds, configs):
     for w, p in targets.items():
         meta['tables'][p] = metadata.table(kinds[w], configs[w], 'tables', p)
     notes = {k.rsplit('/', 1)[0]: v for k, v in old.get('float_layers', {}).items()}
-    return describe_float_layers(model, meta, notes)
+    return describe_float_layers(model, describe_float_bn(model, meta), notes)
 
 
 def evaluate_nnp(path, x, y, batch_size=100, network=None):
