@@ -21,7 +21,9 @@ setup(
         'onnx': ['onnx~=1.13.0', 'onnxruntime>=1.15,<1.20'],
         # NVRTC (no GPU needed) checks that the shipped PTX is built from the kernel source
         'test': ['scikit-learn>=1.0', 'pytest>=7', 'hypothesis>=6', 'Pillow>=8',
-                 'matplotlib>=3.3', 'nvidia-cuda-nvrtc-cu12==12.0.76'],
+                 'matplotlib>=3.3', 'nvidia-cuda-nvrtc-cu12==12.0.76',
+                 # an exact 1-D k-means (C++), the tests' reference for the table fit
+                 'kmeans1d>=0.4'],
     },
     entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq_cli:main']},
     classifiers=['Programming Language :: Python :: 3 :: Only',

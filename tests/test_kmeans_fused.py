@@ -20,7 +20,8 @@ import nnabla.solvers as S
 import nnabla_lutq
 from nnabla_lutq import STATE
 from nnabla_lutq.core.config import make_config
-from nnabla_lutq.core.kmeans import boundaries, init_dictionary, kmeans_step
+from nnabla_lutq.core import init_dictionary
+from nnabla_lutq.core.kmeans import boundaries, kmeans_step
 from nnabla_lutq.core.pow2 import SQRT2_ABOVE, pow2_round
 from nnabla_lutq.kmeans import FusedKMeans, backend_for
 from nnabla_lutq.kmeans import fused

@@ -15,7 +15,7 @@ import nnabla.solvers as S
 
 import nnabla_lutq
 from nnabla_lutq.core.config import make_config
-from nnabla_lutq.core.kmeans import init_dictionary
+from nnabla_lutq.core import init_dictionary
 from nnabla_lutq.core.pow2 import is_pow2_array
 from nnabla_lutq.training.lc import c_step, lc_schedule, TOOLKIT_SCHEDULE
 from reference import ref_pow2, ref_pruned

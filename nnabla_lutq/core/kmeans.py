@@ -4,8 +4,9 @@
   :func:`assign` for equal values);
 * :func:`kmeans_step` -- one iteration of the paper's step 4: assignment, then each value becomes
   the mean of its weights (float64 sums; an empty cluster keeps its value), then the constraint
-  (power-of-two rounding by :mod:`nnabla_lutq.core.pow2`, the fixed zero, fixed sets);
-* :func:`init_dictionary` -- the deterministic initialization from the current weights.
+  (power-of-two rounding by :mod:`nnabla_lutq.core.pow2`, the fixed zero, fixed sets).
+
+The tables themselves start near-optimal: :mod:`nnabla_lutq.core.fit`.
 
 The k-means update keeps the layout of ``d`` (see :mod:`nnabla_lutq.core.config`): a cluster's
 mean lies between its neighbours' boundaries, so ``A`` never needs re-labelling.
@@ -14,7 +15,7 @@ import numpy as np
 
 from .pow2 import pow2_round
 
-__all__ = ['pruned_mask', 'boundaries', 'assign', 'kmeans_step', 'init_dictionary']
+__all__ = ['pruned_mask', 'midpoint_thresholds', 'boundaries', 'assign', 'kmeans_step']
 
 
 def pruned_mask(w, n_pruned):
@@ -39,14 +40,27 @@ def pruned_mask(w, n_pruned):
     return mask
 
 
-def boundaries(values):
-    """float32 thresholds b with ``w > b_k  <=>  w > (v_k + v_{k+1}) / 2`` exactly for float32 w."""
-    v = values.astype(np.float64)
-    mid = (v[:-1] + v[1:]) * 0.5  # exact: the sum of two float32 values fits a float64
-    b = mid.astype(np.float32)
+def midpoint_thresholds(lo, hi):
+    """float32 thresholds b with ``w > b  <=>  w > (lo + hi) / 2`` exactly for float32 w.
+
+    Args:
+        lo, hi (numpy.ndarray): float32 values (broadcast), elementwise ``lo <= hi``.
+
+    Returns:
+        numpy.ndarray: float32 thresholds.
+    """
+    mid = (np.asarray(lo, np.float32).astype(np.float64)
+           + np.asarray(hi, np.float32).astype(np.float64)) * 0.5  # exact in float64
+    b = np.atleast_1d(mid.astype(np.float32))
     up = b.astype(np.float64) > mid
     b[up] = np.nextafter(b[up], np.float32(-np.inf))
     return b
+
+
+def boundaries(values):
+    """float32 thresholds b with ``w > b_k  <=>  w > (v_k + v_{k+1}) / 2`` exactly for float32 w."""
+    v = np.asarray(values, np.float32)
+    return midpoint_thresholds(v[:-1], v[1:])
 
 
 def assign(w, d, config):
@@ -111,43 +125,3 @@ def kmeans_step(w, d, config):
     """
     a = _assign(w, d, config)
     return _means(w, a, d, config), a.astype(np.int32)
-
-
-def init_dictionary(w, config, iters=10):
-    """Deterministic initialization of ``(d, A)`` from the current weights.
-
-    The free values start at the sample quantiles ``(j + 0.5) / K'`` of the weights they will be
-    fitted to (all weights, or the non-pruned ones), are rounded to powers of two for ``'pow2'``,
-    and then take ``iters`` k-means iterations. ``A`` is finally the nearest-value assignment to
-    the resulting ``d``, so ``d[A]`` is the quantization of the current ``W``. A fixed dictionary
-    only gets the assignment.
-
-    Args:
-        w (numpy.ndarray): the layer's weights (any shape; flattened).
-        config (LUTQConfig): the layer's configuration.
-        iters (int): k-means iterations after the quantile start.
-
-    Returns:
-        tuple: ``(d, A)``, float32 of shape (K,) and int32 of the shape of ``w``.
-
-    Raises:
-        ValueError: if ``w`` has non-finite values.
-    """
-    shape = np.shape(w)
-    w = np.ascontiguousarray(w, dtype=np.float32).ravel()
-    if not np.all(np.isfinite(w)):
-        raise ValueError('cannot initialize a dictionary from non-finite weights')
-    if config.kind == 'fixed':
-        d = np.asarray(config.fixed_values, dtype=np.float32)
-    else:
-        first = config.first_free
-        rest = w[~pruned_mask(w, config.n_pruned)] if first else w
-        s = np.sort(rest)
-        kk = config.n_values - first
-        q = s[((np.arange(kk) + 0.5) / kk * s.size).astype(np.int64)]
-        if config.kind == 'pow2':
-            q = np.sort(pow2_round(q, config.pow2_range))
-        d = np.concatenate([np.zeros(first, np.float32), q]).astype(np.float32)
-        for _ in range(iters):
-            d, _ = kmeans_step(w, d, config)
-    return d, assign(w, d, config).reshape(shape)

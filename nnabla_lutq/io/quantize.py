@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from ..training.initialization import FLOAT_TO_LUTQ_SCOPES
 from ..core.config import make_config
-from ..core.kmeans import init_dictionary
+from ..core.fit import init_dictionary
 from . import metadata
 from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network,
                   describe_float_bn, describe_float_layers, loaded_network, read_nnp, write_nnp)
@@ -80,13 +80,13 @@ def evaluate_nnp(path, x, y, batch_size=100, network=None):
 
 
 def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=0.0,
-                 pow2_range=None, iters=10, data=None, progress=False):
+                 pow2_range=None, iters=None, data=None, progress=False):
     """Replace the weights of a float .nnp by k-means look-up tables, without training.
 
     Every ``Convolution`` / ``DepthwiseConvolution`` / ``Deconvolution`` / ``Affine`` whose weight
     is a stored float parameter gets ``Embed(A, d)`` instead: ``d`` and ``A`` come from
-    :func:`nnabla_lutq.dictionary.init_dictionary` (quantile start + ``iters`` k-means
-    iterations, the constraints of ``dictionary`` / ``prune_ratio``). The float ``W`` leaves the
+    :func:`nnabla_lutq.core.fit.init_dictionary` (the near-optimal fit: an exact dynamic program,
+    then at most ``iters`` Lloyd iterations, the constraints of ``dictionary`` / ``prune_ratio``). The float ``W`` leaves the
     file; the layer's parameters move to the LUT-Q scope names (``<x>/conv/W`` ->
     ``<x>/lutq_conv/d`` and ``.../A``, bias ``<x>/lutq_conv/b``), so the result loads into the
     same network built with ``PF.lutq_*``. Fine-tune afterwards with the training scripts'
@@ -99,7 +99,8 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         dictionary (str or list): ``'free'``, ``'pow2'`` or fixed values.
         prune_ratio (float): fraction of smallest weights tied to a fixed 0.
         pow2_range (tuple or None): exponent range for ``'pow2'``.
-        iters (int): k-means iterations (>= 0; 0 keeps the quantile start).
+        iters (int or None): Lloyd iterations after the dynamic program (None: to the fixed
+            point; 0: the program's table as it is).
         data (tuple or None): ``(x, y)`` to report the accuracy before and after.
         progress (bool): a progress bar over the layers.
 
@@ -115,8 +116,9 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         raise ValueError("write the quantized model to another file than its float source")
     if not str(out_path).endswith('.nnp'):
         raise ValueError(f"{out_path}: the file name must end with .nnp")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
-        raise ValueError(f"iters must be an integer >= 0 (k-means iterations), got {iters!r}")
+    if iters is not None and (isinstance(iters, bool) or not isinstance(iters, (int, np.integer))
+                              or iters < 0):
+        raise ValueError(f"iters must be None or an integer >= 0 (Lloyd iterations), got {iters!r}")
     model = read_nnp(in_path)
     targets, kinds = {}, {}  # W name -> new prefix, the kind of its layer
     for net in model.proto.network:

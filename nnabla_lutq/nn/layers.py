@@ -18,7 +18,7 @@ from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
 from ..core.config import make_config
-from ..core.kmeans import init_dictionary
+from ..core.fit import init_dictionary
 from .functions import detached, float32_context, mlbn_scale
 from .state import STATE, LUTQLayer, MLBNLayer, WeightMode, _scope_path
 

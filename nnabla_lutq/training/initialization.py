@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import nnabla as nn
 
-from ..core.kmeans import init_dictionary
+from ..core.fit import init_dictionary
 from ..nn.state import STATE, LUTQLayer
 
 __all__ = ['initialize', 'load_float_parameters', 'FLOAT_TO_LUTQ_SCOPES']
@@ -15,11 +15,12 @@ FLOAT_TO_LUTQ_SCOPES = {'conv': 'lutq_conv', 'affine': 'lutq_affine',
                         'depthwise_conv': 'lutq_depthwise_conv', 'bn': 'mlbn'}
 
 
-def initialize(layers=None, iters=10):
+def initialize(layers=None, iters=None):
     """Re-initialize ``d`` and ``A`` of LUT-Q layers from their current ``W``.
 
-    Deterministic: quantile start and ``iters`` k-means iterations
-    (:func:`nnabla_lutq.dictionary.init_dictionary`). Call it after loading or editing ``W``.
+    Deterministic and near-optimal (:func:`nnabla_lutq.core.fit.init_dictionary`: the exact
+    dynamic program of 1-D k-means under the layer's constraint, then Lloyd iterations). Call it
+    after loading or editing ``W``.
 
     Args:
         layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records or their names,
@@ -27,7 +28,8 @@ def initialize(layers=None, iters=10):
             ``nn.get_parameters()`` name them (``'fc'`` inside ``parameter_scope('net')`` is
             ``net/fc``; see :meth:`~nnabla_lutq.nn.state.LUTQState.layer`); all live LUT-Q
             layers by default (wherever it is called from).
-        iters (int): k-means iterations after the quantile start.
+        iters (int or None): bound on the Lloyd iterations after the dynamic program (None: to
+            the fixed point).
 
     Returns:
         list: the names of the initialized layers.
@@ -79,7 +81,7 @@ def _lutq_name(key, current):
     return None
 
 
-def load_float_parameters(path, initialize_tables=True, iters=10):
+def load_float_parameters(path, initialize_tables=True, iters=None):
     """Load a float parameter file into the LUT-Q network built in the current scope.
 
     The file is what ``nn.save_parameters('float.h5')`` wrote for the same network built with
@@ -92,7 +94,7 @@ def load_float_parameters(path, initialize_tables=True, iters=10):
     Args:
         path (str): an nnabla ``.h5`` parameter file.
         initialize_tables (bool): initialize ``d``/``A`` of the loaded LUT-Q layers.
-        iters (int): k-means iterations of that initialization.
+        iters (int or None): Lloyd iterations of that initialization (see :func:`initialize`).
 
     Returns:
         dict: file name -> LUT-Q parameter name of everything loaded.

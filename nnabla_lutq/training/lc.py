@@ -27,8 +27,8 @@ import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
-from ..core.kmeans import assign, boundaries, kmeans_step, pruned_mask
-from ..core.pow2 import pow2_round
+from ..core.fit import SortedWeights, fit_table, lloyd_sorted
+from ..core.kmeans import assign, kmeans_step, pruned_mask
 from ..kmeans import validate, nonfinite_error
 from ..nn.functions import detached, float32_context
 from .solver import WrappingSolver
@@ -69,35 +69,6 @@ def lc_schedule(total_updates, n_lc_steps=TOOLKIT_SCHEDULE['n_lc_steps'],
 
 
 # -- the C step (numpy, exact) -------------------------------------------------------------------
-
-def _sorted_lloyd(v, d, config, max_iters):
-    """Fast phase of the adaptive C step: Lloyd iterations on the sorted weights.
-
-    One iteration costs O(K log N): the clusters are contiguous runs of the sorted weights, cut
-    where :func:`~nnabla_lutq.core.kmeans.assign` would cut them, and their sums come from prefix
-    sums. The result is polished by the exact step in :func:`c_step`.
-    """
-    first = config.first_free
-    rest = v[~pruned_mask(v, config.n_pruned)] if first else v
-    s = np.sort(rest)
-    csum = np.concatenate([[0.0], np.cumsum(s, dtype=np.float64)])
-    d = d.astype(np.float32).copy()
-    for _ in range(max_iters):
-        cuts = np.concatenate([[0], np.searchsorted(s, boundaries(d[first:]), side='right'),
-                               [s.size]])
-        counts = np.diff(cuts)
-        sums = csum[cuts[1:]] - csum[cuts[:-1]]
-        free = d[first:]
-        empty = counts == 0
-        new = np.divide(sums, counts, out=free.astype(np.float64), where=~empty).astype(np.float32)
-        if config.kind == 'pow2':
-            new = pow2_round(new, config.pow2_range)
-            new[empty] = free[empty]
-        if np.array_equal(new, free):
-            break
-        d[first:] = new
-    return d
-
 
 def _scaled_fixed(v, d, config, max_iters):
     """``(a·c, A)`` minimizing ``||v - a·c[A]||²`` over the scale ``a > 0`` and ``A``.
@@ -172,7 +143,11 @@ def c_step(v, d, config, learn_scale=False, max_iters=10000):
             new = np.asarray(config.fixed_values, np.float32)
             a = assign(v, new, config)
         return new, a.reshape(shape), True
-    d = _sorted_lloyd(v, d, config, max_iters)
+    first = config.first_free
+    rest = v[~pruned_mask(v, config.n_pruned)] if first else v
+    d = d.astype(np.float32).copy()
+    d[first:] = lloyd_sorted(SortedWeights(rest), d[first:], max_iters, config.pow2_range,
+                             config.kind == 'pow2')
     seen = {d.tobytes()}
     converged = False
     for _ in range(max_iters):
@@ -386,8 +361,12 @@ class LCSolver(WrappingSolver):
             if bad:
                 raise nonfinite_error(bad)
 
-    def c_step(self):
+    def c_step(self, fresh=False):
         """The C step of every layer: ``(d, A)`` <- best quantization of ``W - lambda/mu``.
+
+        Args:
+            fresh (bool): start from the near-optimal table of
+                :func:`~nnabla_lutq.core.fit.fit_table` instead of the current ``d``.
 
         Raises:
             ValueError: for non-finite weights or invalid tables (nothing is changed then).
@@ -401,8 +380,8 @@ class LCSolver(WrappingSolver):
                      - self._lam[s.name].d.astype(np.float64) / self.mu).astype(np.float32)
             else:
                 v = w
-            new.append(c_step(v, s.d.data.get_data('r', np.float32), s.config, self.learn_scale,
-                              self.max_kmeans_iters))
+            d = fit_table(v, s.config)[0] if fresh else s.d.data.get_data('r', np.float32)
+            new.append(c_step(v, d, s.config, self.learn_scale, self.max_kmeans_iters))
         for s, (d, a, ok) in zip(self._layers, new):
             s.d.data.cast(np.float32)[...] = d
             s.A.data.cast(np.int32)[...] = a
@@ -411,13 +390,15 @@ class LCSolver(WrappingSolver):
     def direct_compression(self):
         """The LC algorithm's start: C step on the current ``W`` with ``lambda = 0``.
 
+        It starts from the near-optimal table of :func:`~nnabla_lutq.core.fit.fit_table` (not
+        from the layer's current ``d``), so the reference is compressed as well as it can be.
         :meth:`update` runs it before the first update; call it earlier to evaluate the directly
         compressed network.
         """
         for lam in self._lam.values():
             lam.data.zero()
         self.started = False
-        self.c_step()
+        self.c_step(fresh=True)
         self.started = True
 
     def lc_step(self):
