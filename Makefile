@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
+	$(PY) benchmarks/bench_fit.py
 	$(PY) benchmarks/bench_kmeans.py
 	$(PY) benchmarks/bench_train_step.py
 

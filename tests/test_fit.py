@@ -207,3 +207,59 @@ def test_errors():
         fit_table(np.zeros(3, np.float32), cfg, weight=np.array([1.0, -1.0, 1.0]))
     with pytest.raises(ValueError, match='iters'):
         init_dictionary(np.zeros(3, np.float32), cfg, iters=-1)
+
+
+def test_every_table_starts_from_the_fit(tmp_path):
+    """Layer creation, initialize(), convert(), quantize_nnp and the LC solver's direct
+    compression all give the table of fit_table for the weights they start from."""
+    import nnabla as nn
+    import nnabla.parametric_functions as PF
+    import nnabla.solvers as S
+    from nnabla.initializer import NormalInitializer
+    import nnabla_lutq
+    from nnabla.utils.save import save
+
+    def expect(w, k=16, kind='free'):
+        return fit_table(w, make_config(k, kind, 0.0, None, w.size))
+
+    rng = np.random.RandomState(0)
+    init = NormalInitializer(0.1, rng)
+    nn.clear_parameters()
+    x = nn.Variable((2, 40))
+    PF.lutq_affine(x, 30, n_values=16, w_init=init, name='fc')  # creation
+    p = nn.get_parameters(grad_only=False)
+    w = p['fc/lutq_affine/W'].d.copy()
+    d, a = expect(w)
+    np.testing.assert_array_equal(p['fc/lutq_affine/d'].d, d)
+    np.testing.assert_array_equal(p['fc/lutq_affine/A'].d, a)
+    p['fc/lutq_affine/W'].d = heavy_tailed(rng, w.size).reshape(w.shape)  # initialize()
+    nnabla_lutq.initialize()
+    d, a = expect(p['fc/lutq_affine/W'].d)
+    np.testing.assert_array_equal(p['fc/lutq_affine/d'].d, d)
+    solver = nnabla_lutq.LCSolver(S.Sgd(0.1), steps_per_lc=1)  # direct compression
+    solver.set_parameters(nn.get_parameters())
+    p['fc/lutq_affine/d'].d = np.linspace(-1, 1, 16)  # a stale table is not the start
+    solver.direct_compression()
+    np.testing.assert_array_equal(p['fc/lutq_affine/d'].d, d)
+
+    nn.clear_parameters()  # convert() of a float graph
+    y = PF.affine(x, 30, w_init=init, name='fc')
+    wf = nn.get_parameters()['fc/affine/W'].d.copy()
+    nnabla_lutq.convert(y, nnabla_lutq.LayerConfig(n_values=4, dictionary='pow2'))
+    p = nn.get_parameters(grad_only=False)
+    np.testing.assert_array_equal(p['fc/lutq_affine/d'].d, expect(wf, 4, 'pow2')[0])
+
+    nn.clear_parameters()  # post-training quantization of a float .nnp
+    x1 = nn.Variable((1, 40))
+    y1 = PF.affine(x1, 30, w_init=init, name='fc')
+    wf = nn.get_parameters()['fc/affine/W'].d.copy()
+    src, dst = str(tmp_path / 'float.nnp'), str(tmp_path / 'q.nnp')
+    save(src, {'networks': [{'name': 'net', 'batch_size': 1, 'outputs': {'y': y1},
+                             'names': {'x': x1}}],
+               'executors': [{'name': 'runtime', 'network': 'net', 'data': ['x'],
+                              'output': ['y']}]})
+    nnabla_lutq.quantize_nnp(src, dst, n_values=16)
+    from nnabla_lutq.io.nnp import read_nnp
+    params = read_nnp(dst).params
+    np.testing.assert_array_equal(params['fc/lutq_affine/d'], expect(wf)[0])
+    nn.clear_parameters()
