@@ -289,7 +289,7 @@ def test_wrong_numbers_are_usage_errors(tmp_path, rng):
                        (['convert', str(fmodel), str(tmp_path / 'c.nnp'), '--iters', 'x'],
                         "argument --iters: expected an integer >= 0, got 'x'"),
                        (['plot', str(fmodel), '-o', str(tmp_path / 'p.png'), '--dpi', '0'],
-                        "argument --dpi: expected an integer >= 1, got 0")):
+                        "argument --dpi: expected an integer from 1 to 1200, got 0")):
         r = _cli(*argv)
         assert r.returncode == 2 and r.stderr.splitlines()[-1].endswith(what), r.stderr
     with pytest.raises(ValueError, match='iters must be an integer >= 0'):

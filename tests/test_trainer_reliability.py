@@ -271,7 +271,7 @@ def test_under_mpirun_only_rank_0_recovers_a_checkpoint_then_all_ranks_meet(tmp_
     log = []
     real = trainer.recover_checkpoint
     monkeypatch.setattr(trainer, 'recover_checkpoint',
-                        lambda d: log.append(('recover', rank)) or real(d))
+                        lambda d, log_fn=None: log.append(('recover', rank)) or real(d))
     args = trainer.parse_args(cifar_train.parser(), ['--resume', str(out), '--no-progress'])
     with pytest.raises(_Stop):
         trainer.train(args, cifar_train.dataset, cifar_train.resnet20,

@@ -20,7 +20,8 @@ import urllib.request
 
 import numpy as np
 
-from examples.common.image_data import ArrayDataset, DataError, cached, read_image_tree
+from examples.common.image_data import (ARCHIVE_ERRORS, ArrayDataset, DataError, cached,
+                                        read_image_tree)
 
 __all__ = ['CLASSES', 'OFFICIAL_URL', 'OFFICIAL_FILE', 'find_source', 'load_arrays',
            'load_cifar10']
@@ -64,8 +65,9 @@ def _read_official(source):
                 base = os.path.basename(m.name)
                 if m.isfile() and base in _BATCHES:
                     blobs[base] = tar.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{source}: damaged archive ({e}); download {OFFICIAL_FILE} again")
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"{source}: damaged archive ({e or type(e).__name__}); download "
+                        f"{OFFICIAL_FILE} again")
     missing = [b for b in _BATCHES if b not in blobs]
     if missing:
         raise DataError(f"{source}: {', '.join(missing)} missing from the archive; download "

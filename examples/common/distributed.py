@@ -24,9 +24,10 @@ process.
 """
 import os
 
-__all__ = ['Distributed', 'launched_by_mpi']
+__all__ = ['Distributed', 'launched_by_mpi', 'mpi_rank']
 
 _MPI_SIZE_VARS = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MV2_COMM_WORLD_SIZE', 'PMIX_SIZE')
+_MPI_RANK_VARS = ('OMPI_COMM_WORLD_RANK', 'PMI_RANK', 'MV2_COMM_WORLD_RANK', 'PMIX_RANK')
 
 
 def launched_by_mpi():
@@ -35,6 +36,15 @@ def launched_by_mpi():
         if os.environ.get(v, '').isdigit():
             return int(os.environ[v])
     return 1
+
+
+def mpi_rank():
+    """int: this process's rank as the MPI launcher set it (0 when not under mpirun), known
+    before the communicator is created."""
+    for v in _MPI_RANK_VARS:
+        if os.environ.get(v, '').isdigit():
+            return int(os.environ[v])
+    return 0
 
 
 class Distributed:
@@ -118,6 +128,24 @@ class Distributed:
             import nnabla as nn
             self.comm.all_reduce([nn.NdArray.from_numpy_array(np.zeros(1, np.float32))],
                                  division=False, inplace=False)
+
+    def any_true(self, flag):
+        """Whether ``flag`` is true on any rank; every rank gets the same answer (a decision to
+        stop must be taken by all ranks at the same iteration).
+
+        Args:
+            flag (bool): this rank's value.
+
+        Returns:
+            bool: the logical or over the ranks.
+        """
+        if self.comm is None or self.size <= 1:
+            return bool(flag)
+        import numpy as np
+        import nnabla as nn
+        value = nn.NdArray.from_numpy_array(np.array([1.0 if flag else 0.0], np.float32))
+        self.comm.all_reduce([value], division=False, inplace=False)
+        return bool(value.data[0] > 0)
 
     def kmeans_comm(self):
         """The communicator for ``LUTQSolver(comm=...)`` (None with one process)."""

@@ -3,14 +3,20 @@
 * :func:`read_image_tree`: a ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` tree, as a folder or
   inside a ``.tar.gz`` (read without extracting), decoded with Pillow.
 * :func:`cached`: decoded arrays cached as ``.npz`` in a user cache folder (never next to the
-  data, which may be read-only), keyed by the source's path, size and modification time.
+  data, which may be read-only), keyed by the source's path, size and modification time; a
+  damaged cache file is decoded again and replaced, and a cache folder that cannot be written is
+  found before the decode (the data is then decoded without a cache, with a warning).
 * :class:`ArrayDataset`: in-memory uint8 images with deterministic, random-access minibatches
   (pad-and-crop + horizontal flip), so a resumed run sees exactly the batches it would have seen.
 """
 import hashlib
 import io
 import os
+import sys
 import tarfile
+import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -18,7 +24,8 @@ from tqdm import tqdm
 
 from nnabla_lutq.io.nnp import atomic_output
 
-__all__ = ['DataError', 'cache_dir', 'cached', 'read_image_tree', 'ArrayDataset']
+__all__ = ['DataError', 'ARCHIVE_ERRORS', 'cache_dir', 'cached', 'read_image_tree',
+           'ArrayDataset']
 
 _IMAGE_EXT = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -39,6 +46,11 @@ def cache_dir():
 def cached(kind, source, build):
     """Arrays built from ``source`` once, then read from the cache.
 
+    A cache file that cannot be read whole (truncated, overwritten, another format) is built
+    again and replaced. A cache folder that cannot be written is found before ``build`` runs:
+    the arrays are then built without a cache, and a warning line on stderr names the folder
+    and the remedy (as does a cache file that cannot be saved, e.g. on a full disk).
+
     Args:
         kind (str): a label that is part of the cache file name.
         source (str): the file or folder the arrays come from (its path, size and mtime key the
@@ -57,13 +69,41 @@ def cached(kind, source, build):
         try:
             with np.load(path) as f:
                 return {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged cache file is rebuilt below
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError):
+            pass  # a damaged cache file is built again and replaced below
+    problem = _unwritable(os.path.dirname(path))
+    if problem:
+        _warn(f"the cache folder {os.path.dirname(path)} cannot be written ({problem}); "
+              "decoding without a cache (set NNABLA_LUTQ_CACHE to a writable folder to keep "
+              "the decoded arrays)")
+        return build()
     arrays = build()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_output(path, '.npz') as tmp:
-        np.savez(tmp, **arrays)
+    try:
+        with atomic_output(path, '.npz') as tmp:
+            np.savez(tmp, **arrays)
+    except OSError as e:
+        _warn(f"the decoded data cannot be cached in {path} ({e.strerror or e}); continuing "
+              "without a cache")
     return arrays
+
+
+def _unwritable(folder):
+    """Why no file can be created in ``folder`` (created if missing), or None."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def _warn(text):
+    print(f"warning: {text}", file=sys.stderr)
+
+
+#: What reading a damaged or truncated (gzip-compressed) tar archive raises.
+ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
 
 def _decode(data, size):
@@ -115,9 +155,11 @@ def read_image_tree(source, size=None, progress=True):
     else:
         try:
             tar = tarfile.open(source)
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"{source}: not a readable tar archive ({e})")
-        for m in tar.getmembers():
+            members = tar.getmembers()
+        except ARCHIVE_ERRORS as e:
+            raise DataError(f"{source}: not a readable tar archive ({e or type(e).__name__}); "
+                            "it may be truncated: copy or download it again")
+        for m in members:
             sc = _split_class(m.name) if m.isfile() else None
             if sc:
                 items.append((sc[0], sc[1], m))
@@ -136,7 +178,11 @@ def read_image_tree(source, size=None, progress=True):
     decoded = []
     for split, cls, key in tqdm(items, desc=f'decoding {os.path.basename(source)}',
                                 disable=not progress, ncols=80, leave=False):
-        data = opener.extractfile(key).read() if opener is not None else key
+        try:
+            data = opener.extractfile(key).read() if opener is not None else key
+        except ARCHIVE_ERRORS as e:
+            raise DataError(f"{source}: damaged archive at {key.name} ({e or type(e).__name__}); "
+                            "copy or download it again")
         name = key if opener is None else key.name
         try:
             decoded.append((split, cls, name, _decode(data, size)))

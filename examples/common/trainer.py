@@ -18,20 +18,25 @@ to [-1, 1] itself.
 
 Interruptions: Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop, ``timeout``) only set a flag; the
 run stops at the next iteration boundary, writes its checkpoint and exits (130 / 143), so
-``--resume`` continues bit-identically. A checkpoint is replaced by renames; a run killed between
-them is recovered from ``checkpoint.old``.
+``--resume`` continues bit-identically. Checkpoints are also written every
+``--checkpoint-interval`` seconds (so a ``kill -9`` or a crash loses minutes, not an epoch), and
+``--time-limit`` stops the run with a checkpoint before a scheduler's limit (exit
+:data:`TIME_LIMIT_STATUS`). A run folder belongs to one process at a time, and checkpoints are
+whole or not used (:mod:`examples.common.runfolder`); the monitor files of a resumed run hold the
+whole run (:mod:`examples.common.monitors`).
 
 Data-parallel (``mpirun -n N``): see :mod:`examples.common.distributed`; rank 0 writes the files.
 """
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
+import math
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -39,7 +44,6 @@ import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 from nnabla.ext_utils import get_extension_context
-from nnabla.monitor import Monitor, MonitorSeries, MonitorTimeElapsed
 from nnabla.utils.learning_rate_scheduler import (CosineScheduler, LinearWarmupScheduler,
                                                   StepScheduler)
 from tqdm import tqdm
@@ -47,21 +51,25 @@ from tqdm import tqdm
 import nnabla_lutq
 
 from . import configs
-from .distributed import Distributed
+from .distributed import Distributed, mpi_rank
+from .monitors import RunMonitors
+from .runfolder import (RunError, RunLock, checkpoint_problem, complete_checkpoint, load_state,
+                        recover_checkpoint, save_checkpoint, write_bytes, write_problem,
+                        writes_to)
+from .timelimit import CheckpointTimer
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'scheduler', 'learning_rate',
            'prepare', 'train', 'train_argv', 'predict_fn', 'complete_checkpoint',
-           'recover_checkpoint', 'RunError']
+           'recover_checkpoint', 'RunError', 'TIME_LIMIT_STATUS']
 
+#: Exit status of a run stopped by ``--time-limit`` with a checkpoint (EX_TEMPFAIL of
+#: sysexits.h: not finished, continue it with ``--resume``).
+TIME_LIMIT_STATUS = 75
 #: Settings a resumed run takes from the command line instead of its args.json.
 _RUNTIME_ONLY = ('context', 'resume', 'progress', 'data_dir', 'list_configs', 'val_images',
-                 'workers')
+                 'workers', 'checkpoint_interval', 'time_limit')
 #: Settings a resumed run may change: a longer run (the schedule then spans the new length).
 _EXTENDABLE = ('max_iter', 'epochs')
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue; the message says what to do."""
 
 
 def add_arguments(parser, epochs=160):
@@ -133,7 +141,15 @@ def add_arguments(parser, epochs=160):
     a('--val-batch-size', type=int, default=500,
       help='batch size of validation (default: %(default)s)')
     a('--val-images', type=int, default=None,
-      help='validate on the first N validation images only (quick runs; default: all)')
+      help='validate on N evenly spaced validation images only (quick runs; at most the size of '
+           'the validation set; default: all)')
+    a('--checkpoint-interval', type=float, default=300.0, metavar='SECONDS',
+      help='also write a checkpoint when this many seconds have passed since the last one (epoch '
+           'ends always write one) (default: %(default)s)')
+    a('--time-limit', type=float, default=None, metavar='SECONDS',
+      help='stop with a checkpoint before this many seconds have passed since the start (e.g. a '
+           'scheduler\'s limit less a few minutes); exit status %d, continue with --resume '
+           '(default: no limit)' % TIME_LIMIT_STATUS)
     a('--warmup-epochs', type=float, default=0.0,
       help='linear learning-rate warm-up over this many epochs (default: %(default)s)')
     a('--no-lr-scaling', dest='lr_scaling', action='store_false',
@@ -189,11 +205,20 @@ def check_arguments(args):
     Raises:
         RunError: with a message naming the flag to fix.
     """
+    for name in ('lr', 'momentum', 'weight_decay', 'lc_mu0', 'lc_mu_growth', 'warmup_epochs',
+                 'act_max', 'checkpoint_interval', 'time_limit'):
+        value = getattr(args, name, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RunError(f"--{name.replace('_', '-')} {value}: give a finite number")
+    _check_pow2_range(args)
     try:
         layers = run_layers(args)
         layers.act_step()  # validates --act-quant / --act-max
     except ValueError as e:
         raise RunError(str(e))
+    if not 0 <= getattr(args, 'seed', 0) < 2 ** 31:
+        raise RunError(f"--seed {args.seed}: give an integer from 0 to {2 ** 31 - 1} (nnabla's "
+                       "and numpy's generators take no other seeds)")
     for flag, value, ok in (('--epochs', args.epochs, args.epochs >= 1),
                             ('--batch-size', args.batch_size, args.batch_size >= 1),
                             ('--val-batch-size', args.val_batch_size, args.val_batch_size >= 1),
@@ -211,7 +236,11 @@ def check_arguments(args):
                             ('--lc-mu0', _opt(args, 'lc_mu0'), _opt(args, 'lc_mu0') > 0),
                             ('--lc-mu-growth', _opt(args, 'lc_mu_growth'),
                              _opt(args, 'lc_mu_growth') >= 1),
-                            ('--bn-recal', _opt(args, 'bn_recal'), _opt(args, 'bn_recal') >= 0)):
+                            ('--bn-recal', _opt(args, 'bn_recal'), _opt(args, 'bn_recal') >= 0),
+                            ('--checkpoint-interval', getattr(args, 'checkpoint_interval', 1.0),
+                             getattr(args, 'checkpoint_interval', 1.0) >= 0),
+                            ('--time-limit', getattr(args, 'time_limit', None),
+                             getattr(args, 'time_limit', None) is None or args.time_limit > 0)):
         if not ok:
             raise RunError(f"{flag} {value} is out of range")
     if _opt(args, 'solver') == 'lc' and not layers.lutq:
@@ -225,6 +254,34 @@ def check_arguments(args):
                            "model.nnp)")
     check_context(args.context or 'cpu')
     return layers
+
+
+def _check_pow2_range(args):
+    """Refuse a ``--pow2-range`` that is reversed or cannot offer the configuration's K values.
+
+    Raises:
+        RunError: naming what is wrong and a range that works.
+    """
+    rng = _opt(args, 'pow2_range')
+    if rng is None:
+        return
+    lo, hi = rng
+    if lo > hi:
+        raise RunError(f"--pow2-range {lo} {hi}: MIN is larger than MAX; give the smaller "
+                       f"exponent first (--pow2-range {hi} {lo})")
+    try:
+        layers = configs.parse(args.config)
+    except ValueError:
+        return  # the configuration's own error comes next
+    if not layers.lutq or layers.dictionary != 'pow2':
+        return
+    need = layers.n_values - (1 if layers.prune_ratio else 0)  # the pruned 0 is not a power
+    offered = 2 * (hi - lo + 1)  # +-2^k for k in MIN..MAX
+    if offered < need:
+        span = -(-need // 2) - 1
+        raise RunError(f"--pow2-range {lo} {hi} offers {offered} values (+-2^{lo} .. +-2^{hi}), "
+                       f"but {args.config} fits {need}; widen it to at least {span + 1} "
+                       f"exponents (e.g. --pow2-range {hi - span} {hi}) or use fewer bits")
 
 
 #: Defaults of the flags added after the first release (the LC schedule is the LC toolkit's), for
@@ -286,49 +343,7 @@ def _preprocess(x):
     return F.add_scalar(F.mul_scalar(x, 1 / 127.5), -1.0)
 
 
-_CHECKPOINT_FILES = ('params.h5', 'solver.h5', 'state.json')
-
-
-def complete_checkpoint(folder):
-    """Whether ``folder`` holds a whole checkpoint (all files, a readable state).
-
-    Args:
-        folder (str): e.g. ``RUN_DIR/checkpoint``.
-
-    Returns:
-        bool: True when params.h5, solver.h5 and a state.json with the iteration are there.
-    """
-    if not all(os.path.isfile(os.path.join(folder, f)) for f in _CHECKPOINT_FILES):
-        return False
-    try:
-        with open(os.path.join(folder, 'state.json')) as f:
-            return 'iteration' in json.load(f)
-    except (OSError, ValueError):
-        return False
-
-
-def recover_checkpoint(run_dir):
-    """Make ``run_dir/checkpoint`` the last complete checkpoint, if there is one.
-
-    A run killed between the two renames of :func:`_save_checkpoint` leaves its previous
-    checkpoint as ``checkpoint.old`` (and perhaps an incomplete ``checkpoint``); a
-    ``checkpoint.tmp`` is never trusted.
-
-    Returns:
-        bool: whether a complete checkpoint is in place.
-    """
-    final = os.path.join(run_dir, 'checkpoint')
-    old = os.path.join(run_dir, 'checkpoint.old')
-    if complete_checkpoint(final):
-        return True
-    if complete_checkpoint(old):
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(old, final)
-        return True
-    return False
-
-
-def prepare(args):
+def prepare(args, writer=True):
     """Resolve the run folder and the settings of a new or resumed run.
 
     Nothing is created or renamed (a resumed run's checkpoint is recovered from
@@ -336,6 +351,8 @@ def prepare(args):
 
     Args:
         args (argparse.Namespace): parsed flags (:func:`parse_args` records which were given).
+        writer (bool): this process will own the run folder (not a data-parallel rank > 0):
+            refuse a folder that another process holds first.
 
     Returns:
         tuple: ``(args, layers, run_dir, resuming)``; for ``--resume`` the settings are the run's
@@ -343,15 +360,18 @@ def prepare(args):
         validation images), and a longer ``--max-iter`` / ``--epochs`` given on the command line.
 
     Raises:
-        RunError: a wrong flag, a flag that cannot change on resume, a missing checkpoint, or an
-            output folder that already holds a run.
+        RunError: a wrong flag, a flag that cannot change on resume, a missing checkpoint, a
+            run folder that another process trains, or an output folder that already holds a
+            run.
     """
     if args.resume:
+        if writer:  # before reading its files
+            RunLock(args.resume, f"--resume {args.resume}").check_free()
         if not any(complete_checkpoint(os.path.join(args.resume, c))
                    for c in ('checkpoint', 'checkpoint.old')):
-            raise RunError(f"--resume {args.resume}: no complete checkpoint there "
-                           f"({os.path.join(args.resume, 'checkpoint')} is missing or damaged); "
-                           "start a new run instead")
+            problem = checkpoint_problem(os.path.join(args.resume, 'checkpoint'))
+            raise RunError(f"--resume {args.resume}: no complete checkpoint there (checkpoint: "
+                           f"{problem}, and no whole checkpoint.old); start a new run instead")
         try:
             saved = _read_args(args.resume)
         except (OSError, ValueError) as e:
@@ -385,8 +405,9 @@ def prepare(args):
     args.context = args.context or 'cpu'
     layers = check_arguments(args)
     run_dir = args.output or f"{args.config}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if any(os.path.exists(os.path.join(run_dir, f))
-           for f in ('checkpoint', 'checkpoint.old', 'results.json')):
+    if writer:
+        RunLock(run_dir, f"--output {run_dir}").check_free()
+    if _holds_run(run_dir):
         raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
                        f"{run_dir} or choose another --output")
     return args, layers, run_dir, False
@@ -398,23 +419,13 @@ def _read_args(run_dir):
 
 
 def _write_args(run_dir, settings):
-    """Write (or replace, atomically) the run's ``args.json``."""
+    """Write (or replace, atomically) the run's ``args.json`` (``--time-limit`` belongs to one
+    process, a scheduler's job, and is not kept)."""
     from nnabla_lutq.io.nnp import atomic_output
     path = os.path.join(run_dir, 'args.json')
     with atomic_output(path, '.json') as tmp, open(tmp, 'w') as f:
-        json.dump({k: v for k, v in settings.items() if k not in ('explicit', 'extended')}, f,
-                  indent=1)
-
-
-def _check_writable(run_dir):
-    """Create the run folder and make sure files can be written there."""
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
-            pass
-    except OSError as e:
-        raise RunError(f"--output {run_dir}: cannot write there ({e.strerror or e}); choose "
-                       "another folder")
+        json.dump({k: v for k, v in settings.items()
+                   if k not in ('explicit', 'extended', 'time_limit')}, f, indent=1)
 
 
 def predict_fn(model_fn, layers, batch_size, image_shape):
@@ -439,28 +450,20 @@ def _evaluate(predict, dataset, batch_size, limit=None):
     return wrong / total
 
 
-def _save_best(run_dir):
-    """Write (or replace, atomically) ``best.h5``: the parameters at the best validation."""
+def _parameters_h5():
+    """The current parameters as the bytes of an ``.h5`` file, made in memory (HDF5 does not
+    survive a write to a full disk; Python's writes of the bytes fail cleanly)."""
+    f = io.BytesIO()
+    nn.save_parameters(f, extension='.h5')
+    return f.getvalue()
+
+
+def _save_parameters(path):
+    """Write (or replace, atomically) the parameters as ``path`` (``best.h5``, ``params.h5``)."""
     from nnabla_lutq.io.nnp import atomic_output
-    with atomic_output(os.path.join(run_dir, 'best.h5'), '.h5') as tmp:
-        nn.save_parameters(tmp)
-
-
-def _save_checkpoint(run_dir, solver, state):
-    tmp = os.path.join(run_dir, 'checkpoint.tmp')
-    final = os.path.join(run_dir, 'checkpoint')
-    old = os.path.join(run_dir, 'checkpoint.old')
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    nn.save_parameters(os.path.join(tmp, 'params.h5'))
-    solver.save_states(os.path.join(tmp, 'solver.h5'))
-    with open(os.path.join(tmp, 'state.json'), 'w') as f:
-        json.dump(state, f, indent=1)
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)  # a death before this line leaves checkpoint.old: recover_checkpoint
-    shutil.rmtree(old, ignore_errors=True)
+    data = _parameters_h5()
+    with atomic_output(path, '.h5') as tmp:
+        write_bytes(tmp, data)
 
 
 class _Interrupts:
@@ -484,7 +487,8 @@ class _Interrupts:
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("stopped at once by a second Ctrl-C, without a new "
+                                    "checkpoint; --resume continues from the last one")
         self.signum = signum
 
     def __exit__(self, *exc):
@@ -568,9 +572,10 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
     Args:
         args (argparse.Namespace): flags from :func:`add_arguments` (via :func:`parse_args`).
         dataset_fn (callable): ``dataset_fn(args) -> dataset`` with ``image_shape``,
-            ``n_train``, ``steps_per_epoch(batch)``, ``train_batch(epoch, index, batch, seed)``
-            and ``test_batches(batch, limit)`` (called after the flags are checked, before the
-            run folder is created).
+            ``n_train``, ``n_test``, ``steps_per_epoch(batch)``,
+            ``train_batch(epoch, index, batch, seed)`` and ``test_batches(batch, limit)`` (called
+            after the flags are checked and the run folder is locked; a new run's folder is
+            removed again if it fails).
         model_fn (callable): ``model_fn(x, layers, test) -> logits`` (e.g.
             :func:`examples.common.models.resnet20`).
         stop_at (int or None): stop after this iteration with a checkpoint, as if interrupted
@@ -583,16 +588,38 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         dict: the results (also written to ``results.json``), or the state when stopped early.
 
     Raises:
-        RunError: for wrong flags or a run folder that cannot be used (nothing is changed then).
-        SystemExit: 130 (SIGINT) or 143 (SIGTERM) after checkpointing an interrupted run.
+        RunError: for wrong flags, a run folder that cannot be used or is in use by another
+            process (nothing is changed then), or a write that failed (the last checkpoint
+            stays).
+        SystemExit: 130 (SIGINT) or 143 (SIGTERM) after checkpointing an interrupted run,
+            :data:`TIME_LIMIT_STATUS` after checkpointing at ``--time-limit``.
     """
-    args, layers, run_dir, resuming = prepare(args)
+    began = time.monotonic()
+    args, layers, run_dir, resuming = prepare(
+        args, writer=(comm.rank if comm is not None else mpi_rank()) == 0)
     ctx = get_extension_context(args.context)
     dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
-    if resuming:  # one process renames; the others wait for it
-        if dist.is_main:
-            recover_checkpoint(run_dir)
-        dist.barrier()
+    flag = f"--resume {run_dir}" if resuming else f"--output {run_dir}"
+    with RunLock(run_dir, flag) if dist.is_main else contextlib.nullcontext():
+        if dist.is_main and not resuming and _holds_run(run_dir):  # since prepare() looked
+            raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
+                           f"{run_dir} or choose another --output")
+        if resuming:  # one process renames; the others wait for it
+            if dist.is_main:
+                recover_checkpoint(run_dir, log)
+            dist.barrier()
+        return _train(args, layers, run_dir, resuming, dist, ctx, dataset_fn, model_fn,
+                      stop_at, log, epoch_lines, began)
+
+
+def _holds_run(run_dir):
+    return any(os.path.exists(os.path.join(run_dir, f))
+               for f in ('checkpoint', 'checkpoint.old', 'results.json'))
+
+
+def _train(args, layers, run_dir, resuming, dist, ctx, dataset_fn, model_fn, stop_at, log,
+           epoch_lines, began):
+    """The run of :func:`train` once its folder is locked."""
     dataset = dataset_fn(args)
     if dist.size > 1:
         dataset.shard(dist.rank, dist.size)
@@ -600,11 +627,14 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
     if steps < 1:
         raise RunError(f"--batch-size {args.batch_size} is larger than the training set "
                        f"({dataset.n_train} images)")
+    val_limit = getattr(args, 'val_images', None)
+    if val_limit is not None and val_limit > dataset.n_test:
+        raise RunError(f"--val-images {val_limit}: the validation set has {dataset.n_test} "
+                       f"images; give at most {dataset.n_test}, or leave the flag out to "
+                       "validate on all of them")
     total = args.epochs * steps
     if args.max_iter:
         total = min(total, args.max_iter)
-    if dist.is_main:
-        _check_writable(run_dir)
     lr = dist.scaled_lr(args.lr) if getattr(args, 'lr_scaling', True) else args.lr
     sched = scheduler(args.schedule, lr, total, int(getattr(args, 'warmup_epochs', 0) * steps))
 
@@ -619,11 +649,19 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
     x = nn.Variable((args.batch_size,) + dataset.image_shape)
     t = nn.Variable((args.batch_size, 1))
     lc = _opt(args, 'solver') == 'lc'
-    with nnabla_lutq.weight_mode('float' if lc else 'tied'), nn.parameter_scope('net'):
-        logits = model_fn(_preprocess(x), layers, test=False)
+    try:
+        with nnabla_lutq.weight_mode('float' if lc else 'tied'), nn.parameter_scope('net'):
+            logits = model_fn(_preprocess(x), layers, test=False)
+        _, y_val, predict = predict_fn(model_fn, layers, args.val_batch_size,
+                                       dataset.image_shape)
+    except ValueError as e:  # a parameter of the --init file with another shape
+        if loaded is None:
+            raise
+        raise RunError(f"--init {args.init}: its parameters do not fit this model "
+                       f"({str(e).splitlines()[0]}); give the model.nnp of a float run of this "
+                       "model and --act-bits setting")
     logits.persistent = True
     loss = F.mean(F.softmax_cross_entropy(logits, t))
-    _, y_val, predict = predict_fn(model_fn, layers, args.val_batch_size, dataset.image_shape)
     if args.init and not resuming:
         if args.init.endswith('.h5'):
             try:
@@ -650,24 +688,32 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
                                         comm=dist.kmeans_comm())
     params = nn.get_parameters()
     solver.set_parameters(params)
-    if dist.is_main:
-        os.makedirs(run_dir, exist_ok=True)
+    saved = {'iteration': None}  # the iteration of the checkpoint on disk
+
+    def writing():  # a failed write into the run folder: one line, the checkpoint stays
+        return writes_to(run_dir, lambda: saved['iteration'])
     if resuming:
         ck = os.path.join(run_dir, 'checkpoint')
-        nn.load_parameters(os.path.join(ck, 'params.h5'))
-        solver.load_states(os.path.join(ck, 'solver.h5'))
-        with open(os.path.join(ck, 'state.json')) as f:
-            state = json.load(f)
+        try:
+            nn.load_parameters(os.path.join(ck, 'params.h5'))
+            solver.load_states(os.path.join(ck, 'solver.h5'))
+            state = load_state(ck)
+        except (OSError, RuntimeError) as e:  # e.g. the file size limit on a temporary copy
+            raise RunError(f"--resume {run_dir}: the checkpoint cannot be loaded "
+                           f"({write_problem(e)}); it is unchanged")
+        saved['iteration'] = state['iteration']
         if state['iteration'] > total:
             raise RunError(f"--resume {run_dir}: the run is at iteration {state['iteration']}, "
                            f"beyond the {total} iterations asked for; give a larger --max-iter")
         log(f"resuming {run_dir} at iteration {state['iteration']} of {total}")
         if args.extended and dist.is_main:  # the longer run is the run's setting from now on
-            _write_args(run_dir, {**_read_args(run_dir), **args.extended})
+            with writing():
+                _write_args(run_dir, {**_read_args(run_dir), **args.extended})
     else:
         dist.bcast_parameters(nn.get_parameters(grad_only=False))
         if dist.is_main:
-            _write_args(run_dir, vars(args))
+            with writing():
+                _write_args(run_dir, vars(args))
         state = {'iteration': 0, 'seconds': 0.0, 'train_seconds': 0.0, 'history': [],
                  'best_val_error': None}
     log(f"{args.config}: {configs.describe(layers)}; {total} iterations "
@@ -675,30 +721,40 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         f"{args.schedule}, run folder {run_dir}")
 
     quiet = not dist.is_main
-    monitor = Monitor(run_dir) if not quiet else None
-    interval = max(1, min(50, steps, total))
-    m_loss = MonitorSeries('train_loss', monitor, interval=interval, verbose=False)
-    m_err = MonitorSeries('train_error', monitor, interval=interval, verbose=False)
-    m_val = MonitorSeries('val_error', monitor, interval=1, verbose=False)
-    m_time = MonitorTimeElapsed('time', monitor, interval=min(steps, total), verbose=False)
-    val_limit = getattr(args, 'val_images', None)
+    monitors = None
+    if not quiet:
+        with writing():
+            monitors = RunMonitors(run_dir, max(1, min(50, steps, total)), min(steps, total),
+                                   state if resuming else None)
+    timer = CheckpointTimer(getattr(args, 'checkpoint_interval', 300.0),
+                            getattr(args, 'time_limit', None), start=began)
 
     def validate(it):
+        timer.begin()
         err = _evaluate(predict, dataset, args.val_batch_size, val_limit)
-        if not quiet:
-            m_val.add(it, err)
+        timer.end('validation')
         best = state['best_val_error']
         if best is None or err < best:
             state['best_val_error'], state['best_iteration'] = err, it
             if dist.is_main and not lc:
-                _save_best(run_dir)
+                with writing():
+                    _save_parameters(os.path.join(run_dir, 'best.h5'))
+        if not quiet:
+            with writing():
+                monitors.add_val(it, err)
         state['history'].append({'iteration': it, 'epoch': it / steps, 'val_error': err})
         return err
 
     def checkpoint(it):
+        timer.begin()
         state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
+        if monitors is not None:
+            state['monitors'] = monitors.state()
         if dist.is_main:
-            _save_checkpoint(run_dir, solver, state)
+            with writing():
+                save_checkpoint(run_dir, _parameters_h5(), solver.save_states, state)
+            saved['iteration'] = it
+        timer.end('checkpoint')
 
     it = state['iteration']
     bar = tqdm(total=total, initial=it, desc=args.config, disable=not args.progress or quiet,
@@ -706,6 +762,7 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
     start = time.time() - state['seconds']
     with _Interrupts() as interrupts:
         while it < total:
+            timer.begin()
             tick = time.perf_counter()
             epoch, index = divmod(it, steps)
             x.d, t.d = dataset.train_batch(epoch, index, args.batch_size, args.seed)
@@ -723,9 +780,10 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
                 raise RunError(f"iteration {it}: {e} (--lr)")
             state['train_seconds'] = state.get('train_seconds', 0.0) + time.perf_counter() - tick
             if not quiet:
-                m_loss.add(it, float(loss.d))
-                m_err.add(it, float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
-                m_time.add(it)
+                with writing():
+                    monitors.add_train(it, float(loss.d),
+                                       float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
+            timer.end('step')
             it += 1
             bar.update(1)
             bar.set_postfix(loss=f'{float(loss.d):.3f}')
@@ -735,7 +793,12 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
                 err = validate(it)
                 if epoch_lines and not quiet:
                     bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
-            if it % steps == 0 or it == total or it == stop_at or interrupts.signum:
+            out_of_time = it < total and timer.out_of_time((it + 1) % steps == 0
+                                                           or it + 1 == total)
+            if timer.time_limit is not None and dist.size > 1:  # all ranks stop together
+                out_of_time = dist.any_true(out_of_time)
+            if it % steps == 0 or it == total or it == stop_at or interrupts.signum \
+                    or out_of_time or timer.checkpoint_due():
                 checkpoint(it)
             if interrupts.signum:
                 bar.close()
@@ -743,6 +806,11 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
                 log(f"{name} at iteration {it}: checkpoint written; continue with --resume "
                     f"{run_dir}")
                 sys.exit(128 + interrupts.signum)
+            if out_of_time:
+                bar.close()
+                log(f"--time-limit {args.time_limit:g} s: stopped at iteration {it} of {total} "
+                    f"with a checkpoint; continue with --resume {run_dir}")
+                sys.exit(TIME_LIMIT_STATUS)
             if it == stop_at:
                 bar.close()
                 log(f"stopped at iteration {it}: continue with --resume {run_dir}")
@@ -753,11 +821,20 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         checkpoint(total)
     if not dist.is_main:
         return state
+    with writing():
+        return _finish(args, layers, run_dir, dataset, model_fn, y_val, state, dist, steps,
+                       total, val_limit, log)
 
-    nn.save_parameters(os.path.join(run_dir, 'params.h5'))
+
+def _finish(args, layers, run_dir, dataset, model_fn, y_val, state, dist, steps, total,
+            val_limit, log):
+    """Write the finished run's ``params.h5``, ``model.nnp`` and ``results.json``."""
+    from nnabla_lutq.io.nnp import atomic_output
+    _save_parameters(os.path.join(run_dir, 'params.h5'))
     xe, ye, _ = predict_fn(model_fn, layers, 1, dataset.image_shape)
     nnabla_lutq.export_nnp(os.path.join(run_dir, 'model.nnp'), {'x': xe}, {'y': ye})
     rep = nnabla_lutq.report(y_val)
+    lc = _opt(args, 'solver') == 'lc'
     results = {
         'config': args.config, 'settings': configs.describe(layers),
         'layers': dataclasses.asdict(layers), 'act_bits': args.act_bits,
@@ -776,7 +853,8 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         'n_train': dataset.n_train, 'n_val': dataset.n_test,
         'report': {'layers': rep.records(), 'totals': rep.totals},
         'model': 'model.nnp', 'params': 'params.h5'}
-    with open(os.path.join(run_dir, 'results.json'), 'w') as f:
+    with atomic_output(os.path.join(run_dir, 'results.json'), '.json') as tmp, \
+            open(tmp, 'w') as f:
         json.dump(results, f, indent=1)
     log(f"{args.config}: final validation error {results['final_val_error']:.4f} "
         f"(best {results['best_val_error']:.4f}) after {results['schedule']['epochs_run']:.2f} "

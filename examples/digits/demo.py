@@ -11,22 +11,22 @@ reloads the .nnp and the unpacked .lutq with nnabla's loader and checks that the
 Usage: ``python -m examples.digits.demo [--epochs 30] [--context cpu|cudnn] [--output demo_output]``
 """
 import argparse
-import contextlib
 import json
-import logging
 import os
 import shutil
 import sys
 
-if __name__ == '__main__':  # keep nnabla's start-up INFO line off the demo's console
-    logging.getLogger('nnabla').setLevel(logging.WARNING)
+if __name__ == '__main__':  # no nnabla INFO lines on the demo's console, Ctrl-C in one line
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
         __file__)))))
+    from examples.common.console import script_console
+    script_console('demo', 'interrupted (Ctrl-C); run it again to start over')
 
 import numpy as np
 
 import nnabla_lutq
 from examples.common import configs, trainer
+from examples.common.console import quiet_nnabla  # noqa: F401 (demo.quiet_nnabla)
 from examples.common.models import digits_cnn
 from examples.digits.data import digits_dataset
 
@@ -76,25 +76,15 @@ def train(config, epochs, output, seed=0, context='cpu', init=None, progress=Tru
         argv += ['--init', init]
     if not progress:
         argv.append('--no-progress')
-    res = trainer.train_argv(argv, lambda a: digits_dataset(seed), digits_cnn,
-                             log=lambda *a: None, epoch_lines=False)
-    return dict(res, accuracy=1 - res['final_val_error'])
-
-
-@contextlib.contextmanager
-def quiet_nnabla(level=logging.WARNING):
-    """Keep nnabla's INFO lines (a monitor's every value, every file saved) off the console.
-
-    The monitors still write their series files; only the console shows less: progress bars and
-    results.
-    """
-    log = logging.getLogger('nnabla')
-    before = log.level
-    log.setLevel(max(level, log.getEffectiveLevel()))
     try:
-        yield
-    finally:
-        log.setLevel(before)
+        res = trainer.train_argv(argv, lambda a: digits_dataset(seed), digits_cnn,
+                                 log=lambda *a: None, epoch_lines=False)
+    except SystemExit as e:
+        if e.code in (130, 143):  # the trainer stopped on Ctrl-C / SIGTERM (its log is muted)
+            print(f"demo: interrupted while training {config}; run it again to start over",
+                  file=sys.stderr)
+        raise
+    return dict(res, accuracy=1 - res['final_val_error'])
 
 
 def main(argv=None):

@@ -24,13 +24,23 @@ resumed run sees exactly the same data whatever the number of workers.
 
 Decoding runs in ``workers`` processes with at most ``prefetch`` minibatches in flight ahead of
 the one the trainer asks for (a bounded queue): the accelerator is not starved and memory stays
-bounded. ``benchmarks/bench_loader.py`` measures images/s of the loader alone.
+bounded. ``benchmarks/bench_loader.py`` measures images/s of the loader alone. The workers die
+with the training process, however it ends (``kill -9`` included: Linux's parent-death signal,
+and a watchdog that checks the parent), leave SIGINT to it and end on SIGTERM; the minibatches'
+shared-memory blocks (``/dev/shm/lutq<pid>_*``) are then removed by multiprocessing's resource
+tracker.
 """
 import concurrent.futures
 import csv
+import ctypes
 import math
 import multiprocessing
 import os
+import secrets
+import signal
+import sys
+import threading
+import time
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -42,6 +52,35 @@ __all__ = ['ImageFolder', 'find_split', 'read_val_labels']
 
 _IMAGE_EXT = ('.jpeg', '.jpg', '.png', '.bmp', '.webp')
 _TRIES = 10
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_start(parent):
+    """Initializer of a decoding worker: its signals, and death with its ``parent``.
+
+    The worker is forked from the trainer while the trainer's SIGTERM handler only sets a flag:
+    the default action is restored, so SIGTERM ends it. SIGINT (a Ctrl-C reaches the whole
+    process group) is ignored: the trainer stops cleanly and then ends its workers.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith('linux'):
+        try:  # the kernel kills this process when the parent dies
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent, every_s=1.0):
+    """End the worker once its parent is gone (where there is no parent-death signal)."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _images(folder):
@@ -337,11 +376,13 @@ class ImageFolder:
             return None, [_decode_many(tasks)], labels
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context('fork'))
+                self.workers, mp_context=multiprocessing.get_context('fork'),
+                initializer=_worker_start, initargs=(os.getpid(),))
         # the workers write the pixels into one shared block per minibatch, a few chunks per
         # worker: one small message per chunk, no pickled images
-        shm = shared_memory.SharedMemory(create=True, size=max(1, len(tasks) * 3 *
-                                                               self.image_size ** 2))
+        shm = shared_memory.SharedMemory(
+            name=f"lutq{os.getpid()}_{secrets.token_hex(6)}", create=True,
+            size=max(1, len(tasks) * 3 * self.image_size ** 2))
         n = max(1, min(len(tasks), 2 * self.workers))
         bounds = np.linspace(0, len(tasks), n + 1).astype(int)
         return shm, [self._pool.submit(_decode_many, tasks[a:b], shm.name, a)

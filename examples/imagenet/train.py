@@ -23,6 +23,9 @@ import time
 
 if __package__ in (None, ''):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+if __name__ == '__main__':  # before the slow imports: no nnabla INFO lines, Ctrl-C in one line
+    from examples.common.console import script_console
+    script_console('train.py')
 
 from examples.common import trainer  # noqa: E402
 from examples.common.image_data import DataError  # noqa: E402

@@ -290,18 +290,25 @@ def _version():
             f"{platform.python_version()})")
 
 
-def _at_least(low):
-    """An argparse type: an integer >= ``low`` (else a usage error)."""
+def _at_least(low, high=None):
+    """An argparse type: an integer >= ``low`` (and <= ``high``; else a usage error)."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
         return value
-    parse.__name__ = f'integer >= {low}'
+    parse.__name__ = wanted
     return parse
+
+
+#: The largest ``plot --dpi``: print quality; more only fills the memory (4 layers a row at
+#: 14 x 2.6 inches per row is already 16800 pixels wide at this resolution).
+MAX_DPI = 1200
 
 
 def _parser():
@@ -319,7 +326,8 @@ def _parser():
     s = sub.add_parser('plot', help='per-layer weight/dictionary histograms')
     s.add_argument('model', help='.nnp, .lutq or a parameter .h5 (with float W: histograms)')
     s.add_argument('-o', '--output', required=True, help='image file (.png, .pdf, .svg)')
-    s.add_argument('--dpi', type=_at_least(1), default=110, help='resolution of raster images')
+    s.add_argument('--dpi', type=_at_least(1, MAX_DPI), default=110,
+                   help=f'resolution of raster images, 1 to {MAX_DPI} (default: %(default)s)')
     s.set_defaults(func=_cmd_plot)
     s = sub.add_parser('pack', help='.nnp -> packed .lutq (indices at ceil(log2 K) bits)')
     s.add_argument('input', help='.nnp')
@@ -335,7 +343,9 @@ def _parser():
     s.add_argument('--n-values', type=int, default=16, help='K, values per dictionary')
     s.add_argument('--dictionary', choices=['free', 'pow2'], default='free')
     s.add_argument('--prune-ratio', type=float, default=0.0)
-    s.add_argument('--iters', type=_at_least(0), default=10, help='k-means iterations')
+    s.add_argument('--iters', type=_at_least(0), default=None,
+                   help='bound on the Lloyd iterations after the optimal table fit (default: '
+                        'to the fixed point)')
     s.add_argument('--eval-data', metavar='NPZ', default=None,
                    help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
     s.set_defaults(func=_cmd_convert)
@@ -391,6 +401,10 @@ def main(argv=None):
         return BROKEN_PIPE_STATUS
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         print(f"nnabla-lutq: error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"nnabla-lutq: error: not enough memory for `nnabla-lutq {args.command}`",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -243,10 +243,13 @@ def pack(nnp_path, lutq_path):
 
     Raises:
         ~nnabla_lutq.nnp.NnpError: if the .nnp cannot be read.
-        LutqFormatError: if a look-up table has indices outside its dictionary.
+        LutqFormatError: if a look-up table has indices outside its dictionary, or
+            ``lutq_path`` does not end with ``.lutq`` (nothing is written then).
     """
     if os.path.abspath(nnp_path) == os.path.abspath(lutq_path):
         raise LutqFormatError("the input and the output are the same file")
+    if not str(lutq_path).endswith('.lutq'):  # readers tell the formats apart by the name
+        raise LutqFormatError(f"{lutq_path}: the file name must end with .lutq")
     stats = write_lutq(lutq_path, read_nnp(nnp_path))
     if not stats['layers']:
         size = os.path.getsize(nnp_path)

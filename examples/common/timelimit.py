@@ -1,0 +1,66 @@
+"""When a run writes a checkpoint between epoch ends, and when it stops for a time limit.
+
+An ImageNet epoch takes hours: a run that checkpoints only at epoch ends loses them to a
+``kill -9``, a crash or a scheduler that ends the job. :class:`CheckpointTimer` asks for a
+checkpoint every ``interval`` seconds, and, with a time limit (a SLURM job's, less a margin),
+for a stop with a checkpoint at the last iteration boundary from which the next iteration, its
+validation (at an epoch end) and a checkpoint would no longer fit. Those durations are estimated
+from the run itself (the last iteration, the longest validation and checkpoint so far).
+"""
+import time
+
+__all__ = ['CheckpointTimer']
+
+
+class CheckpointTimer:
+    """The checkpoint and time-limit decisions of one training process (see the module docs).
+
+    Args:
+        interval (float): seconds between checkpoints (0: after every iteration).
+        time_limit (float or None): seconds from ``start`` by which the process must have
+            written its checkpoint; ``None``: no limit.
+        start (float or None): ``clock()`` when the process started its work (default: now).
+        clock (callable): a monotonic clock in seconds.
+    """
+
+    def __init__(self, interval, time_limit=None, start=None, clock=time.monotonic):
+        self.clock = clock
+        self.start = clock() if start is None else start
+        self.interval = interval
+        self.time_limit = time_limit
+        self.last_checkpoint = clock()
+        self.step_s = self.validation_s = self.checkpoint_s = 0.0
+        self._began = None
+
+    def begin(self):
+        """Mark the start of an iteration, a validation or a checkpoint."""
+        self._began = self.clock()
+
+    def end(self, what):
+        """Mark its end; ``what`` is ``'step'``, ``'validation'`` or ``'checkpoint'``."""
+        took = self.clock() - self._began
+        if what == 'step':
+            self.step_s = took
+        else:
+            setattr(self, what + '_s', max(getattr(self, what + '_s'), took))
+        if what == 'checkpoint':
+            self.last_checkpoint = self.clock()
+
+    def checkpoint_due(self):
+        """bool: ``interval`` seconds have passed since the last checkpoint."""
+        return self.clock() - self.last_checkpoint >= self.interval
+
+    def out_of_time(self, validation_next):
+        """Whether to stop now: the next iteration (and its validation when
+        ``validation_next``) plus a checkpoint would end after the time limit.
+
+        Args:
+            validation_next (bool): the next iteration ends an epoch (or the run).
+
+        Returns:
+            bool: always False without a time limit.
+        """
+        if self.time_limit is None:
+            return False
+        need = self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s
+        return self.clock() - self.start + need >= self.time_limit
