@@ -34,8 +34,10 @@ import os
 import shutil
 import sys
 
-if __name__ == '__main__':
+if __name__ == '__main__':  # no nnabla INFO lines, Ctrl-C in one line
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from examples.common.console import script_console
+    script_console('compare_lc.py', 'interrupted (Ctrl-C)')
 
 import numpy as np
 

@@ -18,6 +18,10 @@ import sys
 
 if __package__ in (None, ''):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+if __name__ == '__main__':  # before the slow imports: no nnabla INFO lines, Ctrl-C in one line
+    from examples.common.console import script_console
+    script_console('reproduce.py', 'interrupted (Ctrl-C); a run it was training keeps its last '
+                   'checkpoint, and running this again continues it')
 
 from examples.common import configs  # noqa: E402
 from examples.common.reproduce import (describe_schedule, pct, schedule_key,  # noqa: E402
