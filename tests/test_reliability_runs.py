@@ -481,13 +481,18 @@ def test_a_decode_worker_ends_on_sigterm_and_leaves_ctrl_c_to_the_trainer():
 
 # --- item 14: the demo's console, the command line -----------------------------------------
 
-def test_an_interrupted_demo_prints_one_line(tmp_path):
+def test_an_interrupted_demo_prints_one_line_and_a_second_demo_leaves_it_alone(tmp_path):
+    from examples.digits import demo
     out = tmp_path / 'demo'
     log = open(tmp_path / 'demo.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'examples.digits.demo', '--output', str(out),
                              '--epochs', '1000', '--no-progress'], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     _wait(lambda: _iteration(out / 'float') is not None, proc, "the float run's checkpoint")
+    with pytest.raises(SystemExit, match=r'^error: --output .*: the run folder is in use by '
+                                         f'another process \\(pid {proc.pid} '):
+        demo.main(['--output', str(out), '--epochs', '1', '--no-progress'])
+    assert _iteration(out / 'float') is not None and proc.poll() is None
     proc.send_signal(signal.SIGINT)
     assert proc.wait(HANG_S) == 130
     lines = (tmp_path / 'demo.log').read_text().strip().splitlines()

@@ -27,6 +27,7 @@ import numpy as np
 import nnabla_lutq
 from examples.common import configs, trainer
 from examples.common.console import quiet_nnabla  # noqa: F401 (demo.quiet_nnabla)
+from examples.common.runfolder import RunLock
 from examples.common.models import digits_cnn
 from examples.digits.data import digits_dataset
 
@@ -105,6 +106,10 @@ def _main(argv):
         if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, 'args.json')):
             raise SystemExit(f"error: {folder} exists and is not a run folder of the demo; "
                              "choose another --output")
+        try:  # another demo trains there: its runs are not removed
+            RunLock(folder, f"--output {args.output}").check_free()
+        except trainer.RunError as e:
+            raise SystemExit(f"error: {e}")
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     data = digits_dataset(args.seed)
