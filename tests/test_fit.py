@@ -21,11 +21,10 @@ def cfg_for(n, k=4, dictionary='free', prune_ratio=0.0, pow2_range=None):
 
 def brute_kmeans(x, k, weight=None):
     """Minimum weighted SSE over every split of the sorted values into k contiguous runs."""
-    x = np.sort(np.asarray(x, np.float64)) if weight is None else np.asarray(x, np.float64)
+    x = np.asarray(x, np.float64)
     v = np.ones_like(x) if weight is None else np.asarray(weight, np.float64)
-    if weight is not None:
-        order = np.argsort(x, kind='stable')
-        x, v = x[order], v[order]
+    order = np.argsort(x, kind='stable')
+    x, v = x[order], v[order]
     best = np.inf
     for cuts in itertools.combinations(range(1, x.size), k - 1):
         edges = (0,) + cuts + (x.size,)

@@ -31,7 +31,7 @@ from .kmeans import assign, pruned_mask, midpoint_thresholds
 from .pow2 import pow2_exponent, pow2_round
 
 __all__ = ['SortedWeights', 'chain_min', 'fit_free', 'fit_pow2', 'lloyd_sorted', 'fit_table',
-           'init_dictionary', 'table_sse']
+           'init_dictionary', 'lloyd_bound', 'table_sse']
 
 #: Bin edges of the dense DP of a free table (exact below this many weights): O(K·bins²).
 DP_BINS = 256
@@ -272,8 +272,7 @@ def fit_free(sw, k, lloyd_iters=1000):
         numpy.ndarray: float32 sorted values (K,).
     """
     if k == 1:
-        d = sw.means(np.array([0]), np.array([sw.n]), 0.0).astype(np.float32)
-        return d
+        return sw.means(np.array([0]), np.array([sw.n]), 0.0).astype(np.float32)
     if k <= DENSE_MAX_K:
         e = _bin_edges(sw, max(DP_BINS, 8 * k))
         cand = np.arange(e.size)[None, :]
@@ -406,10 +405,21 @@ def init_dictionary(w, config, iters=None, weight=None):
     Raises:
         ValueError: if ``w`` has non-finite values.
     """
-    if iters is not None and (isinstance(iters, bool) or not isinstance(iters, (int, np.integer))
-                              or iters < 0):
+    return fit_table(w, config, weight, lloyd_iters=lloyd_bound(iters))
+
+
+def lloyd_bound(iters):
+    """The Lloyd iterations of a fit from the user's ``iters`` (None: to the fixed point, at most
+    1000).
+
+    Raises:
+        ValueError: if ``iters`` is neither None nor an integer >= 0.
+    """
+    if iters is None:
+        return 1000
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
         raise ValueError(f"iters must be None or an integer >= 0 (Lloyd iterations), got {iters!r}")
-    return fit_table(w, config, weight, lloyd_iters=1000 if iters is None else int(iters))
+    return int(iters)
 
 
 def table_sse(w, d, a, weight=None):

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from ..training.initialization import FLOAT_TO_LUTQ_SCOPES
 from ..core.config import make_config
-from ..core.fit import init_dictionary
+from ..core.fit import init_dictionary, lloyd_bound
 from . import metadata
 from .nnp import (WEIGHT_FUNCTIONS, NnpError, _sync_executor_parameters, default_network,
                   describe_float_bn, describe_float_layers, loaded_network, read_nnp, write_nnp)
@@ -86,11 +86,11 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
     Every ``Convolution`` / ``DepthwiseConvolution`` / ``Deconvolution`` / ``Affine`` whose weight
     is a stored float parameter gets ``Embed(A, d)`` instead: ``d`` and ``A`` come from
     :func:`nnabla_lutq.core.fit.init_dictionary` (the near-optimal fit: an exact dynamic program,
-    then at most ``iters`` Lloyd iterations, the constraints of ``dictionary`` / ``prune_ratio``). The float ``W`` leaves the
-    file; the layer's parameters move to the LUT-Q scope names (``<x>/conv/W`` ->
-    ``<x>/lutq_conv/d`` and ``.../A``, bias ``<x>/lutq_conv/b``), so the result loads into the
-    same network built with ``PF.lutq_*``. Fine-tune afterwards with the training scripts'
-    ``--init`` (from the float parameters).
+    then at most ``iters`` Lloyd iterations, the constraints of ``dictionary`` /
+    ``prune_ratio``). The float ``W`` leaves the file; the layer's parameters move to the LUT-Q
+    scope names (``<x>/conv/W`` -> ``<x>/lutq_conv/d`` and ``.../A``, bias ``<x>/lutq_conv/b``),
+    so the result loads into the same network built with ``PF.lutq_*``. Fine-tune afterwards
+    with the training scripts' ``--init`` (from the float parameters).
 
     Args:
         in_path (str): float .nnp.
@@ -116,9 +116,7 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         raise ValueError("write the quantized model to another file than its float source")
     if not str(out_path).endswith('.nnp'):
         raise ValueError(f"{out_path}: the file name must end with .nnp")
-    if iters is not None and (isinstance(iters, bool) or not isinstance(iters, (int, np.integer))
-                              or iters < 0):
-        raise ValueError(f"iters must be None or an integer >= 0 (Lloyd iterations), got {iters!r}")
+    lloyd_bound(iters)  # a wrong value is refused before anything is read or written
     model = read_nnp(in_path)
     targets, kinds = {}, {}  # W name -> new prefix, the kind of its layer
     for net in model.proto.network:
