@@ -37,7 +37,14 @@ def _start(out, *argv, log=None, module='examples.cifar10.train'):
     """A training process, its console going to ``log`` (a file: no pipe to fill up)."""
     log = open(log or f"{out}.log", 'w')
     return subprocess.Popen([sys.executable, '-m', module, '--output', str(out), *argv],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    """Start the run with Ctrl-C's default disposition, as from a terminal: an ignored SIGINT
+    is inherited through exec, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _iteration(out):
