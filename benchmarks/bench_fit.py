@@ -18,9 +18,11 @@ whole model's SSE to the optimum's, and the worst layer:
 
 Then the fit time (previous / new, best of 3) at N = 36,864 ... 2,359,296 real weights, and what
 the tables do to the detector's output: the IoU of its text map (probability > 0.3) with the
-float model's on a rendered text image. Results are appended to BENCHMARKS.md.
+float model's on a rendered text image; with ``--digits`` / ``--cifar10``, the post-training
+accuracy of our own float models. Results are appended to BENCHMARKS.md.
 
 Usage: python benchmarks/bench_fit.py [--models det rec cls] [--nnp demo_output/float/model.nnp]
+       [--digits demo_output/float/model.nnp] [--cifar10 RUN/model.nnp --cifar10-data DIR]
 """
 import argparse
 import itertools
@@ -234,7 +236,10 @@ def text_map_iou(model, fits, x):
         for n in m.graph.node:
             if n.op_type == 'Constant' and n.output[0] in weights:
                 w = weights[n.output[0]]
-                d, a = fit(w.ravel(), cfg_of(w.size))
+                cfg = cfg_of(w.size)
+                if cfg is None:  # fewer weights than table values: the layer stays float
+                    continue
+                d, a = fit(w.ravel(), cfg)
                 q = np.asarray(d)[np.asarray(a).ravel()].reshape(w.shape).astype(np.float32)
                 n.attribute[0].t.CopyFrom(numpy_helper.from_array(q, n.output[0]))
         got = run(m) > 0.3
@@ -242,13 +247,24 @@ def text_map_iou(model, fits, x):
     return out, float(ref.mean())
 
 
-def digits_accuracy(nnp):
-    """Post-training accuracy of the digits float model with K = 4, 16 (free, pow-2) tables from
-    the previous and the new fit (``quantize_nnp`` on the 360 test images)."""
+def evaluation_data(name, data_dir=None, images=1000):
+    """Test images and labels as the examples' exported models take them (uint8 pixels):
+    ``'digits'`` (all 360) or ``'cifar10'`` (``images`` evenly spaced test images)."""
+    if name == 'digits':
+        from examples.digits.data import digits_dataset
+        ds = digits_dataset()
+        return ds.x_test.astype(np.float32), ds.y_test
+    from examples.cifar10.data import load_cifar10
+    from examples.common.image_data import evenly_spaced
+    ds = load_cifar10(data_dir, progress=False)
+    i = evenly_spaced(len(ds.x_test), images)
+    return ds.x_test[i].astype(np.float32), ds.y_test[i]
+
+
+def post_training_accuracy(nnp, data):
+    """Post-training accuracy of a float model with K = 4, 16 (free, pow-2) tables from the
+    previous and the new fit (``quantize_nnp`` of every weight layer)."""
     import nnabla_lutq.io.quantize as quantize
-    from examples.digits.data import digits_dataset
-    ds = digits_dataset()
-    data = (ds.x_test.astype(np.float32), ds.y_test)
     rows = []
     fits = {'previous': lambda w, cfg, iters=None: previous_fit(w, cfg),
             'new': quantize.init_dictionary}
@@ -275,6 +291,9 @@ def main():
     p.add_argument('--models', nargs='*', default=['det', 'rec', 'cls'], choices=list(MODELS))
     p.add_argument('--nnp', nargs='*', default=[], help='our own trained float .nnp files')
     p.add_argument('--digits', help="the digits demo's float model.nnp: post-training accuracy")
+    p.add_argument('--cifar10', help='a CIFAR-10 float model.nnp of examples/cifar10/train.py: '
+                                     'post-training accuracy on 1,000 test images')
+    p.add_argument('--cifar10-data', help='--data-dir of the CIFAR-10 example')
     p.add_argument('--no-timing', action='store_true')
     p.add_argument('--reference-cache', default=os.path.join(CACHE, 'fit_optimum.json'),
                    help='where the optima (slow to compute) are kept between runs')
@@ -300,23 +319,26 @@ def main():
     if 'det' in onnx_models:
         fits = {}
         for k in (16, 256):
-            cfg_of = (lambda n, k=k: make_config(k, 'free', 0.0, None, n))
+            cfg_of = (lambda n, k=k: make_config(k, 'free', 0.0, None, n) if n >= k else None)
             fits[f'previous K={k}'] = (previous_fit, cfg_of)
             fits[f'new K={k}'] = (fit_table, cfg_of)
         iou, frac = text_map_iou(onnx_models['det'], fits, text_image())
         table = ['| post-training tables | IoU with the float text map |', '|---|---:|']
         table += [f'| {label} | {v:.3f} |' for label, v in iou.items()]
         append('Table fit: PP-OCRv4 detector output with post-training tables', '\n'.join(table),
-               notes=f'Every Conv weight of the detector replaced by d[A]; a 320x640 rendered '
-                     f'text image; text map = probability > 0.3 ({frac:.1%} of the float map\'s '
-                     'pixels); onnxruntime CPU.')
-    if args.digits:
-        rows = digits_accuracy(args.digits)
+               notes=f'Every Conv weight of the detector with at least K weights replaced by '
+                     f'd[A]; a 320x640 rendered text image; text map = probability > 0.3 '
+                     f'({frac:.1%} of the float map\'s pixels); onnxruntime CPU.')
+    for name, nnp in (('digits', args.digits), ('cifar10', args.cifar10)):
+        if not nnp:
+            continue
+        data = evaluation_data(name, args.cifar10_data)
+        rows = post_training_accuracy(nnp, data)
         table = ['| K | table | float | previous fit | new fit |', '|---:|---|---:|---:|---:|']
         table += [f'| {k} | {kind} | {f:.2%} | {a:.2%} | {b:.2%} |' for k, kind, f, a, b in rows]
-        append('Table fit: post-training accuracy of the digits CNN', '\n'.join(table),
-               notes='`quantize_nnp` of the float model of `make demo` (every weight layer, '
-                     'no training), 360 test images.')
+        append(f'Table fit: post-training accuracy, {name}', '\n'.join(table),
+               notes=f'`quantize_nnp` of `{nnp}` (every weight layer, no training), '
+                     f'{len(data[1])} test images.')
     if not args.no_timing:
         rows = timing(models['PP-OCR rec'] if 'PP-OCR rec' in models
                       else next(iter(models.values())))
