@@ -303,19 +303,20 @@ def main():
     for path in args.nnp:
         models[os.path.basename(os.path.dirname(os.path.abspath(path))) + '/' +
                os.path.basename(path)] = nnp_weights(path)
-    rows = quality(models, args.reference_cache)
-    table = ['| model | weights | table | K | previous / optimum | worst layer | new / optimum '
-             '| worst layer |', '|---|---:|---|---:|---:|---:|---:|---:|']
-    for name, kind, k, r0, w0, r1, w1 in rows:
-        n = sum(w.size for w in models[name].values())
-        table.append(f'| {name} | {n:,} | {kind} | {k} | {r0:.3f} | {w0:.2f} | {r1:.4f} | '
-                     f'{w1:.3f} |')
-    notes = ('SSE of the whole model (all its weight layers) over the optimum\'s: exact 1-D '
-             'k-means (`kmeans1d`) for free and pruned tables (pruned: the optimal 15-means of '
-             'the kept weights), the best of all sets of K distinct ±2^e among 16 exponents for '
-             'pow-2. "previous": quantile start + 10 k-means steps.')
-    append('Table fit vs the exact optimum (real pretrained weights)', '\n'.join(table),
-           notes=notes)
+    if models:
+        rows = quality(models, args.reference_cache)
+        table = ['| model | weights | table | K | previous / optimum | worst layer | new / optimum '
+                 '| worst layer |', '|---|---:|---|---:|---:|---:|---:|---:|']
+        for name, kind, k, r0, w0, r1, w1 in rows:
+            n = sum(w.size for w in models[name].values())
+            table.append(f'| {name} | {n:,} | {kind} | {k} | {r0:.3f} | {w0:.2f} | {r1:.4f} | '
+                         f'{w1:.3f} |')
+        notes = ('SSE of the whole model (all its weight layers) over the optimum\'s: exact 1-D '
+                 'k-means (`kmeans1d`) for free and pruned tables (pruned: the optimal 15-means of '
+                 'the kept weights), the best of all sets of K distinct ±2^e among 16 exponents '
+                 'for pow-2. "previous": quantile start + 10 k-means steps.')
+        append('Table fit vs the exact optimum (real pretrained weights)', '\n'.join(table),
+               notes=notes)
     if 'det' in onnx_models:
         fits = {}
         for k in (16, 256):
@@ -339,7 +340,7 @@ def main():
         append(f'Table fit: post-training accuracy, {name}', '\n'.join(table),
                notes=f'`quantize_nnp` of `{nnp}` (every weight layer, no training), '
                      f'{len(data[1])} test images.')
-    if not args.no_timing:
+    if not args.no_timing and models:
         rows = timing(models['PP-OCR rec'] if 'PP-OCR rec' in models
                       else next(iter(models.values())))
         table = ['| N | K | previous (ms) | new (ms) | new / previous |',
