@@ -7,12 +7,10 @@ import nnabla as nn
 
 from ..core.config import bits_per_index
 from ..core.pow2 import is_pow2_array
-from ..io.metadata import KINDS
+from ..core.kinds import BY_FUNCTION
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
 
 __all__ = ['report', 'LayerRecord', 'Report']
-
-_WEIGHT_FUNCS = KINDS
 
 
 @dataclass
@@ -208,7 +206,7 @@ def report(output, meta=None):
     def visit(f):
         """``(layer key, row)`` of one call of a weight or float BN layer, or None."""
         t = f.info.type_name
-        if t in _WEIGHT_FUNCS:
+        if t in BY_FUNCTION:
             w = f.inputs[1]
             n = int(np.prod(w.shape))
             # Deconvolution multiplies each input value by the weights of its output channels;
@@ -222,7 +220,7 @@ def report(output, meta=None):
                 leaf = w if w.parent is None else _leaves(w)[0]
                 wd = w.data.get_data('r', np.float32)
                 return leaf.data, LayerRecord(param_name(leaf).rsplit('/', 1)[0],
-                                              _WEIGHT_FUNCS[t], False, None, n, 32,
+                                              BY_FUNCTION[t].kind, False, None, n, 32,
                                               float(np.mean(wd == 0)), False, 32 * n, 32 * n,
                                               float_mults, 0, float_mults)
             name, d_var, a_var, k = found
@@ -237,7 +235,7 @@ def report(output, meta=None):
             pow2 = is_pow2_array(d)
             products = values * min(nonzero, fan)
             bits = bits_per_index(k)
-            return name, LayerRecord(name, _WEIGHT_FUNCS[t], True, k, n, bits,
+            return name, LayerRecord(name, BY_FUNCTION[t].kind, True, k, n, bits,
                                      float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
                                      0 if pow2 else products, products if pow2 else 0,
                                      float_mults)

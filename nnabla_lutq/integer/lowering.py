@@ -26,6 +26,7 @@ from typing import List
 
 import numpy as np
 
+from ..core.kinds import LAYER_SCOPES
 from . import ops as O
 
 __all__ = ['Val', 'Program', 'lower', 'requant_op', 'SUPPORTED']
@@ -36,8 +37,7 @@ SUPPORTED = ('Embed', 'Convolution', 'Affine', 'Mul2', 'Add2', 'BatchNormalizati
              'MaxPooling', 'MulScalar', 'AddScalar', 'Identity')
 
 #: parameter-scope components of the layers that name a layer less well than their parent
-_LAYER_SCOPES = {'lutq_conv', 'lutq_affine', 'lutq_depthwise_conv', 'conv', 'affine', 'bn',
-                 'mlbn', 'min_max_quantize'}
+_LAYER_SCOPES = LAYER_SCOPES | {'min_max_quantize'}
 
 #: most fraction bits given to rounded multipliers / logit biases
 _MAX_FRACTION_BITS = 24

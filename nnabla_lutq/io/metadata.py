@@ -25,6 +25,8 @@ function that cannot be converted) or "built as a float layer".
 features a reader must understand to use the file; a reader refuses a file with a flag or a
 version it does not know rather than misreading it.
 """
+from ..core.kinds import WEIGHT_LAYERS
+
 __all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'KINDS', 'new', 'table', 'check']
 
 #: the member of an .nnp archive that holds the description
@@ -33,9 +35,9 @@ FORMAT = 'nnabla-lutq'
 VERSION = 1
 #: flags this version understands (none are defined yet)
 KNOWN_FLAGS = frozenset()
-#: nnabla functions with a weight (their second input), by the ``kind`` of their layer
-KINDS = {'Convolution': 'conv', 'DepthwiseConvolution': 'depthwise_conv', 'Affine': 'affine',
-         'Deconvolution': 'deconv'}
+#: nnabla function type -> the ``kind`` a table of its layer has (from
+#: :data:`nnabla_lutq.core.kinds.WEIGHT_LAYERS`)
+KINDS = {w.function: w.kind for w in WEIGHT_LAYERS}
 
 
 def new():

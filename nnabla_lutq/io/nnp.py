@@ -29,6 +29,7 @@ import nnabla as nn
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
+from ..core.kinds import BN_FUNCTIONS, BY_FUNCTION
 from . import metadata
 
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
@@ -281,8 +282,8 @@ def lut_embeds(net, params):
     return out
 
 
-#: nnabla functions whose second input is a weight that LUT-Q can replace by a look-up table.
-WEIGHT_FUNCTIONS = tuple(metadata.KINDS)
+#: nnabla functions whose second input is a weight (:data:`nnabla_lutq.core.kinds.BY_FUNCTION`)
+WEIGHT_FUNCTIONS = tuple(BY_FUNCTION)
 
 
 def describe_float_layers(nnp, meta, notes=None):
@@ -325,7 +326,7 @@ def describe_float_bn(nnp, meta, notes=None):
     notes = notes or {}
     for net in nnp.proto.network:
         for f in net.function:
-            if f.type in ('BatchNormalization', 'FusedBatchNormalization'):
+            if f.type in BN_FUNCTIONS:
                 held = [i for i in f.input if i in nnp.params]
                 prefix = held[0].rsplit('/', 1)[0] if held else f.name
                 if prefix not in meta['bn']:

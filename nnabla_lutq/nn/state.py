@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import nnabla as nn
 
 from ..core.config import LUTQConfig
+from .params import all_parameters, current_path, relative_name, scope_at, scope_path
 
 __all__ = ['WeightMode', 'LUTQLayer', 'MLBNLayer', 'LUTQState', 'STATE', 'weight_mode',
            'inference_mode', 'lutq_layers', 'mlbn_layers', 'all_parameters']
@@ -91,33 +92,7 @@ class MLBNLayer:
     PARTS = ('beta', 'gamma', 'mean', 'var')
 
 
-def _walk_scopes(scope, path=()):
-    """Yield ``(path, value)`` for every entry under ``scope``, depth first in insertion order.
-
-    A module-level generator on purpose: a nested function that calls itself is a reference cycle
-    (function -> closure cell -> function) that holds what it captures, here whole parameter
-    scopes and their arrays, until the cyclic garbage collector runs.
-    """
-    for k, v in scope.items():
-        yield path + (k,), v
-        if isinstance(v, dict):
-            yield from _walk_scopes(v, path + (k,))
-
-
-def _scope_at(path):
-    """The parameter-scope dict at the '/'-joined ``path`` from nnabla's root scope, or None."""
-    node = nn.parameter.root_scope
-    for part in path.split('/') if path else []:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
-
-
-def _scope_path(target):
-    """The '/'-joined path of a parameter-scope dict from nnabla's root scope, or None."""
-    if target is nn.parameter.root_scope:
-        return ''
-    return next(('/'.join(path) for path, v in _walk_scopes(nn.parameter.root_scope)
-                 if v is target), None)
+_scope_path = scope_path  # the name nnabla_lutq.nn.layers imports (to go)
 
 
 class _Entry:
@@ -164,7 +139,7 @@ class LUTQState:
         old = self._entries.get(key)
         if old is not None and old.ref() is scope and self._is_live(old):
             self._check_same(old.record, record)
-        path = _scope_path(scope)
+        path = scope_path(scope)
         if path is not None:
             record.name = path
         if old is not None and old.ref() is scope:
@@ -197,7 +172,7 @@ class LUTQState:
         if scope is None:
             return False
         rec = entry.record
-        if _scope_at(rec.name) is not scope:  # still attached to nnabla's tree under its name?
+        if scope_at(rec.name) is not scope:  # still attached to nnabla's tree under its name?
             return False
         for part in rec.PARTS:
             v = scope.get(part)
@@ -283,10 +258,10 @@ class LUTQState:
         Raises:
             ValueError: naming the known layers as seen from the current scope, if there is none.
         """
-        prefix = _scope_path(nn.parameter.get_current_parameter_scope()) or ''
+        prefix = current_path()
 
         def shown(full):
-            return full[len(prefix) + 1:] if prefix and full.startswith(prefix + '/') else full
+            return relative_name(full, prefix)
         known = self.lutq_layers() + self.mlbn_layers()
         for r in known:
             if name in (shown(r.name), shown(r.name).rsplit('/', 1)[0]):
@@ -309,7 +284,7 @@ class LUTQState:
             name (str): the layer's full name from the root scope, e.g. ``'net/fc'``.
             note (dict): ``function``, ``action`` and ``reason``.
         """
-        scope = _scope_at(name)
+        scope = scope_at(name)
         if scope is None:
             return
 
@@ -324,7 +299,7 @@ class LUTQState:
         (``function``, ``action``, ``reason``), for the layers that still exist under that name;
         export writes the reasons of layers that stayed float."""
         return {name: note for name, (ref, note) in self._notes.items()
-                if ref() is not None and _scope_at(name) is ref()}
+                if ref() is not None and scope_at(name) is ref()}
 
     # -- weight mode ----------------------------------------------------------------------
     @property
@@ -395,18 +370,3 @@ def mlbn_layers():
         list: :class:`MLBNLayer` records.
     """
     return STATE.mlbn_layers()
-
-
-def all_parameters(grad_only=False):
-    """Every parameter registered in nnabla, named by its full path from the root scope.
-
-    Unlike ``nn.get_parameters()``, the result does not depend on the current parameter scope.
-
-    Args:
-        grad_only (bool): only parameters with ``need_grad=True``.
-
-    Returns:
-        dict: full name -> Variable.
-    """
-    return {'/'.join(path): v for path, v in _walk_scopes(nn.parameter.root_scope)
-            if not isinstance(v, dict) and (not grad_only or v.need_grad)}

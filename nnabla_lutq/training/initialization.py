@@ -6,13 +6,10 @@ import numpy as np
 import nnabla as nn
 
 from ..core.fit import init_dictionary
+from ..core.kinds import FLOAT_TO_LUTQ_SCOPES
 from ..nn.state import STATE, LUTQLayer
 
 __all__ = ['initialize', 'load_float_parameters', 'FLOAT_TO_LUTQ_SCOPES']
-
-#: Scope names of nnabla's float layers and of their LUT-Q counterparts.
-FLOAT_TO_LUTQ_SCOPES = {'conv': 'lutq_conv', 'affine': 'lutq_affine',
-                        'depthwise_conv': 'lutq_depthwise_conv', 'bn': 'mlbn'}
 
 
 def initialize(layers=None, iters=None):

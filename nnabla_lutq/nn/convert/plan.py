@@ -1,0 +1,122 @@
+"""What a conversion does with each layer (:class:`LayerDecision`, :class:`ConversionPlan`), and
+the walks over a graph's functions that planning and the modifiers share."""
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from ...core.config import LUTQConfig
+
+__all__ = ['LayerDecision', 'ConversionPlan', 'graph_functions', 'terminal_outputs']
+
+
+@dataclass
+class LayerDecision:
+    """What the conversion does with one layer.
+
+    Attributes:
+        name (str): the layer's scope from the root without the function's own scope, e.g.
+            ``'res1/conv1'`` (for a layer without parameters: the function type and its index).
+        function (str): the nnabla function type, e.g. ``'Convolution'``.
+        action (str): ``'lutq'`` (a LUT-Q layer), ``'mlbn'`` (multiplier-less BN) or
+            ``'float'`` (unchanged).
+        reason (str): why, e.g. ``'override fc'`` or ``'432 weights < min_weights=1000'``.
+        config (LUTQConfig or None): the settings of a LUT-Q layer.
+        n_weights (int): number of weights (of ``W``; of ``gamma`` for BN).
+        n_functions (int): functions of the graph that compute with this layer (2 for a weight
+            shared by two functions, or the training and the test graph converted together).
+        parameters (dict): parameter name before -> after the conversion.
+        unexpected (bool): the layer has weights but cannot be converted (listed in the warning).
+    """
+    name: str
+    function: str
+    action: str
+    reason: str
+    config: Optional[LUTQConfig] = None
+    n_weights: int = 0
+    n_functions: int = 0
+    parameters: Dict[str, str] = field(default_factory=dict)
+    unexpected: bool = False
+
+    def row(self):
+        """tuple: the columns of :meth:`ConversionPlan.table`."""
+        settings = self.config.describe() if self.config is not None else ''
+        return (self.name, self.function, self.action, str(self.n_weights), settings, self.reason)
+
+
+class ConversionPlan(list):
+    """The :class:`LayerDecision` of every layer of a graph, in graph order (a list).
+
+    ``str(plan)`` is a table; :attr:`converted` and :attr:`kept_float` filter it.
+    """
+
+    @property
+    def converted(self):
+        """list: decisions of layers that are LUT-Q or multiplier-less BN after conversion."""
+        return [d for d in self if d.action != 'float']
+
+    @property
+    def kept_float(self):
+        """list: decisions of layers that stay float."""
+        return [d for d in self if d.action == 'float']
+
+    def get(self, name):
+        """The decision of the layer called ``name``, or None."""
+        for d in self:
+            if d.name == name:
+                return d
+        return None
+
+    def table(self):
+        """str: one row per layer: name, function, action, weights, settings, reason."""
+        head = ('layer', 'function', 'action', 'weights', 'settings', 'reason')
+        rows = [head] + [d.row() for d in self]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, '  '.join('-' * w for w in widths))
+        return '\n'.join(lines)
+
+    def __str__(self):
+        return self.table()
+
+
+def graph_functions(outputs):
+    """Functions computing ``outputs``, each once, inputs before consumers."""
+    order, seen = [], set()
+    stack = [(o.parent, False) for o in reversed(outputs) if o.parent is not None]
+    while stack:
+        f, expanded = stack.pop()
+        if expanded:
+            order.append(f)
+            continue
+        if f in seen:
+            continue
+        seen.add(f)
+        stack.append((f, True))
+        for v in reversed(f.inputs):
+            p = v.parent
+            if p is not None and p not in seen:
+                stack.append((p, False))
+    return order
+
+
+def terminal_outputs(first):
+    """Outputs of the graph that ``GraphConverter`` is visiting, found from its first function:
+    the inputs of the sinks (else the unconsumed variables) reachable from it."""
+    seen, stack, sinks, ends = set(), [first], [], []
+    while stack:
+        f = stack.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        consumed = False
+        for o in f.outputs:
+            refs = o.function_references
+            if refs:
+                consumed = True
+                stack.extend(refs)
+            else:
+                ends.append(o)
+        if not consumed and f.info.type_name == 'Sink':
+            sinks.append(f)
+    if sinks:
+        return [v for s in sinks for v in s.inputs]
+    return ends

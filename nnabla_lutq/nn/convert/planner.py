@@ -1,0 +1,479 @@
+"""The planner: finds the layers of a graph and decides what a conversion does with each, before
+anything changes (every error is raised here)."""
+import fnmatch
+import inspect
+from collections import OrderedDict
+
+import numpy as np
+import nnabla.parametric_functions as PF
+
+from ...core.kinds import BN_FUNCTIONS, BY_FUNCTION, BY_KIND, LAYER_SCOPES, MLBN_SCOPE
+from .. import layers
+from ..params import current_path, names_by_array, relative_name, scope_at
+from ..state import STATE, LUTQLayer, MLBNLayer
+from .plan import ConversionPlan, LayerDecision, graph_functions
+from .settings import layer_config_of
+
+__all__ = ['GROUPS', 'Planner', 'make_plan', 'clean_float']
+
+#: the groups of layers a planner can decide: weight layers and batch normalization
+GROUPS = frozenset(('weight', 'bn'))
+_BN_PARTS = MLBNLayer.PARTS  # beta, gamma, mean, var
+#: scopes of nnabla's parametric functions and ours (stripped from the names of float layers)
+_PF_SCOPES = frozenset(getattr(getattr(PF, n), '__scope_name__', None) for n in dir(PF)) \
+    - {None} | LAYER_SCOPES
+#: how far above a computed weight the LUT-Q parameters of an existing layer are looked for
+_SEARCH_DEPTH = 6
+
+
+def _accepts(func, arg):
+    return arg in inspect.signature(func).parameters
+
+
+def _split(name):
+    scope, _, last = name.rpartition('/')
+    return scope, last
+
+
+def _join(*parts):
+    return '/'.join(p for p in parts if p)
+
+
+
+def clean_float(x):
+    """A float argument as its float32 value's shortest text (eps=1e-5 stays 1e-05)."""
+    return float(str(np.float32(x)))
+
+
+def _non_singleton_dims(shape):
+    return sum(1 for s in shape if s > 1)
+
+
+class _Layer:
+    """A layer found in the graph while planning (internal)."""
+
+    def __init__(self, name, function, group, n_weights):
+        self.name = name            # display name (relative to the current parameter scope)
+        self.function = function
+        self.group = group          # 'weight', 'bn' or 'other'
+        self.n_weights = n_weights
+        self.functions = []         # functions of the graph computing with it
+        self.rebuild = []           # functions to replace by the LUT-Q/mlbn function
+        self.record = None          # live record of an existing layer
+        self.problem = None         # why it cannot be converted (float)
+        self.scope = None           # absolute scope the parametric function is called in
+        self.target = None          # that function's own scope (scope/lutq_conv), absolute
+        self.moves = OrderedDict()  # NdArray of a parameter -> its new absolute name
+        self.renames = {}           # old name -> new name (relative, for the decision)
+        self.biases = set()
+        self.action = 'float'
+        self.reason = ''
+        self.config = None
+        self.layer_config = None
+        self.unexpected = False
+        self.bn_args = None
+
+    def decision(self):
+        return LayerDecision(self.name, self.function, self.action, self.reason, self.config,
+                             self.n_weights, len(self.functions), dict(self.renames),
+                             self.unexpected)
+
+
+def _strip_scope(scope, own):
+    """A parameter scope without the parametric function's own scope ``own`` (a name or set)."""
+    parent, last = _split(scope)
+    return parent if (last == own if isinstance(own, str) else last in own) else scope
+
+
+class Planner:
+    """Finds the layers of a graph and decides what happens to each (changes nothing)."""
+
+    def __init__(self, config, overrides, min_weights, mlbn, groups=GROUPS):
+        self.groups = frozenset(groups)
+        self.config = config
+        self.overrides = overrides
+        self.min_weights = min_weights
+        self.mlbn = mlbn
+        self.names = names_by_array()
+        self.layers = OrderedDict()   # key -> _Layer
+        self.anonymous = 0
+        self.live = {id(r) for r in STATE.lutq_layers() + STATE.mlbn_layers()}
+        self.prefix = current_path()
+
+    # -- names and lookups ------------------------------------------------------------------
+    def rel(self, name):
+        """A name from the root as ``nn.get_parameters()`` shows it in the current scope."""
+        return relative_name(name, self.prefix)
+
+    def display(self, layer_scope, own):
+        """The layer name of an absolute layer scope (``own``: the function's own scope)."""
+        return self.rel(layer_scope) if layer_scope and layer_scope != self.prefix else own
+
+    def part_of(self, v):
+        """``(record, part)`` of a live LUT-Q/mlbn layer that ``v`` is a parameter of."""
+        if v.parent is not None:
+            return None, None
+        rec, part = STATE.part_of(v)
+        if rec is None or id(rec) not in self.live:
+            return None, None
+        return rec, part
+
+    def param_name(self, v):
+        """The absolute registered name of a parameter variable, or None."""
+        if v.parent is not None:
+            return None
+        names = self.names.get(v.data)
+        return names[0] if names else None
+
+    def layer(self, key, name, function, group, n_weights):
+        lay = self.layers.get(key)
+        if lay is None:
+            lay = self.layers[key] = _Layer(name, function, group, n_weights)
+        return lay
+
+    def above(self, v, found):
+        """The first ``found(leaf)`` that is not None among the leaves a few functions above."""
+        frontier = [v]
+        for _ in range(_SEARCH_DEPTH):
+            nxt = []
+            for u in frontier:
+                if u.parent is None:
+                    hit = found(u)
+                    if hit is not None:
+                        return hit
+                else:
+                    nxt.extend(u.parent.inputs)
+            if not nxt:
+                break
+            frontier = nxt
+        return None
+
+    def record_above(self, v, cls):
+        """The record of class ``cls`` whose parameters compute ``v``."""
+        return self.above(v, lambda u: self.part_of(u)[0] if isinstance(self.part_of(u)[0], cls)
+                          else None)
+
+    def anonymous_name(self, f):
+        self.anonymous += 1
+        return f"{f.info.type_name}#{self.anonymous}"
+
+    def float_layer(self, f, t, group, problem, n_weights, name=None):
+        """A layer of one function that stays float because of ``problem``."""
+        lay = self.layer(('float', f), name or self.anonymous_name(f), t, group, n_weights)
+        lay.functions.append(f)
+        lay.problem = problem
+        return lay
+
+    def existing(self, rec):
+        """The layer entry of an existing LUT-Q or mlbn record."""
+        if isinstance(rec, LUTQLayer):
+            t = BY_KIND[rec.kind].function
+            lay = self.layer(rec.W.data, self.display(_split(rec.name)[0], rec.kind), t, 'weight',
+                             rec.W.size)
+        else:
+            lay = self.layer(rec.beta.data, self.display(_split(rec.name)[0], 'bn'),
+                             'BatchNormalization', 'bn', rec.gamma.size)
+        lay.record = rec
+        lay.scope, lay.target = _split(rec.name)[0], rec.name
+        return lay
+
+    # -- collection -------------------------------------------------------------------------
+    def collect(self, functions):
+        for f in functions:
+            t = f.info.type_name
+            if t in BY_FUNCTION and BY_FUNCTION[t].convertible:
+                if 'weight' in self.groups:
+                    self.weight_function(f, t)
+            elif t in BN_FUNCTIONS:
+                if 'bn' in self.groups:
+                    self.bn_function(f, t)
+            else:
+                self.other_function(f, t)
+
+    def weight_function(self, f, t):
+        spec = BY_FUNCTION[t]
+        own, pf = spec.kind, getattr(layers, spec.lutq_function)
+        ins = f.inputs
+        w, b = ins[1], (ins[2] if len(ins) > 2 else None)
+        args = f.info.args
+        if w.parent is not None:
+            rec = self.record_above(w, LUTQLayer)
+            if rec is not None:  # a LUT-Q layer built by its parametric function
+                self.existing(rec).functions.append(f)
+                return
+            pname = self.above(w, self.param_name)
+            name = self.display(_strip_scope(_split(pname)[0], own), own) if pname else None
+            self.float_layer(f, t, 'weight', f"its weight is computed (by "
+                             f"{w.parent.info.type_name}), not a parameter", w.size, name)
+            return
+        rec, part = self.part_of(w)
+        wname = self.param_name(w)
+        if rec is not None:
+            if not (isinstance(rec, LUTQLayer) and part == 'W' and rec.kind == own):
+                self.float_layer(f, t, 'weight', f"its weight is the {part} of the "
+                                 f"{type(rec).__name__} {self.rel(rec.name)}", w.size)
+                return
+            lay = self.existing(rec)  # e.g. the test graph of a network converted before
+        elif wname is None:
+            self.float_layer(f, t, 'weight', "its weight is not a registered parameter", w.size)
+            return
+        else:
+            scope = _strip_scope(_split(wname)[0], own)
+            lay = self.layer(w.data, self.display(scope, own), t, 'weight', w.size)
+            lay.scope, lay.target = scope, _join(scope, spec.lutq_scope)
+        lay.functions.append(f)
+        if lay.function != t:
+            lay.problem = f"its weight is shared by {lay.function} and {t}"
+            return
+        lay.rebuild.append(f)
+        if wname is not None:
+            lay.moves[w.data] = f"{lay.target}/W"
+        if args.get('channel_last') and not _accepts(pf, 'channel_last'):
+            lay.problem = f"channel_last=True: {pf.__name__} has no channel_last argument"
+            return
+        if b is not None:
+            if b.parent is not None:
+                lay.problem = f"its bias is computed (by {b.parent.info.type_name})"
+                return
+            if self.param_name(b) is None:
+                lay.problem = "its bias is not a registered parameter"
+                return
+            lay.biases.add(b.data)
+            if len(lay.biases) > 1:
+                lay.problem = "functions sharing its weight use different biases"
+                return
+            lay.moves[b.data] = f"{lay.target}/b"
+
+    def bn_function(self, f, t):
+        ins = f.inputs
+        args = f.info.args
+        plain = t == 'BatchNormalization' and len(ins) == 5 and len(f.outputs) == 1 \
+            and not args.get('no_scale') and not args.get('no_bias')
+        rec = next((r for r in (self.part_of(v)[0] for v in ins[1:])
+                    if isinstance(r, MLBNLayer)), None)
+        if rec is None and t == 'BatchNormalization' and len(ins) == 5:
+            rec = self.record_above(ins[2], MLBNLayer)
+        if rec is not None:
+            lay = self.existing(rec)
+            lay.functions.append(f)
+            if plain and ins[2].parent is None:  # a float BN on the layer's parameters
+                lay.rebuild.append(f)
+                lay.bn_args = args
+                for part, v in zip(_BN_PARTS, ins[1:]):
+                    if self.param_name(v) is not None:
+                        lay.moves[v.data] = f"{rec.name}/{part}"
+            return
+        names = [self.param_name(v) for v in ins[1:]]
+        first = next((n for n in names if n), None)
+        n = int(ins[2].size) if len(ins) > 2 else 0
+        if first is None:
+            self.float_layer(f, t, 'bn', "its parameters are not registered parameters", n)
+            return
+        scope = _strip_scope(_split(first)[0], 'bn')
+        lay = self.layer(ins[1].data if ins[1].parent is None else ('float', f),
+                         self.display(scope, 'bn'), t, 'bn', n)
+        lay.functions.append(f)
+        if t != 'BatchNormalization':
+            lay.problem = f"{t} has no multiplier-less counterpart"
+        elif args.get('no_scale') or args.get('no_bias') or len(ins) != 5:
+            lay.problem = "no_scale/no_bias: PF.mlbn learns both beta and gamma"
+        elif len(f.outputs) != 1:
+            lay.problem = "output_stat=True (a function modifier returns one variable)"
+        elif any(nm is None for nm in names):
+            lay.problem = "its beta, gamma, mean and var are not all registered parameters"
+        elif len({_split(nm)[0] for nm in names}) != 1:
+            lay.problem = "its parameters are in different scopes"
+        if lay.problem:
+            return
+        x = ins[0]
+        shape = [1] * x.ndim
+        for a in args['axes']:
+            shape[a] = x.shape[a]
+        if any(v.shape != tuple(shape) for v in ins[1:]):
+            lay.problem = (f"its parameters have shape {ins[1].shape}; PF.mlbn keeps them as "
+                           f"{tuple(shape)}")
+            return
+        lay.scope, lay.target = scope, _join(scope, MLBN_SCOPE)
+        lay.rebuild.append(f)
+        lay.bn_args = args
+        for part, v in zip(_BN_PARTS, ins[1:]):
+            lay.moves[v.data] = f"{lay.target}/{part}"
+
+    def other_function(self, f, t):
+        params = []
+        for v in f.inputs:
+            rec, part = self.part_of(v)
+            if rec is not None and (part != 'W' or t == 'Sub2'):
+                self.existing(rec)  # a piece of an existing LUT-Q or mlbn layer
+                return
+            name = self.param_name(v)
+            if name is not None:
+                params.append((name, v))
+        if not params:
+            return
+        full = _split(params[0][0])[0]
+        scope = _strip_scope(full, _PF_SCOPES)
+        lay = self.layer((t,) + tuple(v.data for _, v in params),
+                         self.display(scope, _split(full)[1] or t), t,
+                         'other', int(max(v.size for _, v in params)))
+        lay.functions.append(f)
+        weights = [self.rel(n) for n, v in params if _non_singleton_dims(v.shape) >= 2]
+        lay.problem = f"{t} has no LUT-Q counterpart"
+        lay.unexpected = bool(weights)
+        if weights:
+            lay.problem += f" (it reads the weights {', '.join(weights)})"
+
+    # -- decisions ----------------------------------------------------------------------------
+    def requested(self, lay):
+        """(LayerConfig or None, reason) asked for a weight layer: the first matching override,
+        else the default config (subject to min_weights)."""
+        for pattern, value in self.overrides:
+            if fnmatch.fnmatchcase(lay.name, pattern):
+                if value is None:
+                    return None, f"override {pattern!r}: kept float"
+                return value, f"override {pattern!r}"
+        if self.config is None:
+            return None, "config=None and no override"
+        if lay.n_weights < self.min_weights:
+            return None, f"{lay.n_weights} weights < min_weights={self.min_weights}"
+        return self.config, "default config"
+
+    def resolve(self, lcfg, lay):
+        try:
+            return lcfg.resolve(lay.n_weights, lay.name)
+        except ValueError as e:
+            raise ValueError(f"{e} (or keep the layer float with overrides={{{lay.name!r}: "
+                             "None}} or min_weights)") from None
+
+    def decide(self):
+        skipped = set(GROUPS - self.groups)
+        if 'weight' in skipped:
+            skipped.add('other')  # functions with weights and no counterpart: a weight matter
+        self.layers = OrderedDict((k, lay) for k, lay in self.layers.items()
+                                  if lay.group not in skipped)
+        owners = {}
+        for lay in self.layers.values():
+            for data in lay.moves:
+                owners.setdefault(data, []).append(lay)
+        for data, lays in owners.items():
+            for lay in lays if len(lays) > 1 else ():
+                others = [o.name for o in lays if o is not lay]
+                lay.problem = lay.problem or (f"it shares the parameter "
+                                              f"{self.rel(self.names[data][0])} with {others}")
+        layer_names = [lay.name for lay in self.layers.values() if lay.group == 'weight']
+        unmatched = [p for p, _ in (self.overrides if 'weight' in self.groups else ())
+                     if not any(fnmatch.fnmatchcase(n, p) for n in layer_names)]
+        if unmatched:
+            raise ValueError(
+                f"override pattern(s) {unmatched} match no Convolution, Affine or "
+                f"DepthwiseConvolution layer; the layers are {layer_names}")
+        targets = {}
+        for lay in self.layers.values():
+            if lay.group == 'weight':
+                self.decide_weight(lay)
+            elif lay.group == 'bn':
+                self.decide_bn(lay)
+            else:
+                lay.reason = lay.problem
+            if lay.action != 'float':
+                self.check_target(lay, targets)
+        return self.layers
+
+    def decide_weight(self, lay):
+        lcfg, why = self.requested(lay)
+        if lay.record is not None:  # already LUT-Q: the same settings or an error
+            have = lay.record.config
+            want = None if lcfg is None else self.resolve(lcfg, lay)
+            if want is None or want.settings() != have.settings():
+                asked = 'float' if want is None else want.describe()
+                raise ValueError(
+                    f"{lay.name}: the graph already holds the LUT-Q layer "
+                    f"{self.rel(lay.record.name)} with {have.describe()}; this conversion asks "
+                    f"for {asked} ({why}). Convert with the settings of the first conversion, "
+                    "or clear the parameters (nn.clear_parameters()) and build the float "
+                    "network again")
+            if lay.rebuild and lay.problem:
+                raise ValueError(f"{lay.name}: cannot rebuild the LUT-Q layer "
+                                 f"{self.rel(lay.record.name)}: {lay.problem}")
+            lay.action, lay.config = 'lutq', have
+            lay.layer_config = layer_config_of(have)
+            lay.reason = ('rebuilt on the existing LUT-Q layer' if lay.rebuild
+                          else 'already a LUT-Q layer')
+            return
+        if lay.problem:
+            lay.reason = lay.problem
+            lay.unexpected = lcfg is not None  # not when the layer was to stay float anyway
+            return
+        if lcfg is None:
+            lay.reason = why
+            return
+        lay.config = self.resolve(lcfg, lay)
+        lay.layer_config = lcfg
+        lay.action, lay.reason = 'lutq', why
+
+    def decide_bn(self, lay):
+        if lay.record is not None:
+            if not self.mlbn:
+                raise ValueError(
+                    f"{lay.name}: the graph already holds the multiplier-less BN layer "
+                    f"{self.rel(lay.record.name)}; this conversion asks for float BN "
+                    "(mlbn=False). Convert with mlbn=True as the first conversion did")
+            if lay.rebuild:
+                eps, axes = clean_float(lay.bn_args['eps']), tuple(lay.bn_args['axes'])
+                if eps != lay.record.eps or axes != tuple(lay.record.axes):
+                    raise ValueError(
+                        f"{lay.name}: the multiplier-less BN layer {self.rel(lay.record.name)} "
+                        f"has eps={lay.record.eps}, axes={list(lay.record.axes)}; the graph's "
+                        f"BatchNormalization has eps={eps}, axes={list(axes)}")
+            lay.action = 'mlbn'
+            lay.reason = ('rebuilt on the existing mlbn layer' if lay.rebuild
+                          else 'already multiplier-less')
+            return
+        if not self.mlbn:
+            lay.reason = 'mlbn=False'
+        elif lay.problem:
+            lay.reason, lay.unexpected = lay.problem, True
+        else:
+            lay.action, lay.reason = 'mlbn', 'mlbn=True'
+
+    def check_target(self, lay, targets):
+        """Record the renames; a new layer's scope must hold no other parameters (nothing is
+        reused silently) and belong to one layer."""
+        for data, new in lay.moves.items():
+            for old in self.names.get(data, []):
+                if old != new:
+                    lay.renames[self.rel(old)] = self.rel(new)
+        if lay.record is not None:
+            return
+        other = targets.setdefault(lay.target, lay)
+        if other is not lay:
+            raise ValueError(f"{lay.name}: both {other.name} and {lay.name} would become "
+                             f"{self.rel(lay.target)}; give the float layers distinct scopes")
+        scope = scope_at(lay.target)
+        foreign = [k for k, v in (scope or {}).items()
+                   if isinstance(v, dict) or v.data not in lay.moves]
+        if foreign:
+            raise ValueError(
+                f"{lay.name}: {self.rel(lay.target)} already holds "
+                f"{[self.rel(lay.target + '/' + k) for k in foreign]}, which are not the float "
+                f"parameters {sorted(lay.renames)} of this layer (a float network built again "
+                "after a conversion gets new weights). Build every graph of the float network "
+                "before converting, or clear the parameters (nn.clear_parameters())")
+
+
+def make_plan(outputs, config, overrides, min_weights, mlbn, groups=GROUPS):
+    """``(plan, function -> layer to rebuild)`` for the graph of ``outputs`` (changes nothing).
+
+    Raises:
+        ValueError: naming the layer, for settings it cannot use or a conflict.
+    """
+    planner = Planner(config, overrides, min_weights, mlbn, groups)
+    planner.collect(graph_functions(outputs))
+    layers = planner.decide()
+    by_function = {}
+    for lay in layers.values():
+        if lay.action != 'float':
+            for f in lay.rebuild:
+                by_function[f] = lay
+    plan = ConversionPlan(lay.decision() for lay in layers.values())
+    return plan, by_function

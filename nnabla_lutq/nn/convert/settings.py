@@ -1,0 +1,142 @@
+"""Conversion settings: :class:`LayerConfig` (one layer's LUT-Q arguments) and their checks."""
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import nnabla as nn
+
+from ...core.config import make_config
+
+__all__ = ['LayerConfig', 'as_layer_config', 'normalize_overrides', 'check_settings',
+           'layer_config_of', 'as_outputs']
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """The LUT-Q settings of one layer (the arguments of the LUT-Q parametric functions).
+
+    Validated on creation with the rules and messages of the layers
+    (:func:`nnabla_lutq.core.config.make_config`); the rules that depend on the layer's number of
+    weights N (``n_values <= N``, enough weights left after pruning) are checked when a layer is
+    converted.
+
+    Args:
+        n_values (int): K, the number of dictionary values (ignored for a fixed dictionary).
+        dictionary (str or list): ``'free'``, ``'pow2'`` or fixed values such as ``[-1, 0, 1]``.
+        prune_ratio (float): p in [0, 1): the ceil(p·N) smallest-|W| weights are tied to 0.
+        pow2_range (tuple of int): ``(min_exp, max_exp)`` of a ``'pow2'`` dictionary, or None.
+
+    Raises:
+        ValueError: on settings no layer can use.
+
+    Example:
+        >>> LayerConfig(4, 'pow2', prune_ratio=0.5)
+    """
+    n_values: int = 16
+    dictionary: Union[str, Tuple[float, ...]] = 'free'
+    prune_ratio: float = 0.0
+    pow2_range: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self):
+        if not isinstance(self.dictionary, str):
+            try:
+                object.__setattr__(self, 'dictionary', tuple(self.dictionary))
+            except TypeError:
+                pass  # make_config names the problem
+        if self.pow2_range is not None and not isinstance(self.pow2_range, str):
+            try:
+                object.__setattr__(self, 'pow2_range', tuple(self.pow2_range))
+            except TypeError:
+                pass
+        self.resolve(2 ** 53, 'LayerConfig')
+
+    def resolve(self, n_weights, layer='layer'):
+        """The validated :class:`~nnabla_lutq.core.config.LUTQConfig` for a layer of N weights.
+
+        Args:
+            n_weights (int): N.
+            layer (str): the layer's name, for messages.
+
+        Returns:
+            LUTQConfig: as the parametric function would build it.
+
+        Raises:
+            ValueError: naming the layer (e.g. ``n_values`` larger than N).
+        """
+        return make_config(self.n_values, self._dictionary_arg(), self.prune_ratio,
+                           self.pow2_range, int(n_weights), layer)
+
+    def _dictionary_arg(self):
+        return self.dictionary if isinstance(self.dictionary, str) else list(self.dictionary)
+
+    def kwargs(self):
+        """dict: the keyword arguments of the LUT-Q parametric functions for these settings."""
+        return {'n_values': self.n_values, 'dictionary': self._dictionary_arg(),
+                'prune_ratio': self.prune_ratio,
+                'pow2_range': None if self.pow2_range is None else tuple(self.pow2_range)}
+
+
+def as_layer_config(value, where):
+    """A :class:`LayerConfig` (or None) from a LayerConfig, a dict of its arguments or None."""
+    if value is None or isinstance(value, LayerConfig):
+        return value
+    if isinstance(value, dict):
+        try:
+            return LayerConfig(**value)
+        except TypeError as e:
+            raise ValueError(f"{where}: {e}; use the arguments of LayerConfig")
+    raise ValueError(f"{where}: expected a LayerConfig, a dict of its arguments or None (keep "
+                     f"the layer float), got {value!r}")
+
+
+def normalize_overrides(overrides):
+    """Overrides (a dict or ``(pattern, config)`` pairs) as a list of ``(pattern, LayerConfig or
+    None)``."""
+    if overrides is None:
+        return []
+    items = overrides.items() if isinstance(overrides, dict) else overrides
+    out = []
+    for item in items:
+        try:
+            pattern, value = item
+        except (TypeError, ValueError):
+            raise ValueError(f"overrides: expected a dict or (pattern, LayerConfig) pairs, got "
+                             f"{item!r}")
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"overrides: a pattern must be a non-empty string, got {pattern!r}")
+        out.append((pattern, as_layer_config(value, f"overrides[{pattern!r}]")))
+    return out
+
+
+
+def layer_config_of(cfg):
+    """The :class:`LayerConfig` of a layer's :class:`~nnabla_lutq.core.config.LUTQConfig`."""
+    s = cfg.settings()
+    d = s['dictionary']
+    return LayerConfig(s['n_values'], d if isinstance(d, str) else tuple(d), s['prune_ratio'],
+                       None if s['pow2_range'] is None else tuple(s['pow2_range']))
+
+
+
+def check_settings(config, overrides, min_weights, mlbn):
+    """The validated ``(config, overrides, min_weights, mlbn)`` of a conversion.
+
+    Raises:
+        ValueError: naming the argument.
+    """
+    config = as_layer_config(config, 'config')
+    overrides = normalize_overrides(overrides)
+    if isinstance(min_weights, bool) or not isinstance(min_weights, (int, np.integer)) \
+            or min_weights < 0:
+        raise ValueError(f"min_weights must be an integer >= 0, got {min_weights!r}")
+    if not isinstance(mlbn, bool):
+        raise ValueError(f"mlbn must be True or False, got {mlbn!r}")
+    return config, overrides, int(min_weights), mlbn
+
+
+def as_outputs(y):
+    """``y`` (a Variable or a list/tuple of them) as a non-empty list of Variables."""
+    outs = list(y) if isinstance(y, (list, tuple)) else [y]
+    if not outs or not all(isinstance(o, nn.Variable) for o in outs):
+        raise ValueError(f"expected an nnabla Variable or a list of them, got {y!r}")
+    return outs
