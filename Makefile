@@ -23,10 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# each benchmark adds one record to benchmarks/results/<name>.jsonl; BENCHMARKS.md is generated
+# from the records (latest table per benchmark, history below)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_fit.py
 	$(PY) benchmarks/bench_kmeans.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) *.egg-info demo_output

@@ -1,9 +1,10 @@
-"""Helpers shared by the benchmarks: machine description and appending to BENCHMARKS.md."""
-import datetime
+"""Helpers shared by the benchmarks: machine description and recording a result."""
 import os
 import platform
 import subprocess
 import sys
+
+import render
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the benchmarks use the examples' models (examples.common.models)
@@ -31,13 +32,30 @@ def machine(context='cpu'):
     return desc
 
 
-def append(title, table, context='cpu', notes=''):
-    """Print a result table and append it to BENCHMARKS.md with the date and the machine."""
-    text = (f"\n## {title}\n\n{datetime.date.today().isoformat()} - {machine(context)}\n\n"
-            f"{table}\n" + (f"\n{notes}\n" if notes else ''))
-    print(text)
-    with open(os.path.join(ROOT, 'BENCHMARKS.md'), 'a') as f:
-        f.write(text)
+def _benchmark():
+    """The running script's benchmark name: ``bench_kmeans.py`` -> ``kmeans``."""
+    name = os.path.splitext(os.path.basename(getattr(sys.modules['__main__'], '__file__', '')
+                                             or 'other'))[0]
+    return name[len('bench_'):] if name.startswith('bench_') else name
+
+
+def append(title, table, context='cpu', notes='', benchmark=None):
+    """Print a result table, add it as one record (date, machine, commit, table) to
+    ``benchmarks/results/<benchmark>.jsonl`` and write BENCHMARKS.md again from the records.
+
+    Args:
+        title (str): the benchmark's section title.
+        table (str): the markdown table.
+        context (str): the nnabla context of the run.
+        notes (str): how the numbers were taken (a paragraph under the table).
+        benchmark (str or None): the records file; default: the running script's name without
+            ``bench_``.
+    """
+    record = render.make_record(title, table, machine(context), context, notes)
+    print('\n' + render.section(record))
+    path = render.add(benchmark or _benchmark(), record)
+    render.write()
+    print(f"recorded in {os.path.relpath(path, ROOT)}; BENCHMARKS.md written again")
 
 
 def synchronizer(context):

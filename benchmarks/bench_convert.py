@@ -7,7 +7,8 @@ graphs (``PF.convolution`` / ``PF.affine`` / ``PF.batch_normalization``), plan t
 functions do) and then the test graph (rebuilt on the same layers). The baseline is building the
 same LUT-Q training graph directly with ``PF.lutq_*`` / ``PF.mlbn`` (same initialization work).
 Settings: every convolution and affine layer K=16 free, multiplier-less BN. Reported: median
-times and the ratio conversion / direct build. Results are appended to BENCHMARKS.md.
+times and the ratio conversion / direct build.
+Each run adds a record to benchmarks/results/ and writes BENCHMARKS.md again.
 
 Usage: python benchmarks/bench_convert.py [--repeats 3] [--models resnet20 resnet50]
 """

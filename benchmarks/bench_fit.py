@@ -19,7 +19,8 @@ whole model's SSE to the optimum's, and the worst layer:
 Then the fit time (previous / new, best of 3) at N = 36,864 ... 2,359,296 real weights, and what
 the tables do to the detector's output: the IoU of its text map (probability > 0.3) with the
 float model's on a rendered text image; with ``--digits`` / ``--cifar10``, the post-training
-accuracy of our own float models. Results are appended to BENCHMARKS.md.
+accuracy of our own float models.
+Each run adds a record to benchmarks/results/ and writes BENCHMARKS.md again.
 
 Usage: python benchmarks/bench_fit.py [--models det rec cls] [--nnp demo_output/float/model.nnp]
        [--digits demo_output/float/model.nnp] [--cifar10 RUN/model.nnp --cifar10-data DIR]

@@ -3,7 +3,8 @@
 Per network, the float net and its LUT-Q twins are built side by side in one process and their
 steps are timed alternately on the same random batch (forward, backward, weight decay, solver
 update including the k-means step of every layer; as benchmarks/bench_train_step.py). Reported:
-median step time and the ratio LUT-Q / float. Results are appended to BENCHMARKS.md.
+median step time and the ratio LUT-Q / float.
+Each run adds a record to benchmarks/results/ and writes BENCHMARKS.md again.
 
 Usage: python benchmarks/bench_imagenet_step.py [--context cpu|cudnn] [--archs resnet18 resnet50]
            [--batch-size 4] [--image-size 224] [--steps 3] [--configs lutq4-pow2 lutq2-pow2-mlbn-a8]

@@ -13,7 +13,7 @@
    ``tests/test_integer.py`` (its data generator, training loop and export), trained longer.
 
 Prints the agreement figures and the op tables and writes them to ``--output`` (JSON). Nothing is
-appended to BENCHMARKS.md: these are counts and agreements, not timings.
+recorded in benchmarks/results/: these are counts and agreements, not timings.
 
 Usage: python benchmarks/bench_integer.py [--epochs 30] [--resnet-steps 50] [--parts ...]
        [--output FILE]

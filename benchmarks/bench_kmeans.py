@@ -2,7 +2,8 @@
 
 Both run in the same process on the same data; the ratio is what counts. With ``--context
 cudnn`` the device steps of one layer are timed too: the ``'graph'`` backend and the ``'fused'``
-CUDA kernels (target for N = 2.36 M, K = 16: <= 0.5 ms). Results are appended to BENCHMARKS.md.
+CUDA kernels (target for N = 2.36 M, K = 16: <= 0.5 ms).
+Each run adds a record to benchmarks/results/ and writes BENCHMARKS.md again.
 
 Usage: python benchmarks/bench_kmeans.py [--context cpu|cudnn] [--repeat 5]
 """

@@ -3,7 +3,7 @@
 A synthetic ImageNet-like folder is generated once (JPEGs of 500x375 with smooth content, the
 typical ImageNet size) and read with ``examples.imagenet.data.ImageFolder`` at ``--image-size``
 with 0, 1, 2, ... worker processes; the table gives images/s of training minibatches (the
-network is not run). Results are appended to BENCHMARKS.md.
+network is not run). Each run adds a record to benchmarks/results/ and writes BENCHMARKS.md again.
 
 Usage: python benchmarks/bench_loader.py [--images 512] [--image-size 224] [--batch-size 64]
        [--workers 0 1 2]

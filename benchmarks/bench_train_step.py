@@ -2,8 +2,9 @@
 
 Float and LUT-Q networks are built side by side in one process and their steps are timed
 alternately on the same random batch (forward, backward, weight decay, solver update including
-the k-means step). Reported: median step time of each and the ratio LUT-Q / float. Results are
-appended to BENCHMARKS.md. Target: <= 1.10 on CPU and on GPU (cudnn).
+the k-means step). Reported: median step time of each and the ratio LUT-Q / float. Each run
+adds a record to benchmarks/results/ and writes BENCHMARKS.md again. Target: <= 1.10 on CPU and on
+GPU (cudnn).
 
 With ``--backends graph fused`` one LUT-Q network per k-means backend is timed in the same run
 (each against the same float network).
