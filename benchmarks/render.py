@@ -7,7 +7,7 @@ tracked files differed from that commit, BENCHMARKS.md and the records aside), `
 markdown table, one line per item) and ``notes``. BENCHMARKS.md is written from all records: per
 benchmark (a title in one context) its latest table, then, under "History", its earlier runs,
 newest first. The output depends on the records only, so writing it twice gives the same file.
-(The records of the runs from before this file was generated carry the commit that added them to
+(The records of the runs from before this file was generated hold the commit that added them to
 it, and ``dirty`` ``null``.)
 
 Usage: python benchmarks/render.py [--check]   (--check: exit 1 if BENCHMARKS.md is not current)

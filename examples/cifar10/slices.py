@@ -1,27 +1,22 @@
-"""Train CIFAR-10 runs in time slices: many short device leases add up to full schedules.
+"""Train the CIFAR-10 configurations of a recipe in time-limited sessions, and move run folders.
 
-A *recipe* is a named, recorded schedule shared by a set of configurations; each configuration
-of a recipe has its own run folder ``RUNS/<recipe>/<config>``. One *slice* starts (or resumes)
-every unfinished run of the recipe, at most ``--parallel`` side by side, and stops them all
-cleanly at a deadline (SIGINT: the trainer writes its checkpoint and exits 130), so the next
-slice, perhaps on another machine, continues them bit-identically with ``--resume``::
+For machines that are only yours for a while (a batch job's time limit, a preemptible or rented
+GPU): a *recipe* is a named schedule for a set of configurations, each run in its own folder
+``RUNS/<recipe>/<config>``. One *slice* starts (or resumes) every unfinished run of the recipe,
+at most ``--parallel`` side by side, and stops them all cleanly at a deadline (SIGINT: the trainer
+writes its checkpoint and exits 130), so the next slice, on this machine or another, continues
+them bit-identically with ``--resume``::
 
     python -m examples.cifar10.slices run --runs RUNS --recipe cosine30 \\
-        --configs float,lutq4,lutq2-pow2 --parallel 3 --deadline-s 420 --context cudnn \\
-        --data-dir .gpu/data
+        --configs float,lutq4,lutq2-pow2 --parallel 3 --deadline-s 3500 --context cudnn
     python -m examples.cifar10.slices status --runs RUNS
-    python -m examples.cifar10.slices pack --runs RUNS --output $OUT       # on the device
-    python -m examples.cifar10.slices unpack --runs RUNS FOLDER_OF_PARTS   # back home
+    python -m examples.cifar10.slices pack --runs RUNS --output DIR [--part-size MIB]
+    python -m examples.cifar10.slices unpack --runs RUNS DIR_OR_ARCHIVE
 
-Every slice appends one JSON line to ``RUNS/slices.jsonl``: start and end time, wall seconds,
-host and GPU, and per run the iterations and epochs before and after, the exit code, the state
-(``new``/``resume``/``skip``/``wait`` -> ``finished``/``stopped``/``failed``/``killed``) and the
-images per second, so the throughput of N runs side by side on one device can be compared with
-that of one. A run that fails (any other exit code) does not stop the others; the slice prints
-the tail of its log (``train.log`` in its run folder) and exits 1.
-
-The runs start in ``RUNS`` as their working directory with relative paths (``--output``,
-``--init``), so a run folder stays valid when ``RUNS`` travels between machines.
+A run that fails does not stop the others; the slice prints the tail of its log (``train.log``
+in its run folder) and exits 1. The runs start in ``RUNS`` with relative paths, so a runs folder
+stays valid on another machine; ``pack`` / ``unpack`` move run folders there and back as one
+archive or as parts of a size you choose.
 """
 import argparse
 import dataclasses
@@ -41,24 +36,28 @@ if __package__ in (None, ''):  # run as a script: make the repository root impor
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 
 from examples.common import configs  # noqa: E402
+from examples.common.args import TIME_LIMIT_STATUS  # noqa: E402
 
 __all__ = ['Recipe', 'RECIPES', 'SliceError', 'run_slice', 'run_state', 'status', 'pack',
            'unpack', 'in_progress', 'main']
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECORDS = 'slices.jsonl'
 LOG = 'train.log'
-#: Exit codes of a run stopped by a signal: the trainer's (128 + signal, after its checkpoint),
-#: and Python's (a signal that arrived before the training loop installed its handler).
-STOPPED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+#: Exit codes of a run stopped with a checkpoint: the trainer's after a signal (128 + signal) or
+#: ``--time-limit`` (75), and Python's (a signal before the training loop installed its handler).
+STOPPED = {128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM,
+           TIME_LIMIT_STATUS}
 #: Flags the slice runner sets itself; refused among the extra train flags.
 _OWN_FLAGS = ('--config', '--output', '--resume', '--init', '--context', '--data-dir',
               '--list-configs')
-PART_PREFIX = 'runs.tar.gz.part-'
+ARCHIVE = 'runs.tar.gz'
+PART_PREFIX = ARCHIVE + '.part-'
+#: Never packed: the trainer's temporary and previous checkpoints, Python caches.
+_NOT_PACKED = ('checkpoint.tmp', 'checkpoint.old', '__pycache__')
 
 
 class SliceError(RuntimeError):
-    """Wrong input of a slice (nothing is started then); the message says what to fix."""
+    """Wrong input (nothing is started or written then); the message says what to fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,19 +89,17 @@ class Recipe:
         return self.init_from_float and configs.parse(config).lutq
 
 
-#: The recipes (recorded in every slice record with the flags they give).
+_SGD = ('--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4', '--batch-size', '128',
+        '--momentum', '0.9')
+#: The recipes.
 RECIPES = {r.name: r for r in (
     Recipe('cosine30', '30 epochs, cosine lr 0.1 -> 0, wd 5e-4, batch 128, momentum 0.9, every '
-           'configuration from scratch',
-           ('--epochs', '30', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
-            '--batch-size', '128', '--momentum', '0.9')),
+           'configuration from scratch', ('--epochs', '30') + _SGD),
     Recipe('proto12', "12 epochs, cosine lr 0.1 -> 0, wd 5e-4, batch 128, momentum 0.9, from "
            "scratch: the prototype's schedule (its errors are in reproduce.PROTOTYPE)",
-           ('--epochs', '12', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
-            '--batch-size', '128', '--momentum', '0.9')),
+           ('--epochs', '12') + _SGD),
     Recipe('proto25', "25 epochs, otherwise as proto12 (the prototype's second schedule)",
-           ('--epochs', '25', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4',
-            '--batch-size', '128', '--momentum', '0.9')),
+           ('--epochs', '25') + _SGD),
     Recipe('paper160', '160 epochs, lr /10 at epochs 80 and 120 (step), wd 2e-4, batch 128, '
            'momentum 0.9; float from scratch at lr 0.1, LUT-Q from the best float checkpoint '
            '(best.h5) at lr 0.01',
@@ -122,30 +119,15 @@ def _read_json(path):
         return None
 
 
-def _checkpoint_state(run_dir):
-    """The ``state.json`` of the run's complete checkpoint (``checkpoint.old`` if only that is
-    whole, as the trainer recovers it), or ``None``."""
-    from examples.common.trainer import complete_checkpoint
-    for c in ('checkpoint', 'checkpoint.old'):
-        folder = os.path.join(run_dir, c)
-        if complete_checkpoint(folder):
-            return _read_json(os.path.join(folder, 'state.json'))
-    return None
-
-
 def run_state(run_dir):
-    """What a run folder holds.
-
-    Args:
-        run_dir (str): the run folder.
-
-    Returns:
-        dict: ``finished`` (bool: results.json), ``checkpoint`` (bool), ``iteration``,
-        ``epoch``, ``target_epochs``, ``target_iterations`` (``None`` when unknown),
-        ``last_val_error``, ``best_val_error``, ``batch_size``, ``train_seconds``.
-    """
+    """What a run folder holds: ``finished`` (bool: results.json), ``checkpoint`` (bool),
+    ``iteration``, ``epoch``, ``target_epochs``, ``target_iterations`` (``None`` when unknown),
+    ``last_val_error``, ``best_val_error``, ``batch_size``, ``train_seconds`` (a dict)."""
+    from examples.common.trainer import complete_checkpoint
     res = _read_json(os.path.join(run_dir, 'results.json'))
-    state = _checkpoint_state(run_dir)
+    state = next((_read_json(os.path.join(run_dir, c, 'state.json'))  # as the trainer recovers
+                  for c in ('checkpoint', 'checkpoint.old')
+                  if complete_checkpoint(os.path.join(run_dir, c))), None)
     args = _read_json(os.path.join(run_dir, 'args.json')) or {}
     out = {'finished': res is not None, 'checkpoint': state is not None, 'iteration': 0,
            'epoch': 0.0, 'target_epochs': None, 'target_iterations': None,
@@ -175,118 +157,83 @@ def run_state(run_dir):
     return out
 
 
+def _describe(st):
+    return f"epoch {st['epoch']:.2f}" + (f"/{st['target_epochs']:g}" if st['target_epochs'] else '')
+
+
 # --- one slice --------------------------------------------------------------------------------
 
-def _gpu_name():
-    if shutil.which('nvidia-smi') is None:
-        return None
-    try:
-        r = subprocess.run(['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'],
-                           capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return ', '.join(line.strip() for line in r.stdout.splitlines() if line.strip()) or None
-
-
-def _tail(path, lines=15):
-    try:
-        with open(path, errors='replace') as f:
-            return [line.rstrip('\n') for line in f.readlines()[-lines:]]
-    except OSError:
-        return []
-
-
-def _check_extra(extra):
-    for tok in extra:
-        flag = tok.split('=', 1)[0]
-        if flag in _OWN_FLAGS:
-            raise SliceError(f"{flag} is set by the slice runner (use --configs, --context, "
-                             "--data-dir of the slice command), not as an extra train flag")
-
-
-def _check_new_run(argv):
-    """Parse and check the flags of a new run as train.py would, without starting it."""
+def _check(rec, names, parallel, deadline_s, runtime, extra):
+    """Refuse wrong settings before anything starts (each new run's flags as train.py would)."""
     from examples.cifar10 import train
     from examples.common import trainer
-    p = train.parser()
-
-    def error(msg):
-        raise SliceError(f"train flags {' '.join(argv)}: {msg}")
-    p.error = error
-    args = trainer.parse_args(p, argv)
-    args.init, args.context = None, args.context or 'cpu'
-    try:
-        trainer.check_arguments(args)
-    except trainer.RunError as e:
-        raise SliceError(str(e))
+    for c in names:
+        try:
+            configs.parse(c)
+        except ValueError as e:
+            raise SliceError(str(e))
+    own = ''.join([f.split('=', 1)[0] for f in extra if f.split('=', 1)[0] in _OWN_FLAGS][:1])
+    for bad, msg in ((not names, "--configs is empty: name at least one configuration"),
+                     (len(set(names)) != len(names), "--configs names a configuration twice"),
+                     (parallel < 1, f"--parallel {parallel}: must be at least 1"),
+                     (not deadline_s > 0, f"--deadline-s {deadline_s}: must be positive"),
+                     (own, f"{own} is set by the slice runner (use --configs, --context, "
+                           "--data-dir of the slice command), not as an extra train flag")):
+        if bad:
+            raise SliceError(msg)
+    for argv in (rec.argv(c) + runtime + extra for c in names):
+        def error(msg, argv=argv):
+            raise SliceError(f"train flags {' '.join(argv)}: {msg}")
+        p = train.parser()
+        p.error = error
+        args = trainer.parse_args(p, argv)
+        args.init, args.context = None, args.context or 'cpu'
+        try:
+            trainer.check_arguments(args)
+        except trainer.RunError as e:
+            raise SliceError(str(e))
 
 
 class _Job:
     """One run of the slice: its plan, and its process once started."""
 
-    def __init__(self, recipe, config, runs_dir):
-        self.config = config
-        self.rel = os.path.join(recipe.name, config)
-        self.path = os.path.join(runs_dir, self.rel)
+    def __init__(self, config, rel, runs_dir):
+        self.config, self.rel, self.path = config, rel, os.path.join(runs_dir, rel)
         self.before = run_state(self.path)
-        self.action = None  # new, resume, skip, wait
-        self.status = None  # finished, stopped, failed, killed, skipped, waiting
-        self.argv = None
-        self.proc = self.log = None
-        self.started = self.ended = None
-        self.signalled = None
+        self.action = self.status = self.argv = self.proc = self.log = None
+        self.started = self.ended = self.signalled = None
 
-    def record(self, t0):
+    def summary(self, t0):
         after = run_state(self.path)
         r = {'config': self.config, 'run': self.rel, 'action': self.action,
-             'status': self.status, 'argv': self.argv,
-             'iteration_before': self.before['iteration'], 'epoch_before': self.before['epoch'],
-             'iteration_after': after['iteration'], 'epoch_after': after['epoch'],
-             'target_epochs': after['target_epochs'],
-             'target_iterations': after['target_iterations'],
-             'last_val_error': after['last_val_error'], 'best_val_error': after['best_val_error'],
-             'exit': None, 'signal_sent': self.signalled, 'started_s': None, 'ended_s': None,
-             'wall_s': 0.0, 'images': 0, 'images_per_s': None, 'train_images_per_s': None}
+             'status': self.status, 'argv': self.argv, 'exit': None, 'signal_sent': self.signalled,
+             'iteration_before': self.before['iteration'], 'iteration_after': after['iteration'],
+             'target_iterations': after['target_iterations'], 'started_s': None,
+             'ended_s': None, 'images_per_s': None}
         if self.proc is not None:
             images = (after['iteration'] - self.before['iteration']) * (after['batch_size'] or 0)
             wall = self.ended - self.started
-            train_s = after['train_seconds'] - self.before['train_seconds']
-            r.update(exit=self.proc.returncode, started_s=round(self.started - t0, 3),
-                     ended_s=round(self.ended - t0, 3), wall_s=round(wall, 3), images=images,
-                     images_per_s=round(images / wall, 2) if wall > 0 else None,
-                     train_images_per_s=round(images / train_s, 2) if train_s > 0 else None)
+            r.update(exit=self.proc.returncode, started_s=self.started - t0,
+                     ended_s=self.ended - t0, images_per_s=images / wall if wall > 0 else None)
         return r
-
-
-def _describe(st):
-    if st['target_epochs']:
-        return f"epoch {st['epoch']:.2f}/{st['target_epochs']:g}"
-    return f"epoch {st['epoch']:.2f}"
 
 
 def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=None,
               data_dir=None, extra=(), stop_timeout_s=60.0, log=print, poll_s=0.2):
     """Run one slice: start, resume or skip every configuration, stop all at the deadline.
 
-    Args:
-        runs_dir (str): the folder of the recipes' run folders (created if missing).
-        recipe (str): a name of :data:`RECIPES`.
-        config_names (list): configuration names (``float``, ``lutq4``, ...).
-        deadline_s (float): seconds from the start of the slice (the data decode included)
-            after which every run still going gets SIGINT.
-        parallel (int): runs side by side at most; the others start when one finishes.
-        context (str or None): ``cpu`` or ``cudnn`` for every run.
-        data_dir (str or None): ``--data-dir`` of the runs; decoded once here before any run
-            starts, so they all read the cache.
-        extra (list): further train.py flags of every run (on resume too: a longer
-            ``--max-iter`` / ``--epochs`` extends a run).
-        stop_timeout_s (float): how long a stopped run may take to write its checkpoint and exit
-            before it is killed (its previous checkpoint stays valid).
-        log (callable): where progress lines go.
-        poll_s (float): how often the processes are looked at.
+    ``deadline_s`` counts from the start (the data decode included); then every run still going
+    gets SIGINT, and one that has not exited ``stop_timeout_s`` later is killed (its previous
+    checkpoint stays valid). At most ``parallel`` runs go side by side. ``data_dir`` is decoded
+    once here, so the runs read the cache. ``extra``: further train.py flags of every run (on
+    resume too: a longer ``--max-iter`` / ``--epochs`` extends a run). Progress lines go to
+    ``log``.
 
     Returns:
-        dict: the slice record (also appended to ``runs_dir/slices.jsonl``).
+        dict: ``recipe``, ``wall_s``, ``interrupted``, ``failed`` (configurations) and ``runs``:
+        per configuration its ``action`` (new, resume, skip, wait), ``status`` (finished,
+        stopped, failed, killed, skipped, waiting, not started), ``exit``, iterations before and
+        after, start and end (seconds from the start of the slice) and images per second.
 
     Raises:
         SliceError: an unknown recipe or configuration, or wrong settings (before anything is
@@ -295,39 +242,17 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
     if recipe not in RECIPES:
         raise SliceError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     rec = RECIPES[recipe]
-    if not config_names:
-        raise SliceError("--configs is empty: name at least one configuration, e.g. float")
-    if len(set(config_names)) != len(config_names):
-        raise SliceError(f"--configs {','.join(config_names)} names a configuration twice")
-    for c in config_names:
-        try:
-            configs.parse(c)
-        except ValueError as e:
-            raise SliceError(str(e))
-    if parallel < 1:
-        raise SliceError(f"--parallel {parallel}: must be at least 1")
-    if not deadline_s > 0:
-        raise SliceError(f"--deadline-s {deadline_s}: must be positive")
     extra = list(extra)
-    _check_extra(extra)
     runtime = ['--no-progress'] + (['--context', context] if context else []) + (
         ['--data-dir', os.path.abspath(data_dir)] if data_dir else [])
-    for c in config_names:
-        _check_new_run(rec.argv(c) + runtime + extra)
+    _check(rec, config_names, parallel, deadline_s, runtime, extra)
     if data_dir is not None and not os.path.exists(data_dir):
         raise SliceError(f"--data-dir {data_dir}: no such folder or file")
 
     t0 = time.time()
     os.makedirs(runs_dir, exist_ok=True)
-    record = {'recipe': recipe, 'recipe_flags': list(rec.flags),
-              'quantized_flags': list(rec.quantized_flags),
-              'init_from_float': rec.init_from_float, 'configs': list(config_names),
-              'parallel': parallel, 'deadline_s': deadline_s, 'context': context or 'cpu',
-              'extra': extra, 'start': time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(t0)),
-              'host': socket.gethostname(), 'gpu': _gpu_name(), 'cpus': os.cpu_count()}
     log(f"slice: recipe {recipe} ({rec.description}); {len(config_names)} configurations, "
-        f"{parallel} side by side, deadline {deadline_s:g} s, context {context or 'cpu'}"
-        + (f", GPU {record['gpu']}" if record['gpu'] else ''))
+        f"{parallel} side by side, deadline {deadline_s:g} s, context {context or 'cpu'}")
 
     from examples.cifar10.data import load_arrays
     from examples.common.image_data import DataError
@@ -335,52 +260,43 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
         load_arrays(data_dir, progress=False)
     except DataError as e:
         raise SliceError(str(e))
-    record['prepare_s'] = round(time.time() - t0, 3)
 
-    jobs = [_Job(rec, c, runs_dir) for c in config_names]
-    jobs.sort(key=lambda j: j.config != 'float')  # the float run first: others may need it
-    float_job = next((j for j in jobs if j.config == 'float'), None)
+    jobs = sorted((_Job(c, os.path.join(recipe, c), runs_dir) for c in config_names),
+                  key=lambda j: j.config != 'float')  # the float run first: others may need it
     float_dir = os.path.join(runs_dir, recipe, 'float')
+    float_done = (lambda: os.path.isfile(os.path.join(float_dir, 'results.json')))
     pending, waiting = [], []
     for j in jobs:
         if j.before['finished']:
             j.action, j.status = 'skip', 'skipped'
             log(f"  {j.config}: finished ({_describe(j.before)}), skipped")
-        elif rec.needs_float(j.config) and not j.before['checkpoint'] \
-                and not os.path.isfile(os.path.join(float_dir, 'results.json')):
+        elif rec.needs_float(j.config) and not j.before['checkpoint'] and not float_done():
             j.action, j.status = 'wait', 'waiting'
             waiting.append(j)
             fs = run_state(float_dir)
-            now = f"at {_describe(fs)}" if fs['checkpoint'] else 'not started'
-            why = ("in this slice, first" if float_job is not None else
-                   "not in --configs of this slice")
-            log(f"  {j.config}: waits for {recipe}/float to finish (it starts from its "
-                f"best.h5; float is {now}, {why})")
+            log(f"  {j.config}: waits for {recipe}/float to finish (it starts from its best.h5; "
+                f"float is {'at ' + _describe(fs) if fs['checkpoint'] else 'not started'}, "
+                f"{'in this slice' if 'float' in config_names else 'not in --configs'})")
         else:
             pending.append(j)
 
-    env = dict(os.environ, PYTHONUNBUFFERED='1',
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in os.environ.get(
-                   'PYTHONPATH', '').split(os.pathsep) if p]))
+    env = dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
     interrupted = []
-
-    def on_signal(signum, frame):
-        interrupted.append(signum)
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_handlers = {s: signal.signal(s, lambda signum, frame: interrupted.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start(j):
         resume = j.before['checkpoint']
         j.action = 'resume' if resume else 'new'
-        if resume:
-            j.argv = ['--resume', j.rel] + runtime + extra
-        else:
-            init = ['--init', os.path.join(recipe, 'float', 'best.h5')] \
-                if rec.needs_float(j.config) else []
-            j.argv = rec.argv(j.config) + init + ['--output', j.rel] + runtime + extra
+        init = ['--init', os.path.join(recipe, 'float', 'best.h5')] \
+            if rec.needs_float(j.config) else []
+        j.argv = (['--resume', j.rel] if resume else
+                  rec.argv(j.config) + init + ['--output', j.rel]) + runtime + extra
         os.makedirs(j.path, exist_ok=True)
         j.log = open(os.path.join(j.path, LOG), 'ab')
-        j.log.write(f"=== slice {record['start']} on {record['host']}: train "
-                    f"{' '.join(j.argv)}\n".encode())
+        j.log.write(f"=== slice {time.strftime('%Y-%m-%dT%H:%M:%S%z')} on "
+                    f"{socket.gethostname()}: train {' '.join(j.argv)}\n".encode())
         j.log.flush()
         j.started = time.time()
         j.proc = subprocess.Popen([sys.executable, '-m', 'examples.cifar10.train'] + j.argv,
@@ -389,48 +305,39 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
         log(f"  {j.config}: {'resumed at ' + _describe(j.before) if resume else 'started'}"
             f" (pid {j.proc.pid}) in {j.path}")
 
-    def finish(j):
-        j.ended = time.time()
-        j.log.close()
-        code = j.proc.returncode
-        st = run_state(j.path)
-        if code == 0:
-            j.status = 'finished' if st['finished'] else 'stopped'
-        elif code in STOPPED:
-            j.status = 'stopped'
-        elif code == -signal.SIGKILL and j.signalled:
-            j.status = 'killed'
-        else:
-            j.status = 'failed'
-        wall = j.ended - j.started
-        done = (st['iteration'] - j.before['iteration']) * (st['batch_size'] or 0)
-        err = (f", validation error {st['last_val_error']:.4f}"
-               if st['last_val_error'] is not None else '')
-        log(f"  {j.config}: {j.status} at {_describe(st)} (exit {code}){err}; "
-            f"{done / wall if wall > 0 else 0:.0f} images/s over {wall:.0f} s")
-        if j.status == 'failed':
-            log(f"    last lines of {os.path.join(j.path, LOG)}:")
-            for line in _tail(os.path.join(j.path, LOG)):
-                log(f"    | {line}")
+    def reap(running):
+        for j in [j for j in running if j.proc.poll() is not None]:
+            running.remove(j)
+            j.ended = time.time()
+            j.log.close()
+            code, st = j.proc.returncode, run_state(j.path)
+            j.status = ('finished' if st['finished'] else 'stopped') if code == 0 else \
+                'stopped' if code in STOPPED else \
+                'killed' if code == -signal.SIGKILL and j.signalled else 'failed'
+            wall = j.ended - j.started
+            done = (st['iteration'] - j.before['iteration']) * (st['batch_size'] or 0)
+            err = (f", validation error {st['last_val_error']:.4f}"
+                   if st['last_val_error'] is not None else '')
+            log(f"  {j.config}: {j.status} at {_describe(st)} (exit {code}){err}; "
+                f"{done / wall if wall > 0 else 0:.0f} images/s over {wall:.0f} s")
+            if j.status == 'failed':
+                log(f"    last lines of {os.path.join(j.path, LOG)}:")
+                with open(os.path.join(j.path, LOG), errors='replace') as f:
+                    for line in f.readlines()[-15:]:
+                        log(f"    | {line.rstrip()}")
 
     running = []
     try:
         while True:
-            for j in list(running):
-                if j.proc.poll() is not None:
-                    running.remove(j)
-                    finish(j)
-            if waiting and os.path.isfile(os.path.join(float_dir, 'results.json')) \
-                    and float_job not in running:  # finished, and its process has ended
+            reap(running)
+            if waiting and float_done() and not any(j.config == 'float' for j in running):
                 for j in waiting:
                     log(f"  {j.config}: {recipe}/float has finished, {j.config} may start")
-                pending += waiting
-                waiting = []
+                pending, waiting = pending + waiting, []
             late = time.time() - t0 >= deadline_s or interrupted
             while pending and len(running) < parallel and not late:
-                j = pending.pop(0)
-                start(j)
-                running.append(j)
+                running.append(pending.pop(0))
+                start(running[-1])
             if late or not running:
                 break
             time.sleep(poll_s)
@@ -439,17 +346,14 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
             # one would stop them without a checkpoint: SIGTERM then (the same clean stop)
             sig = signal.SIGTERM if interrupted else signal.SIGINT
             log(f"{'interrupted' if interrupted else 'deadline'} after {time.time() - t0:.0f} "
-                f"s: {signal.Signals(sig).name} to {', '.join(j.config for j in running)}")
+                f"s: {sig.name} to {', '.join(j.config for j in running)}")
             for j in running:
-                j.signalled = signal.Signals(sig).name
+                j.signalled = sig.name
                 if j.proc.poll() is None:
                     j.proc.send_signal(sig)
             limit = time.time() + stop_timeout_s
             while running:
-                for j in list(running):
-                    if j.proc.poll() is not None:
-                        running.remove(j)
-                        finish(j)
+                reap(running)
                 if running and time.time() > limit:
                     for j in running:
                         log(f"  {j.config}: no exit {stop_timeout_s:g} s after the signal, "
@@ -457,8 +361,7 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
                         j.signalled = 'SIGKILL'
                         j.proc.kill()
                         j.proc.wait()
-                        finish(j)
-                    running = []
+                    reap(running)
                 time.sleep(poll_s)
     finally:
         for j in running:  # an exception here: leave no orphan
@@ -471,111 +374,60 @@ def run_slice(runs_dir, recipe, config_names, deadline_s, parallel=1, context=No
         j.action, j.status = 'wait', 'not started'  # no free slot before the deadline
         log(f"  {j.config}: not started (no free slot before the deadline)")
 
-    t1 = time.time()
-    runs = [j.record(t0) for j in jobs]
-    ran = [r for r in runs if r['started_s'] is not None]
-    images = sum(r['images'] for r in ran)
-    window = (max(r['ended_s'] for r in ran) - min(r['started_s'] for r in ran)) if ran else 0
-    record.update(end=time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(t1)),
-                  wall_s=round(t1 - t0, 3), interrupted=bool(interrupted), images=images,
-                  train_window_s=round(window, 3),
-                  images_per_s=round(images / window, 2) if window > 0 else None,
-                  failed=[r['config'] for r in runs if r['status'] == 'failed'], runs=runs)
-    path = os.path.join(runs_dir, RECORDS)
-    record['slice'] = len(_records(runs_dir)) + 1
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
-    log(f"slice {record['slice']} done in {record['wall_s']:.0f} s: {len(ran)} runs, "
-        f"{images} images, {record['images_per_s'] or 0:.0f} images/s together"
-        + (f"; FAILED: {', '.join(record['failed'])}" if record['failed'] else '')
-        + f"; recorded in {path}")
-    return record
+    runs = [j.summary(t0) for j in jobs]
+    out = {'recipe': recipe, 'wall_s': time.time() - t0, 'interrupted': bool(interrupted),
+           'failed': [r['config'] for r in runs if r['status'] == 'failed'], 'runs': runs}
+    log(f"slice done in {out['wall_s']:.0f} s: "
+        + ', '.join(f"{r['config']} {r['status']}" for r in runs)
+        + (f"; FAILED: {', '.join(out['failed'])}" if out['failed'] else ''))
+    return out
 
 
 # --- status -----------------------------------------------------------------------------------
-
-def _records(runs_dir):
-    out = []
-    try:
-        with open(os.path.join(runs_dir, RECORDS)) as f:
-            for line in f:
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass  # a line cut short (a killed slice): skipped
-    except OSError:
-        pass
-    return out
-
 
 def _is_run(folder):
     return any(os.path.exists(os.path.join(folder, f))
                for f in ('args.json', 'checkpoint', 'checkpoint.old', 'results.json', LOG))
 
 
+def _run_folders(runs_dir):
+    """Every run folder ``<recipe>/<config>`` below ``runs_dir``, sorted."""
+    return [os.path.join(r, c) for r in sorted(os.listdir(runs_dir))
+            if os.path.isdir(os.path.join(runs_dir, r))
+            for c in sorted(os.listdir(os.path.join(runs_dir, r)))
+            if _is_run(os.path.join(runs_dir, r, c))]
+
+
 def status(runs_dir, out=print):
-    """Print a table per recipe: epoch reached / target, last and best validation error, state,
-    slices and seconds of every run.
-
-    Args:
-        runs_dir (str): the ``--runs`` folder.
-        out (callable): where the lines go.
-
-    Returns:
-        dict: recipe -> list of row dicts (``config``, ``epoch``, ``target_epochs``,
-        ``last_val_error``, ``best_val_error``, ``state``, ``slices``, ``seconds``).
-    """
+    """Print (to ``out``) a table per recipe: epoch reached / target, last and best validation
+    error, state and training seconds of every run; return them as recipe -> list of row dicts
+    (``config``, ``epoch``, ``target_epochs``, ``last_val_error``, ``best_val_error``,
+    ``state``, ``train_seconds``)."""
     if not os.path.isdir(runs_dir):
         raise SliceError(f"--runs {runs_dir}: no such folder")
-    records = _records(runs_dir)
-    names = {r['recipe'] for r in records}
-    names |= {d for d in os.listdir(runs_dir) if os.path.isdir(os.path.join(runs_dir, d))
-              and any(_is_run(os.path.join(runs_dir, d, c))
-                      for c in os.listdir(os.path.join(runs_dir, d)))}
     tables = {}
-    for name in sorted(names):
-        recs = [r for r in records if r['recipe'] == name]
-        folder = os.path.join(runs_dir, name)
-        found = [c for c in sorted(os.listdir(folder)) if _is_run(os.path.join(folder, c))] \
-            if os.path.isdir(folder) else []
-        listed = [c for r in recs for c in r['configs']]
-        order = list(dict.fromkeys(
-            (['float'] if 'float' in found + listed else []) + listed + found))
-        rows = []
-        for c in order:
-            st = run_state(os.path.join(folder, c))
-            mine = [(r.get('slice', '?'), run) for r in recs for run in r['runs']
-                    if run['config'] == c]
-            ran = [run for _, run in mine if run['started_s'] is not None]
-            n, last = mine[-1] if mine else (None, None)
-            if st['finished']:
-                state = 'finished'
-            elif last and last['status'] == 'failed':
-                state = f"failed (slice {n})"
-            elif st['checkpoint']:
-                state = 'checkpoint'
-            elif last and last['status'] == 'waiting':
-                state = 'waits for float'
-            else:
-                state = 'not started'
-            rows.append({'config': c, 'epoch': st['epoch'], 'target_epochs': st['target_epochs'],
-                         'last_val_error': st['last_val_error'],
-                         'best_val_error': st['best_val_error'], 'state': state,
-                         'slices': len(ran), 'seconds': sum(run['wall_s'] for run in ran)})
-        tables[name] = rows
-        desc = RECIPES[name].description if name in RECIPES else 'not a known recipe'
-        out(f"{name}: {desc}")
-        out(f"  {len(recs)} slices, {sum(r['wall_s'] for r in recs):.0f} device seconds "
-            f"(wall time of the slices)")
-        out(f"  {'config':<18} {'epoch':>15} {'last err':>9} {'best err':>9}  "
-            f"{'state':<18} {'slices':>6} {'run s':>8}")
+    for rel in sorted(_run_folders(runs_dir),
+                      key=lambda p: (os.path.dirname(p), os.path.basename(p) != 'float', p)):
+        name, c = os.path.split(rel)
+        st = run_state(os.path.join(runs_dir, rel))
+        waits = name in RECIPES and RECIPES[name].needs_float(c) and not run_state(
+            os.path.join(runs_dir, name, 'float'))['finished']
+        state = 'finished' if st['finished'] else 'checkpoint' if st['checkpoint'] else \
+            'waits for float' if waits else 'no checkpoint'
+        tables.setdefault(name, []).append(
+            {'config': c, 'epoch': st['epoch'], 'target_epochs': st['target_epochs'],
+             'last_val_error': st['last_val_error'], 'best_val_error': st['best_val_error'],
+             'state': state, 'train_seconds': st['train_seconds']})
+    pct = (lambda e: f"{100 * e:.2f}%" if e is not None else '—')
+    for name, rows in tables.items():
+        out(f"{name}: {RECIPES[name].description if name in RECIPES else 'not a known recipe'}")
+        out(f"  {'config':<18} {'epoch':>15} {'last err':>9} {'best err':>9}  {'state':<15} "
+            f"{'train s':>8}")
         for row in rows:
-            pct = (lambda e: f"{100 * e:.2f}%" if e is not None else '—')
             target = f"{row['target_epochs']:g}" if row['target_epochs'] else '?'
             out(f"  {row['config']:<18} {row['epoch']:>8.2f} / {target:<4} "
                 f"{pct(row['last_val_error']):>9} {pct(row['best_val_error']):>9}  "
-                f"{row['state']:<18} {row['slices']:>6} {row['seconds']:>8.0f}")
+                f"{row['state']:<15} {row['train_seconds']:>8.0f}")
     if not tables:
         out(f"no runs in {runs_dir} yet")
     return tables
@@ -598,102 +450,70 @@ def in_progress(folder):
     return out
 
 
-# --- bringing runs back from a device ---------------------------------------------------------
+# --- moving runs between machines -------------------------------------------------------------
 
-def _last_runs(runs_dir):
-    recs = _records(runs_dir)
-    if not recs:
-        return []
-    return [r['run'] for r in recs[-1]['runs'] if r['started_s'] is not None]
+def pack(runs_dir, output, runs=None, part_mib=None, max_mib=None):
+    """Pack run folders into ``output/runs.tar.gz``; return the paths written.
 
-
-def pack(runs_dir, output, everything=False, part_mib=15, max_parts=4):
-    """Pack run folders and ``slices.jsonl`` into ``output/runs.tar.gz.part-NN`` files.
-
-    By default only the runs that the last slice started travel (the others did not change);
-    a finished run travels without its checkpoint (not needed any more), and
-    ``checkpoint.tmp`` / ``checkpoint.old`` never do.
-
-    Args:
-        runs_dir (str): the ``--runs`` folder.
-        output (str): the folder to write the parts into (e.g. ``$OUT``).
-        everything (bool): pack every run folder.
-        part_mib (int): size of one part in MiB (the device returns files of at most 16 MiB).
-        max_parts (int): refuse to write more parts than this (the device returns at most 8
-            files, 64 MiB together).
-
-    Returns:
-        list: the paths of the parts written.
-
-    Raises:
-        SliceError: if the archive needs more than ``max_parts`` parts.
+    ``runs``: run folders ``<recipe>/<config>`` relative to ``runs_dir`` (default: all of them).
+    A finished run goes without its checkpoint; ``checkpoint.tmp``, ``checkpoint.old`` and
+    caches never go.
+    ``part_mib`` splits the archive into ``runs.tar.gz.part-NN`` files of at most that many MiB
+    (for a transfer with a file size limit); an archive larger than ``max_mib`` MiB is refused
+    with a :class:`SliceError`, and nothing is written then.
     """
     if not os.path.isdir(runs_dir):
         raise SliceError(f"--runs {runs_dir}: no such folder")
-    if everything:
-        runs = [os.path.join(r, c) for r in sorted(os.listdir(runs_dir))
-                if os.path.isdir(os.path.join(runs_dir, r))
-                for c in sorted(os.listdir(os.path.join(runs_dir, r)))
-                if _is_run(os.path.join(runs_dir, r, c))]
-    else:
-        runs = _last_runs(runs_dir)
+    if runs is None:
+        runs = _run_folders(runs_dir)
+    for run in runs:
+        if not os.path.isdir(os.path.join(runs_dir, run)):
+            raise SliceError(f"{os.path.join(runs_dir, run)}: no such run folder")
 
     def keep(info):
         parts = info.name.split('/')
-        if any(p in ('checkpoint.tmp', 'checkpoint.old', '__pycache__') for p in parts):
-            return None
-        if 'checkpoint' in parts[3:4] and os.path.isfile(
-                os.path.join(runs_dir, *parts[1:3], 'results.json')):
+        if any(p in _NOT_PACKED for p in parts) or ('checkpoint' in parts[3:4] and os.path.isfile(
+                os.path.join(runs_dir, *parts[1:3], 'results.json'))):
             return None
         return info
 
     os.makedirs(output, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output) as tmp:
-        archive = os.path.join(tmp, 'runs.tar.gz')
+    with tempfile.TemporaryDirectory(dir=output, prefix='.pack-') as tmp:
+        archive = os.path.join(tmp, ARCHIVE)
         with tarfile.open(archive, 'w:gz') as tar:
             for run in runs:
-                if os.path.isdir(os.path.join(runs_dir, run)):
-                    tar.add(os.path.join(runs_dir, run), arcname='runs/' + run.replace(os.sep, '/'),
-                            filter=keep)
-            if os.path.isfile(os.path.join(runs_dir, RECORDS)):
-                tar.add(os.path.join(runs_dir, RECORDS), arcname='runs/' + RECORDS)
+                tar.add(os.path.join(runs_dir, run), arcname='runs/' + run.replace(os.sep, '/'),
+                        filter=keep)
         size = os.path.getsize(archive)
-        step = part_mib << 20
-        n = max(1, -(-size // step))
-        if n > max_parts:
-            raise SliceError(f"the runs need {size / 2**20:.1f} MiB, more than {max_parts} parts "
-                             f"of {part_mib} MiB: use fewer configurations per runs folder")
+        if max_mib is not None and size > max_mib * 2**20:
+            raise SliceError(f"the runs need {size / 2**20:.1f} MiB, more than --max-size "
+                             f"{max_mib:g} MiB: pack fewer runs at a time")
+        if part_mib is None:
+            shutil.move(archive, os.path.join(output, ARCHIVE))
+            return [os.path.join(output, ARCHIVE)]
+        step = max(1, int(part_mib * 2**20))
         paths = []
         with open(archive, 'rb') as f:
-            for i in range(n):
-                p = os.path.join(output, f"{PART_PREFIX}{i:02d}")
-                with open(p, 'wb') as g:
+            for i in range(max(1, -(-size // step))):
+                paths.append(os.path.join(output, f"{PART_PREFIX}{i:02d}"))
+                with open(paths[-1], 'wb') as g:
                     g.write(f.read(step))
-                paths.append(p)
     return paths
 
 
-def unpack(runs_dir, parts_dir):
-    """Put the runs of :func:`pack` parts into ``runs_dir``: each run folder in the archive
-    replaces the local one, and the records of ``slices.jsonl`` that are not here yet are
-    appended.
-
-    Args:
-        runs_dir (str): the local ``--runs`` folder (created if missing).
-        parts_dir (str): the folder holding ``runs.tar.gz.part-NN``.
-
-    Returns:
-        list: the run folders replaced (relative to ``runs_dir``).
-
-    Raises:
-        SliceError: if there are no parts, or they do not make a whole archive.
-    """
-    parts = sorted(glob.glob(os.path.join(parts_dir, PART_PREFIX + '*')))
+def unpack(runs_dir, source):
+    """Put the runs of :func:`pack` (``source``: ``runs.tar.gz``, or a folder holding it or its
+    parts) into ``runs_dir``: each run folder in the archive replaces the local one. Returns the
+    run folders replaced.
+    Raises :class:`SliceError` if there is no archive, or the parts do not make a whole one."""
+    parts = [source] if os.path.isfile(source) else \
+        sorted(glob.glob(os.path.join(source, ARCHIVE))) or \
+        sorted(glob.glob(os.path.join(source, PART_PREFIX + '*')))
     if not parts:
-        raise SliceError(f"{parts_dir}: no {PART_PREFIX}NN files there")
+        raise SliceError(f"{source}: no {ARCHIVE} or {PART_PREFIX}NN files there")
     os.makedirs(runs_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=runs_dir, prefix='.unpack-') as tmp:
-        archive = os.path.join(tmp, 'runs.tar.gz')
+        archive = os.path.join(tmp, ARCHIVE)
         with open(archive, 'wb') as f:
             for p in parts:
                 with open(p, 'rb') as g:
@@ -703,33 +523,18 @@ def unpack(runs_dir, parts_dir):
                 for m in tar.getmembers():
                     if m.name.startswith('/') or '..' in m.name.split('/') or not (
                             m.isfile() or m.isdir()) or not m.name.startswith('runs/'):
-                        raise SliceError(f"{parts_dir}: unexpected entry {m.name!r} in the parts")
+                        raise SliceError(f"{source}: unexpected entry {m.name!r} in the archive")
                 tar.extractall(os.path.join(tmp, 'x'))
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise SliceError(f"{parts_dir}: the parts do not make a whole archive ({e}); bring "
-                             "all of them back")
+            raise SliceError(f"{source}: not a whole archive ({e}); are all its parts there?")
         src = os.path.join(tmp, 'x', 'runs')
-        replaced = []
-        for recipe in sorted(os.listdir(src)):
-            if not os.path.isdir(os.path.join(src, recipe)):
-                continue
-            for config in sorted(os.listdir(os.path.join(src, recipe))):
-                dest = os.path.join(runs_dir, recipe, config)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                if os.path.exists(dest):
-                    shutil.rmtree(dest)
-                shutil.move(os.path.join(src, recipe, config), dest)
-                replaced.append(os.path.join(recipe, config))
-        if os.path.isfile(os.path.join(src, RECORDS)):
-            local = os.path.join(runs_dir, RECORDS)
-            have = set()
-            if os.path.isfile(local):
-                with open(local) as f:
-                    have = {line.strip() for line in f if line.strip()}
-            with open(os.path.join(src, RECORDS)) as f, open(local, 'a') as g:
-                for line in f:
-                    if line.strip() and line.strip() not in have:
-                        g.write(line.strip() + '\n')
+        replaced = _run_folders(src)
+        for run in replaced:
+            dest = os.path.join(runs_dir, run)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if os.path.exists(dest):
+                shutil.rmtree(dest)
+            shutil.move(os.path.join(src, run), dest)
     return replaced
 
 
@@ -755,17 +560,17 @@ def parser():
                         '(default: %(default)s)')
     s = sub.add_parser('status', help='the state of every run')
     s.add_argument('--runs', required=True)
-    k = sub.add_parser('pack', help='pack the runs of the last slice for the trip back')
+    k = sub.add_parser('pack', help='pack run folders into one archive (or parts of it)')
     k.add_argument('--runs', required=True)
-    k.add_argument('--output', required=True, help='folder for runs.tar.gz.part-NN')
-    k.add_argument('--all', action='store_true', help='every run, not only the last slice\'s')
-    k.add_argument('--part-mib', type=int, default=15,
-                   help='size of one part in MiB (default: %(default)s)')
-    k.add_argument('--max-parts', type=int, default=4,
-                   help='refuse to write more parts (default: %(default)s)')
+    k.add_argument('--output', required=True, help='folder for runs.tar.gz (or its parts)')
+    k.add_argument('run', nargs='*', help='run folders <recipe>/<config> (default: all)')
+    k.add_argument('--part-size', type=float, default=None, metavar='MIB',
+                   help='split into runs.tar.gz.part-NN files of at most MIB MiB')
+    k.add_argument('--max-size', type=float, default=None, metavar='MIB',
+                   help='refuse to write an archive larger than MIB MiB')
     u = sub.add_parser('unpack', help='put packed runs into the local runs folder')
     u.add_argument('--runs', required=True)
-    u.add_argument('parts', help='the folder holding runs.tar.gz.part-NN')
+    u.add_argument('source', help='runs.tar.gz, or the folder holding it or its parts')
     return p
 
 
@@ -785,11 +590,11 @@ def main(argv=None):
         if args.command == 'status':
             status(args.runs)
         elif args.command == 'pack':
-            for path in pack(args.runs, args.output, everything=args.all, part_mib=args.part_mib,
-                             max_parts=args.max_parts):
+            for path in pack(args.runs, args.output, runs=args.run or None,
+                             part_mib=args.part_size, max_mib=args.max_size):
                 print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
         else:
-            for run in unpack(args.runs, args.parts):
+            for run in unpack(args.runs, args.source):
                 print(f"updated {os.path.join(args.runs, run)}")
         return 0
     except SliceError as e:
