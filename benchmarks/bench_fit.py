@@ -266,20 +266,21 @@ def post_training_accuracy(nnp, data):
     """Post-training accuracy of a float model with K = 4, 16 (free, pow-2) tables from the
     previous and the new fit (``quantize_nnp`` of every weight layer)."""
     import nnabla_lutq.io.quantize as quantize
+    import nnabla_lutq.nn.layers as layers  # the layers fit their tables when they are built
     rows = []
     fits = {'previous': lambda w, cfg, iters=None: previous_fit(w, cfg),
-            'new': quantize.init_dictionary}
+            'new': layers.init_dictionary}
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, 'q.nnp')
         for k, kind in [(4, 'free'), (16, 'free'), (4, 'pow2'), (2, 'pow2')]:
             acc = {}
             for label, fn in fits.items():
-                saved = quantize.init_dictionary
-                quantize.init_dictionary = fn
+                saved = layers.init_dictionary
+                layers.init_dictionary = fn
                 try:
                     r = quantize.quantize_nnp(nnp, out, n_values=k, dictionary=kind, data=data)
                 finally:
-                    quantize.init_dictionary = saved
+                    layers.init_dictionary = saved
                 acc[label] = r['accuracy_after']
                 acc['float'] = r['accuracy_before']
             rows.append((k, kind, acc['float'], acc['previous'], acc['new']))

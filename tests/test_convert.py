@@ -523,6 +523,48 @@ def test_errors_name_the_layer_and_change_nothing(kwargs, message):
     _unchanged(before)
 
 
+def test_the_two_rewrites_compose_in_graph_converter(rng):
+    """LUTQWeightModifier then MLBNModifier in nnabla's GraphConverter = convert(mlbn=True): the
+    same parameters (names, order, values) and the same outputs; each alone does its rewrite
+    only."""
+    from nnabla_lutq.nn.convert import LUTQWeightModifier, MLBNModifier
+    init = {}
+    results = []
+    for how in ('convert', 'modifiers'):
+        nn.clear_parameters()
+        y = _small()
+        x = [v for v in _leaves(y) if v.shape == (2, 3, 8, 8)][0]
+        for k, v in all_parameters().items():
+            v.d = init.setdefault(k, rng.rand(*v.shape).astype(np.float32) + 0.5)
+        if how == 'convert':
+            yc = convert(y, LayerConfig(4), mlbn=True)
+        else:
+            yc = GC.GraphConverter([LUTQWeightModifier(LayerConfig(4)), MLBNModifier()]).convert(y)
+        x.d = np.linspace(-1, 1, x.size).reshape(x.shape)
+        yc.forward()
+        results.append(({k: v.d.copy() for k, v in all_parameters().items()}, yc.d.copy()))
+    (pa, ya), (pb, yb) = results
+    assert list(pa) == list(pb) and 'res1/bn1/mlbn/gamma' in pa and 'fc/lutq_affine/A' in pa
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    np.testing.assert_array_equal(ya, yb)
+    nn.clear_parameters()
+    y = _small()
+    mod = MLBNModifier()
+    GC.GraphConverter([mod]).convert(y)
+    assert sorted(all_parameters()) == ['fc/affine/W', 'fc/affine/b', 'res1/bn1/mlbn/beta',
+                                        'res1/bn1/mlbn/gamma', 'res1/bn1/mlbn/mean',
+                                        'res1/bn1/mlbn/var', 'res1/conv1/conv/W',
+                                        'res1/conv1/conv/b']
+    assert [(d.name, d.action) for d in mod.decisions] == [('res1/bn1', 'mlbn')]
+    nn.clear_parameters()
+    y = _small()
+    mod = LUTQWeightModifier(LayerConfig(4), min_weights=200)
+    GC.GraphConverter([mod]).convert(y)
+    assert [(d.name, d.action) for d in mod.decisions] == [('res1/conv1', 'float'), ('fc', 'lutq')]
+    assert 'res1/bn1/bn/gamma' in all_parameters() and 'fc/lutq_affine/d' in all_parameters()
+
+
 def test_invalid_settings_are_refused_on_creation():
     for kw, message in [(dict(n_values=1), 'at least 2 values'),
                         (dict(dictionary='log'), "unknown dictionary 'log'"),

@@ -276,6 +276,47 @@ def test_quantize_nnp_errors_change_nothing(tmp_path, rng):
         quantize_nnp(str(out), str(tmp_path / 'q2.nnp'))
 
 
+def test_quantize_nnp_is_the_in_memory_conversion_and_leaves_the_users_parameters(tmp_path, rng):
+    """Post-training quantization of a file = convert() of the same float network in memory
+    (mlbn included), exported: the outputs are identical, and the parameters the user had
+    registered are the same objects with the same values afterwards."""
+    x, y, path = _float_model(tmp_path, rng)
+    mine = {k: (v, v.d.copy()) for k, v in nn.get_parameters(grad_only=False).items()}
+    out = tmp_path / 'q.nnp'
+    r = quantize_nnp(str(path), str(out), n_values=4, dictionary='pow2', mlbn=True)
+    after = nn.get_parameters(grad_only=False)
+    assert list(after) == list(mine)
+    for k, (v, d) in mine.items():
+        assert after[k] is v and np.array_equal(v.d, d), k
+    assert {d.action for d in r['plan']} == {'lutq', 'mlbn'}
+    meta = read_nnp(str(out)).meta
+    assert meta['bn'] and all(b['multiplier_less'] and b['folded'] for b in meta['bn'].values())
+    with nnabla_lutq.inference_mode():  # the same conversion in memory
+        yq = nnabla_lutq.convert(y, nnabla_lutq.LayerConfig(4, 'pow2'), mlbn=True)
+    yq.forward()
+    np.testing.assert_array_equal(load_run(out, x.d), yq.d)
+
+
+def test_export_saves_once_with_nnabla_and_never_reads_back(tmp_path, rng, monkeypatch):
+    """One serialization (nnabla's save, plus the description) and no temporary file parsed or
+    reloaded: the constants are folded in the live graph."""
+    import nnabla.utils.nnp_graph
+    import nnabla_lutq.io.export as export
+    x, y = build(LUTQ, rng)
+    calls = []
+    real = export.save
+    monkeypatch.setattr(export, 'save', lambda *a, **k: (calls.append(a[0]), real(*a, **k)))
+
+    def refuse(*a, **k):
+        raise AssertionError('export read a file back')
+    monkeypatch.setattr(nnabla.utils.nnp_graph.NnpLoader, '__init__', refuse)
+    monkeypatch.setattr('nnabla_lutq.io.nnp.read_nnp', refuse)
+    nnabla_lutq.export_nnp(str(tmp_path / 'm.nnp'), {'x': x}, {'y': y})
+    assert len(calls) == 1
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load_run(tmp_path / 'm.nnp', x.d), y.d)
+
+
 # --- command line -----------------------------------------------------------------------------
 
 def test_cli_commands(tmp_path, rng, capsys):
@@ -347,7 +388,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path, rng):
 def test_console_script_prints_one_line_on_error(tmp_path):
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, '-m', 'nnabla_lutq_cli', 'info',
+    r = subprocess.run([sys.executable, '-m', 'nnabla_lutq.cli', 'info',
                         str(tmp_path / 'missing.nnp')], capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [

@@ -1,6 +1,6 @@
 """Files and the command line under real faults: permissions kept, read-only folders, a write that
-runs out of space, broken pipes, wrong arguments, missing extras, the console of the demo, and the
-README's install lines run in a fresh virtual environment.
+runs out of space, broken pipes, wrong arguments, missing extras, and the README's install lines
+run in a fresh virtual environment (the console of the demo: tests/test_end_to_end.py).
 
 Faults are real where the platform allows it without root-only tricks: a folder without write
 permission (simulated at ``os.open`` where the tests run as root, whom permissions do not stop),
@@ -31,7 +31,7 @@ from nnabla_lutq.io.quantize import quantize_nnp
 from test_deployment import _exported, _float_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = [sys.executable, '-m', 'nnabla_lutq_cli']
+CLI = [sys.executable, '-m', 'nnabla_lutq.cli']
 
 
 def _cli(*argv, **kw):
@@ -409,21 +409,6 @@ def test_readme_installs_from_a_clone_with_exactly_the_extras_of_setup_py():
         for group in re.findall(r'\.\[([\w,-]+)\]', c):
             listed.update(group.split(','))
     assert listed == _setup_extras()
-
-
-# --- the demo's console -----------------------------------------------------------------------
-
-def test_the_demo_console_shows_progress_and_results_only(tmp_path):
-    out = tmp_path / 'demo'
-    r = subprocess.run([sys.executable, '-m', 'examples.digits.demo', '--epochs', '1',
-                        '--output', str(out)], cwd=ROOT, capture_output=True,
-                       encoding='utf-8')  # the progress bar's blocks, whatever the locale
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert '[nnabla]' not in r.stdout + r.stderr
-    assert 'accuracy' in r.stdout and 'outputs identical = True' in r.stdout
-    for name in ('float/train_loss', 'float/val_error', 'lutq4/train_loss'):
-        lines = (out / f'{name}.series.txt').read_text().splitlines()
-        assert lines and all(len(line.split()) == 2 for line in lines), name
 
 
 # --- the install lines in a fresh virtual environment -----------------------------------------

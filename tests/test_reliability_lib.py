@@ -97,26 +97,32 @@ def test_convert_of_a_file_written_by_nnabla_alone_describes_tables_and_float_bn
     meta = read_nnp(str(post)).meta
     assert sorted(meta['tables']) == ['c/lutq_conv', 'fc/lutq_affine']
     assert meta['bn'] == {'bn/bn': {'multiplier_less': False, 'folded': False, 'params': [
-        'bn/bn/beta', 'bn/bn/gamma', 'bn/bn/mean', 'bn/bn/var']}}
+        'bn/bn/beta', 'bn/bn/gamma', 'bn/bn/mean', 'bn/bn/var'], 'reason': 'mlbn=False'}}
     rep = _info_json(post, capsys)
     assert [r['layer'] for r in rep['kept_float']] == ['bn/bn']
     assert [r['lutq'] for r in rep['layers']] == [True, False, True]
 
 
-def test_convert_of_a_deconvolution_describes_and_reports_it(tmp_path, capsys):
+def test_convert_of_a_deconvolution_keeps_it_float_and_says_why(tmp_path, capsys):
+    """Post-training quantization is the one conversion path: Deconvolution, which has no LUT-Q
+    layer, stays float (a warning, the file's float_layers and info say why)."""
     x = nn.Variable.from_numpy_array(np.random.RandomState(1).randn(1, 3, 4, 4).astype(np.float32))
     h = F.relu(PF.convolution(x, 4, (3, 3), pad=(1, 1), name='enc'))
     y = PF.deconvolution(h, 2, (2, 2), stride=(2, 2), name='up')
     fpath = _export(tmp_path / 'f.nnp', x, y)
     post = tmp_path / 'p.nnp'
-    quantize_nnp(str(fpath), str(post), n_values=4)
-    t = read_nnp(str(post)).meta['tables']
-    assert t['up/deconv']['kind'] == 'deconv' and t['enc/lutq_conv']['kind'] == 'conv'
+    with pytest.warns(UserWarning, match='up .Deconvolution.: Deconvolution has no LUT-Q'):
+        r = quantize_nnp(str(fpath), str(post), n_values=4)
+    assert r['plan'].get('up').action == 'float'
+    meta = read_nnp(str(post)).meta
+    assert list(meta['tables']) == ['enc/lutq_conv'] and meta['tables']['enc/lutq_conv'][
+        'kind'] == 'conv'
+    assert 'no LUT-Q counterpart' in meta['float_layers']['up/deconv']['reason']
     rows = {r['name']: r for r in _info_json(post, capsys)['layers']}
     up = rows['up/deconv']
     # every input value (4 channels x 4 x 4) times the 2*2*2 weights of its output channels
-    assert up['lutq'] and up['float_mults'] == 4 * 16 * 2 * 2 * 2
-    assert up['memory_bits'] == 4 * 32 + 32 * 2
+    assert not up['lutq'] and up['float_mults'] == 4 * 16 * 2 * 2 * 2
+    assert up['memory_bits'] == 32 * 4 * 2 * 2 * 2  # W: (4 inputs, 2 outputs, 2, 2)
 
 
 # --- 2. shared layers: memory once per parameter, multiplications once per call ---------------

@@ -1,4 +1,5 @@
-"""The ``nnabla-lutq`` command: inspect, plot, pack, unpack, convert (post-training) and ONNX.
+"""The ``nnabla-lutq`` command: info, plot, pack, unpack, convert (post-training), verify-int and
+onnx. Run it as ``nnabla-lutq`` or ``python -m nnabla_lutq.cli``.
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
     nnabla-lutq pack model.nnp model.lutq      # indices at ceil(log2 K) bits
     nnabla-lutq unpack model.lutq model.nnp
     nnabla-lutq convert float.nnp lutq.nnp --n-values 16 --dictionary pow2
+    nnabla-lutq verify-int model.nnp --eval-data images.npz   # integer-only executor vs nnabla
     nnabla-lutq onnx model.nnp model.onnx      # needs the [onnx] extra
 
 Every command exits with 0 on success and with 1 and one line ``nnabla-lutq: error: ...`` on a
@@ -119,12 +121,12 @@ def kept_float(meta):
 
 
 def _cmd_info(args):
-    from ..io.nnp import describe_float_layers, describe_legacy
+    from ..io.nnp import describe_float_layers, describe_legacy, function_inputs
     model = _load_nnp_or_lutq(args.model)
     rep, name = _model_report(args.model, model)
     meta = model.meta or describe_legacy(model)
     if 'float_layers' not in meta:  # a file of an earlier 0.1: the reasons were not recorded
-        describe_float_layers(model, meta)
+        describe_float_layers(function_inputs(model), model.params, meta)
     floats = kept_float(meta)
     if args.json:
         print(json.dumps({'network': name, 'layers': rep.records(), 'totals': rep.totals,
@@ -245,7 +247,8 @@ def _cmd_convert(args):
                              f"(inputs) and y (labels) ({e})")
     r = quantize_nnp(args.input, args.output, n_values=args.n_values,
                      dictionary=args.dictionary, prune_ratio=args.prune_ratio, iters=args.iters,
-                     data=data, progress=True)
+                     data=data, min_weights=args.min_weights, mlbn=args.mlbn)
+    print(r['plan'].table())
     for layer in r['layers']:
         print(f"  {layer['name']:<40} K={layer['K']:<4} N={layer['n_weights']:<9} "
               f"mse {layer['mse']:.3g}")
@@ -346,6 +349,10 @@ def _parser():
     s.add_argument('--iters', type=_at_least(0), default=None,
                    help='bound on the Lloyd iterations after the optimal table fit (default: '
                         'to the fixed point)')
+    s.add_argument('--min-weights', type=_at_least(0), default=0,
+                   help='layers with fewer weights stay float')
+    s.add_argument('--mlbn', action='store_true',
+                   help='multiplier-less batch normalization too (folded to x * a + b)')
     s.add_argument('--eval-data', metavar='NPZ', default=None,
                    help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
     s.set_defaults(func=_cmd_convert)

@@ -1,12 +1,19 @@
 """Saving LUT-Q inference graphs to .nnp with nnabla's own writer."""
 
+import json
+import zipfile
+
 import numpy as np
+import nnabla as nn
+from nnabla.experimental.graph_converters import FunctionModifier, GraphConverter
 from nnabla.utils.save import save
 
-from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
+from ..nn.convert.plan import graph_functions
+from ..nn.layers import fold_mlbn
+from ..nn.params import all_parameters, isolated
+from ..nn.state import STATE, LUTQLayer, MLBNLayer
 from . import metadata
-from .nnp import (atomic_output, describe_float_bn, describe_float_layers, fold_constants,
-                  read_nnp, write_nnp)
+from .nnp import atomic_output, common_prefix, describe_float_bn, describe_float_layers
 
 __all__ = ['export_nnp']
 
@@ -16,12 +23,13 @@ _TRAINING_ARGS = {'BatchNormalization': ('batch_stat', True),
                   'MinMaxQuantize': ('x_min_max', True)}
 
 
-def _graph_params(outputs, inputs):
-    """Leaf parameters that the graphs of ``outputs`` read, by name, and the functions.
+def _graph_params(outputs, inputs, extra=None):
+    """Leaf parameters that the graphs of ``outputs`` read, by name, and the functions (inputs
+    before consumers).
 
-    Parameters are recognized by nnabla's registry (names from the root scope) and by the LUT-Q
+    Parameters are recognized by nnabla's registry (names from the root scope), by the LUT-Q
     state (whose records keep the layer's own variables even if a loader later registered new
-    ones under the same names).
+    ones under the same names) and by ``extra`` (name -> Variable, e.g. folded values).
 
     Raises:
         ValueError: for a leaf that is neither an input nor a known parameter.
@@ -30,19 +38,17 @@ def _graph_params(outputs, inputs):
     for rec in STATE.lutq_layers(live=False) + STATE.mlbn_layers(live=False):
         for part in rec.PARTS:
             registered.setdefault(getattr(rec, part).data, f"{rec.name}/{part}")
+    registered.update({v.data: k for k, v in (extra or {}).items()})
     input_data = {v.data for v in inputs}
-    used, unknown, functions = {}, [], []
-
-    def cb(f):
-        functions.append(f)
+    used, unknown = {}, []
+    functions = graph_functions(outputs)
+    for f in functions:
         for v in f.inputs:
             if v.parent is None:
                 if v.data in registered:
                     used[registered[v.data]] = v
                 elif v.data not in input_data:
                     unknown.append(v.shape)
-    for o in outputs:
-        o.visit(cb)
     if unknown:
         raise ValueError(
             f"the graph reads {len(unknown)} variable(s) (shapes {unknown[:3]}) that are neither "
@@ -87,8 +93,113 @@ def _check_graph(params, functions):
                     f"{a.max()}); re-fit it with nnabla_lutq.initialize()")
 
 
-def _describe(model, params):
-    """The LUT-Q description of an exported model (see :mod:`nnabla_lutq.io.metadata`)."""
+def _constants(functions, params, dense):
+    """The values an export stores instead of computing them: the variables computed from
+    parameters only that a function depending on data reads.
+
+    Args:
+        functions (list): the graph's functions, inputs before consumers.
+        params (dict): name -> parameter Variable read by the graph.
+        dense (bool): fold look-up tables too (``Embed(A, d)`` of a stored int ``A`` and a 1-D
+            ``d``, as :func:`~nnabla_lutq.io.nnp.lut_embeds` finds them in a file).
+
+    Returns:
+        list: ``(variable, producing function, names of the parameters it comes from)``.
+    """
+    sources = {v: {k} for k, v in params.items()}
+    leaves = set(params.values())
+    producer = {}
+    for f in functions:
+        ins, outs = f.inputs, f.outputs
+        table = (f.info.type_name == 'Embed' and len(ins) == 2 and all(i in leaves for i in ins)
+                 and np.issubdtype(ins[0].data.dtype, np.integer) and ins[1].ndim == 1)
+        if ins and len(outs) == 1 and all(i in sources for i in ins) and (dense or not table):
+            sources[outs[0]] = set().union(*(sources[i] for i in ins))
+            producer[outs[0]] = f
+    frontier, seen = [], set()
+    for f in functions:
+        if len(f.outputs) == 1 and f.outputs[0] in producer:
+            continue  # computed from parameters only: folded with its consumer
+        for i in f.inputs:
+            if i in producer and i not in seen:
+                seen.add(i)
+                frontier.append((i, producer[i], sources[i]))
+    return frontier
+
+
+def _folded_name(v, f, sources, functions, used):
+    """The stored name of a folded value: ``<layer>/W`` for the tied weights ``d[A]``, else the
+    common scope of its parameters plus ``/a`` when data is multiplied by it, ``/b`` when added,
+    ``/c`` otherwise (multiplier-less BN becomes ``x * a + b``)."""
+    a_name = next(iter(sorted(sources)), '')
+    if f.info.type_name == 'Embed' and len(sources) == 2 and any(
+            k.endswith('/A') for k in sources):
+        name = next(k for k in sources if k.endswith('/A'))[:-2] + '/W'
+    else:
+        kinds = {g.info.type_name for g in functions if any(i is v or i == v for i in g.inputs)}
+        suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {'Add2', 'Sub2'} else 'c'
+        name = f"{common_prefix(sorted(sources)) or a_name.rsplit('/', 1)[0] or 'folded'}/{suffix}"
+    base, k = name, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
+
+
+def _value(v, sources, params, suffix):
+    """The value of a folded variable: a multiplier-less BN's inference scale and bias as
+    :func:`~nnabla_lutq.fold_mlbn` computes them (in float32), anything else as the graph does."""
+    recs = {id(STATE.part_of(params[k])[0]): STATE.part_of(params[k])[0] for k in sources}
+    if len(recs) == 1 and suffix in ('a', 'b'):
+        rec = next(iter(recs.values()))
+        if isinstance(rec, MLBNLayer):
+            a, b = fold_mlbn(rec)
+            if v.shape == a.shape:
+                return a if suffix == 'a' else b
+    v.forward()
+    return np.asarray(v.d, np.float32).copy()
+
+
+class _FoldModifier(FunctionModifier):
+    """Rebuilds the graph with each folded value a parameter."""
+
+    def __init__(self, folded):
+        super().__init__()
+        self.folded = folded  # variable of the graph -> parameter variable
+
+    def _copy_inputs(self, inputs):
+        return list(inputs)  # the graph's own inputs, so that export names them
+
+    def modify(self, f, inputs):
+        return self.folded.get(f.outputs[0]) if len(f.outputs) == 1 else None
+
+    def __finish__(self):
+        self.folded = None
+        self.outputs = None
+
+
+def _fold(outputs, params, functions, dense):
+    """The outputs of the graph with every constant folded, and the new parameters by name."""
+    used = set(params)
+    folded, new = {}, {}
+    for v, f, sources in _constants(functions, params, dense):
+        name = _folded_name(v, f, sources, functions, used)
+        value = _value(v, sources, params, name.rsplit('/', 1)[-1][:1])
+        p = nn.Variable.from_numpy_array(value, need_grad=False)
+        folded[v], new[name] = p, p
+    if not folded:
+        return outputs, {}
+    return GraphConverter([_FoldModifier(folded)]).convert(list(outputs)), new
+
+
+def _describe(params, saved, functions):
+    """The LUT-Q description of an exported model (see :mod:`nnabla_lutq.io.metadata`).
+
+    Args:
+        params (dict): name -> parameter Variable the graph reads before folding.
+        saved (dict): stored name -> parameter Variable.
+        functions (list): the saved graph's functions.
+    """
     meta = metadata.new()
     done = set()
     for v in params.values():
@@ -98,15 +209,18 @@ def _describe(model, params):
         done.add(id(rec))
         if isinstance(rec, LUTQLayer):
             a, d = f"{rec.name}/A", f"{rec.name}/d"
-            stored = 'tables' if a in model.params and d in model.params else 'dense'
+            stored = 'tables' if a in saved and d in saved else 'dense'
             meta['tables'][rec.name] = metadata.table(rec.kind, rec.config, stored, rec.name)
         elif isinstance(rec, MLBNLayer):
-            held = [k for k in model.params if k.startswith(rec.name + '/')]
+            held = [k for k in saved if k.startswith(rec.name + '/')]
             meta['bn'][rec.name] = {'multiplier_less': True,
                                     'folded': not any(k.endswith('/gamma') for k in held),
                                     'params': held}
+    names = {v: k for k, v in saved.items()}
+    facts = [(f.info.type_name, [names.get(i, '') for i in f.inputs], f.name) for f in functions]
     notes = STATE.conversion_notes
-    return describe_float_layers(model, describe_float_bn(model, meta, notes), notes)
+    return describe_float_layers(facts, saved, describe_float_bn(facts, saved, meta, notes),
+                                 notes)
 
 
 def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, network_name='lutq'):
@@ -115,16 +229,16 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
     Build the graph under :func:`nnabla_lutq.inference_mode` (and BN layers with
     ``batch_stat=False``): LUT-Q layers then compute ``F.embed(A, d)`` and the file holds
     ``<layer>/d`` and ``<layer>/A`` (int32) but no float ``W``. With ``fold`` (default), every
-    value computed from parameters only is stored instead of its subgraph
-    (:func:`nnabla_lutq.io.nnp.fold_constants`): multiplier-less BN becomes ``x * a + b`` with stored
-    ``<bn>/a`` (powers of two) and ``<bn>/b``. With ``dense=True`` the tied weights ``d[A]`` are
-    stored as plain float ``<layer>/W`` (for runtimes without Embed/Gather). The file is written
-    with ``nnabla.utils.save.save`` (then rewritten) under a temporary name and moved into place,
-    so an existing file is never left half-written. Reload it with
-    ``nnabla.utils.nnp_graph.NnpLoader`` or ``nnabla.utils.load.load``; the outputs equal the
-    in-memory graph's exactly (same context). Folding always computes in float32, so in a half
-    type config the file holds the float32 values (e.g. :func:`nnabla_lutq.fold_mlbn`'s), not
-    the half ones the in-memory graph computes with.
+    value computed from parameters only is stored instead of its subgraph, folded in the live
+    graph: multiplier-less BN becomes ``x * a + b`` with stored ``<bn>/a`` (powers of two) and
+    ``<bn>/b``, the values of :func:`nnabla_lutq.fold_mlbn` (float32 whatever the type config,
+    so in a half config the file holds them, not the half ones the in-memory graph computes
+    with); other constants are the values the graph computes. With ``dense=True`` the tied
+    weights ``d[A]`` are stored as plain float ``<layer>/W`` (for runtimes without
+    Embed/Gather). The file is written once, with ``nnabla.utils.save.save`` (plus the
+    description), under a temporary name and moved into place, so an existing file is never left
+    half-written. Reload it with ``nnabla.utils.nnp_graph.NnpLoader`` or
+    ``nnabla.utils.load.load``; the outputs equal the in-memory graph's exactly (same context).
 
     Args:
         path (str): destination ``.nnp`` file.
@@ -155,18 +269,22 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
         raise ValueError("inputs and outputs must be non-empty dicts of name -> Variable")
     params, functions = _graph_params(list(outputs.values()), list(inputs.values()))
     _check_graph(params, functions)
-    contents = {
-        'networks': [{'name': network_name, 'batch_size': batch_size,
-                      'outputs': dict(outputs), 'names': dict(inputs)}],
-        'executors': [{'name': 'runtime', 'network': network_name,
-                       'data': list(inputs.keys()), 'output': list(outputs.keys())}]}
     # nnabla cannot reload a variable batch size through layers with base_axis > 1
     variable = not any(f.info.args.get('base_axis', 1) > 1 for f in functions)
-    with atomic_output(path, '.nnp') as tmp:
-        save(tmp, contents, variable_batch_size=variable, parameters=params)
-        model = read_nnp(tmp)
-        if fold or dense:
-            model = fold_constants(model, dense=dense)
-        model.meta = _describe(model, params)
-        write_nnp(tmp, model)
-    return sorted(model.params)
+    outs = list(outputs.values())
+    if fold or dense:
+        outs, new = _fold(outs, params, functions, dense)
+        saved, functions = _graph_params(outs, list(inputs.values()), new)
+    else:
+        saved = params
+    contents = {
+        'networks': [{'name': network_name, 'batch_size': batch_size,
+                      'outputs': dict(zip(outputs, outs)), 'names': dict(inputs)}],
+        'executors': [{'name': 'runtime', 'network': network_name,
+                       'data': list(inputs.keys()), 'output': list(outputs.keys())}]}
+    meta = _describe(params, saved, functions)
+    with atomic_output(path, '.nnp') as tmp, isolated(saved):  # nnabla names them by the tree
+        save(tmp, contents, variable_batch_size=variable, parameters=saved)
+        with zipfile.ZipFile(tmp, 'a', zipfile.ZIP_DEFLATED) as z:
+            z.writestr(metadata.FILE_NAME, json.dumps(meta, indent=1, sort_keys=True))
+    return sorted(saved)

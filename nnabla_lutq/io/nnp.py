@@ -30,10 +30,12 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from ..core.kinds import BN_FUNCTIONS, BY_FUNCTION
+from ..nn.params import isolated
 from . import metadata
 
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'fold_constants',
-           'describe_legacy', 'describe_float_bn', 'describe_float_layers',
+           'describe_legacy', 'describe_float_bn', 'describe_float_layers', 'function_inputs',
+           'common_prefix',
            'proto_network', 'atomic_output', 'default_network', 'loaded_network']
 
 
@@ -229,8 +231,9 @@ def loaded_network(path, network, batch_size=1):
     """An .nnp's network loaded with nnabla's ``NnpLoader``, its parameters kept private.
 
     ``NnpLoader`` registers the file's parameters in the current parameter scope, replacing
-    parameters of the same names; here they go to a private scope that is removed when the block
-    ends. Inside the block ``nn.get_parameters()`` lists the file's parameters by their own names.
+    parameters of the same names; here the block runs with a parameter tree of its own
+    (:func:`nnabla_lutq.nn.params.isolated`): inside it ``nn.get_parameters()`` lists the file's
+    parameters by their own names, and the user's parameters are back, untouched, when it ends.
 
     Args:
         path (str): the .nnp.
@@ -241,12 +244,8 @@ def loaded_network(path, network, batch_size=1):
         NnpNetwork: with ``inputs``, ``outputs`` and ``variables`` dicts.
     """
     from nnabla.utils.nnp_graph import NnpLoader
-    scope = 'nnabla_lutq_loaded'
-    try:
-        with nn.parameter_scope(scope):
-            yield NnpLoader(path).get_network(network, batch_size=batch_size)
-    finally:
-        nn.parameter.get_current_parameter_scope().pop(scope, None)
+    with isolated():
+        yield NnpLoader(path).get_network(network, batch_size=batch_size)
 
 
 def proto_network(nnp, name=None):
@@ -286,12 +285,20 @@ def lut_embeds(net, params):
 WEIGHT_FUNCTIONS = tuple(BY_FUNCTION)
 
 
-def describe_float_layers(nnp, meta, notes=None):
-    """Fill ``meta['float_layers']``: the layers of ``nnp`` that compute with a stored float
-    weight, with the reason they are not LUT-Q.
+def function_inputs(nnp):
+    """``(function type, input names, function name)`` of every function of every network of an
+    :class:`Nnp`, the form :func:`describe_float_layers` and :func:`describe_float_bn` read."""
+    return [(f.type, list(f.input), f.name) for net in nnp.proto.network for f in net.function]
+
+
+def describe_float_layers(functions, params, meta, notes=None):
+    """Fill ``meta['float_layers']``: the layers that compute with a stored float weight, with
+    the reason they are not LUT-Q.
 
     Args:
-        nnp (Nnp): the model.
+        functions (list): ``(function type, input names, name)`` of the model's functions
+            (:func:`function_inputs` of a file, or the graph being exported).
+        params (dict): stored parameter name -> array (anything with ``size``).
         meta (dict): its description (the tables are already in ``meta['tables']``).
         notes (dict or None): layer name -> ``{'reason': ...}`` from the conversion that built the
             graph (:func:`nnabla_lutq.convert` records its decisions in the LUT-Q state).
@@ -302,39 +309,36 @@ def describe_float_layers(nnp, meta, notes=None):
     dense = {t['W'] for t in meta['tables'].values() if t.get('W')}
     notes = notes or {}
     out = {}
-    for net in nnp.proto.network:
-        for f in net.function:
-            if f.type not in WEIGHT_FUNCTIONS or len(f.input) < 2:
-                continue
-            w = f.input[1]
-            if w not in nnp.params or w in dense:
-                continue
-            scope = w.rsplit('/', 1)[0]              # e.g. 'fc/affine'
-            layer = scope.rsplit('/', 1)[0] if '/' in scope else scope  # e.g. 'fc'
-            note = notes.get(layer)
-            reason = note['reason'] if note else (
-                'built as a float layer (not a PF.lutq_* layer, not converted)')
-            out[scope] = {'function': f.type, 'weight': w,
-                          'n_weights': int(nnp.params[w].size), 'reason': reason}
+    for t, inputs, _ in functions:
+        if t not in WEIGHT_FUNCTIONS or len(inputs) < 2:
+            continue
+        w = inputs[1]
+        if w not in params or w in dense:
+            continue
+        scope = w.rsplit('/', 1)[0]              # e.g. 'fc/affine'
+        layer = scope.rsplit('/', 1)[0] if '/' in scope else scope  # e.g. 'fc'
+        note = notes.get(layer)
+        reason = note['reason'] if note else (
+            'built as a float layer (not a PF.lutq_* layer, not converted)')
+        out[scope] = {'function': t, 'weight': w, 'n_weights': int(params[w].size),
+                      'reason': reason}
     meta['float_layers'] = out
     return meta
 
 
-def describe_float_bn(nnp, meta, notes=None):
-    """Add to ``meta['bn']`` the BN layers of ``nnp`` it does not describe yet, as float BN
-    (with the reason in ``notes``, as in :func:`describe_float_layers`); returns ``meta``."""
+def describe_float_bn(functions, params, meta, notes=None):
+    """Add to ``meta['bn']`` the BN layers it does not describe yet, as float BN (with the reason
+    in ``notes``); the arguments are those of :func:`describe_float_layers`; returns ``meta``."""
     notes = notes or {}
-    for net in nnp.proto.network:
-        for f in net.function:
-            if f.type in BN_FUNCTIONS:
-                held = [i for i in f.input if i in nnp.params]
-                prefix = held[0].rsplit('/', 1)[0] if held else f.name
-                if prefix not in meta['bn']:
-                    meta['bn'][prefix] = {'multiplier_less': False, 'folded': False,
-                                          'params': held}
-                    note = notes.get(prefix.rsplit('/', 1)[0])
-                    if note:
-                        meta['bn'][prefix]['reason'] = note['reason']
+    for t, inputs, name in functions:
+        if t in BN_FUNCTIONS:
+            held = [i for i in inputs if i in params]
+            prefix = held[0].rsplit('/', 1)[0] if held else name
+            if prefix not in meta['bn']:
+                meta['bn'][prefix] = {'multiplier_less': False, 'folded': False, 'params': held}
+                note = notes.get(prefix.rsplit('/', 1)[0])
+                if note:
+                    meta['bn'][prefix]['reason'] = note['reason']
     return meta
 
 
@@ -362,7 +366,7 @@ def describe_legacy(nnp):
                 'pow2_range': None, 'fixed_values': None,
                 'n_weights': int(nnp.params[a].size), 'stored': 'tables', 'A': a, 'd': d,
                 'W': None}
-    return describe_float_layers(nnp, meta)
+    return describe_float_layers(function_inputs(nnp), nnp.params, meta)
 
 
 def _consumers(net):
@@ -373,7 +377,8 @@ def _consumers(net):
     return cons
 
 
-def _common_prefix(names):
+def common_prefix(names):
+    """The scope (without the last component) that every name in ``names`` shares."""
     parts = [n.split('/')[:-1] for n in names]
     prefix = []
     for level in zip(*parts):
@@ -455,7 +460,7 @@ def fold_constants(nnp, dense=False):
                 kinds = {g.type for g in cons[v] if not all(i in const for i in g.input)}
                 suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {
                     'Add2', 'Sub2'} else 'c'
-                prefix = _common_prefix(sorted(sources[v])) or 'folded'
+                prefix = common_prefix(sorted(sources[v])) or 'folded'
                 name = f"{prefix}/{suffix}"
             base, k = name, 1
             while name in used_names:

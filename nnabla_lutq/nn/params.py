@@ -11,7 +11,7 @@ import contextlib
 
 import nnabla as nn
 
-__all__ = ['at_root', 'all_parameters', 'names_by_array', 'scope_at', 'scope_path',
+__all__ = ['at_root', 'isolated', 'all_parameters', 'names_by_array', 'scope_at', 'scope_path',
            'current_path', 'relative_name', 'get', 'move', 'pop', 'to_end']
 
 
@@ -24,6 +24,34 @@ def at_root():
     """
     with nn.parameter_scope('', nn.parameter.root_scope) as scope:
         yield scope
+
+
+@contextlib.contextmanager
+def isolated(parameters=None):
+    """A block in which nnabla's parameter tree holds only ``parameters``, at the root scope.
+
+    The registered parameters are set aside (the root scope's entries, not copies) and put back
+    when the block ends, whatever happens in it; what the block registers is dropped. Used to
+    save exactly the parameters of one graph under chosen names, and to load a file's network
+    without touching the user's parameters.
+
+    Args:
+        parameters (dict or None): full name -> Variable to register for the block.
+
+    Yields:
+        OrderedDict: the (temporary) root scope, current in the block.
+    """
+    root = nn.parameter.root_scope
+    kept = list(root.items())
+    root.clear()
+    try:
+        with at_root():
+            for name, var in (parameters or {}).items():
+                nn.parameter.set_parameter(name, var)
+            yield root
+    finally:
+        root.clear()
+        root.update(kept)
 
 
 def all_parameters(grad_only=False):
