@@ -7,7 +7,6 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['nnabla_lutq', 'nnabla_lutq.*']),
-    py_modules=['nnabla_lutq_cli'],
     # the fused k-means kernels: their source and the PTX the driver loads
     package_data={'nnabla_lutq.kmeans': ['cuda/kmeans.cu', 'cuda/kmeans.ptx']},
     python_requires='>=3.8,<3.11',
@@ -25,7 +24,7 @@ setup(
                  # an exact 1-D k-means (C++), the tests' reference for the table fit
                  'kmeans1d>=0.4'],
     },
-    entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq_cli:main']},
+    entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq.cli:main']},
     classifiers=['Programming Language :: Python :: 3 :: Only',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
 )

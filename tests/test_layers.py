@@ -6,6 +6,7 @@ import nnabla.parametric_functions as PF
 
 import nnabla_lutq
 from nnabla_lutq import lutq_layers
+from nnabla_lutq.core.pow2 import pow2_round
 
 
 def _var(rng, shape, need_grad=False):
@@ -149,3 +150,168 @@ def test_fix_parameters_computes_with_tables_only(rng):
     types = []
     y.visit(lambda f: types.append(f.info.type_name))
     assert types == ['Embed', 'Affine']
+
+
+# --- nnabla's arguments: the PF signatures are nnabla's plus the LUT-Q arguments ------------------
+
+@pytest.mark.parametrize('ours,theirs,extra', [
+    ('lutq_affine', 'affine', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
+    ('lutq_convolution', 'convolution', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
+    ('lutq_depthwise_convolution', 'depthwise_convolution',
+     ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
+    ('mlbn', 'batch_normalization', []),
+])
+def test_signature_is_nnabla_s_plus_the_lutq_arguments(ours, theirs, extra):
+    import inspect
+    mine = inspect.signature(getattr(nnabla_lutq, ours)).parameters
+    ref = inspect.signature(getattr(PF, theirs)).parameters
+    assert list(mine) == [n for n in ref if n != 'name'] + extra + ['name']
+    for n, p in ref.items():
+        assert mine[n].default == p.default, n
+
+
+def _apply_w(w):
+    return F.tanh(w) * 0.5
+
+
+def _apply_b(b):
+    return b + 1.0
+
+
+@pytest.mark.parametrize('kind', ['affine', 'conv'])
+@pytest.mark.parametrize('mode', ['tied', 'float', 'tables'])
+def test_apply_w_and_apply_b_act_as_in_nnabla_on_the_weight_computed_with(kind, mode, rng):
+    """apply_w receives d[A] (W in float mode) and apply_b the bias, as in PF.affine/convolution
+    on a layer whose W holds that weight: same outputs and gradients."""
+    x = _var(rng, (3, 4, 6, 6), need_grad=True)
+    if kind == 'affine':
+        ours = lambda **kw: PF.lutq_affine(x, 5, name='l', n_values=4, **kw)  # noqa: E731
+        theirs = lambda **kw: PF.affine(x, 5, name='ref', **kw)  # noqa: E731
+    else:
+        ours = lambda **kw: PF.lutq_convolution(x, 5, (3, 3), pad=(1, 1), name='l',  # noqa: E731
+                                                n_values=4, **kw)
+        theirs = lambda **kw: PF.convolution(x, 5, (3, 3), pad=(1, 1), name='ref',  # noqa: E731
+                                             **kw)
+    ours()  # create the parameters
+    layer = lutq_layers()[0]
+    layer.W.d = layer.W.d + rng.randn(*layer.W.shape).astype(np.float32) * 0.1  # W != d[A]
+    b = nn.get_parameters()[layer.name + '/b']
+    b.d = rng.randn(*b.shape)
+    with nnabla_lutq.weight_mode(mode):
+        y = ours(apply_w=_apply_w, apply_b=_apply_b)
+    used = layer.W.d if mode == 'float' else layer.d.d[layer.A.d]
+    y2 = theirs(apply_w=_apply_w, apply_b=_apply_b, w_init=used.copy(), b_init=b.d.copy())
+    ref = nn.get_parameters()
+    dy = rng.randn(*y.shape).astype(np.float32)
+    for out in (y, y2):
+        out.forward()
+    assert np.array_equal(y.d, y2.d)
+    for v in nn.get_parameters().values():
+        v.grad.zero()
+    y.backward(dy)
+    y2.backward(dy)
+    scope = 'ref/affine' if kind == 'affine' else 'ref/conv'
+    if mode != 'tables':  # straight through the look-up: W gets the gradient of the used weight
+        assert np.array_equal(layer.W.g, ref[scope + '/W'].g)
+    assert np.array_equal(b.g, ref[scope + '/b'].g)
+
+
+def test_apply_w_none_is_the_plain_layer(rng):
+    x = _var(rng, (2, 6))
+    y = PF.lutq_affine(x, 3, name='f', n_values=4)
+    y1 = PF.lutq_affine(x, 3, name='f', n_values=4, apply_w=None, apply_b=None)
+    y.forward()
+    y1.forward()
+    assert np.array_equal(y.d, y1.d)
+
+
+def _bn_inputs(rng, c=4):
+    """Input and running statistics for which nnabla's BN scale 1/sqrt(var + eps) is exactly a
+    power of two (eps = 2^-10, var + eps in {1/4, 1, 4, 16}), so mlbn and PF.batch_normalization
+    compute the same function."""
+    x = nn.Variable.from_numpy_array((rng.randn(8, c, 3, 3) * 2 + 1).astype(np.float32))
+    eps = 2.0 ** -10
+    var = (np.array([0.25, 1.0, 4.0, 16.0])[:c] - eps).reshape(1, c, 1, 1)
+    mean = rng.randn(1, c, 1, 1)
+    gamma = (2.0 ** rng.randint(-2, 3, (1, c, 1, 1))) * rng.choice([-1, 1], (1, c, 1, 1))
+    beta = rng.randn(1, c, 1, 1)
+    return x, eps, {'mean': mean, 'var': var, 'gamma': gamma, 'beta': beta}
+
+
+@pytest.mark.parametrize('no_scale,no_bias', [(True, False), (False, True), (True, True),
+                                               (False, False)])
+def test_mlbn_no_scale_no_bias_as_in_batch_normalization(no_scale, no_bias, rng):
+    x, eps, init = _bn_inputs(rng)
+    y = PF.mlbn(x, eps=eps, batch_stat=False, param_init=init, no_scale=no_scale,
+                no_bias=no_bias, name='bn')
+    y2 = PF.batch_normalization(x, eps=eps, batch_stat=False, param_init=init,
+                                no_scale=no_scale, no_bias=no_bias, name='ref')
+    names = {k.split('/')[-1] for k in nn.get_parameters(grad_only=False) if k.startswith('bn/')}
+    assert names == {k.split('/')[-1] for k in nn.get_parameters(grad_only=False)
+                     if k.startswith('ref/')}
+    assert ('gamma' in names) != no_scale and ('beta' in names) != no_bias
+    y.forward()
+    y2.forward()
+    np.testing.assert_allclose(y.d, y2.d, rtol=1e-6, atol=1e-6)
+    # the folded export values compute the same and the layer is known as multiplier-less
+    a, b = nnabla_lutq.fold_mlbn('bn')
+    np.testing.assert_allclose(x.d * a + b, y.d, rtol=1e-6, atol=1e-6)
+    g = 1.0 if no_scale else init['gamma']
+    np.testing.assert_array_equal(a, (g / np.sqrt(init['var'] + eps)).astype(np.float32))
+    assert [r.name for r in nnabla_lutq.mlbn_layers()] == ['bn/mlbn']
+
+
+@pytest.mark.parametrize('no_scale,no_bias', [(True, False), (False, True), (True, True)])
+def test_mlbn_no_scale_no_bias_in_training(no_scale, no_bias, rng):
+    """Batch statistics: y = pow2(γ/σ_B)·(x - μ_B) + β with γ = 1 / β = 0 where omitted; the
+    running statistics are updated exactly as PF.batch_normalization updates them."""
+    x, eps, init = _bn_inputs(rng)
+    x.need_grad = True
+    kw = dict(eps=eps, param_init=init, no_scale=no_scale, no_bias=no_bias)
+    y = PF.mlbn(x, name='bn', **kw)
+    y2 = PF.batch_normalization(x, name='ref', **kw)
+    dy = rng.randn(*y.shape).astype(np.float32)
+    y.forward()
+    y2.forward()
+    p = nn.get_parameters(grad_only=False)
+    for s in ('mean', 'var'):
+        np.testing.assert_array_equal(p[f'bn/mlbn/{s}'].d, p[f'ref/bn/{s}'].d)
+    xd = x.d.astype(np.float64)
+    mu = xd.mean((0, 2, 3), keepdims=True)
+    std = np.sqrt(xd.var((0, 2, 3), keepdims=True) + eps)
+    g = 1.0 if no_scale else init['gamma']
+    beta = 0.0 if no_bias else init['beta']
+    a = pow2_round(g / std).astype(np.float64)
+    np.testing.assert_allclose(y.d, a * (xd - mu) + beta, rtol=1e-4, atol=1e-4)
+    for v in p.values():
+        v.grad.zero()
+    y.backward(dy)
+    if not no_scale:  # straight through, as without no_bias
+        np.testing.assert_allclose(p['bn/mlbn/gamma'].g, (dy * (xd - mu) / std).sum(
+            (0, 2, 3), keepdims=True), rtol=1e-4, atol=1e-4)
+    if not no_bias:
+        np.testing.assert_allclose(p['bn/mlbn/beta'].g, dy.sum((0, 2, 3), keepdims=True),
+                                   rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('no_scale,no_bias', [(True, False), (False, True), (True, True)])
+def test_mlbn_without_scale_or_bias_exports_and_reloads(no_scale, no_bias, rng, tmp_path):
+    from nnabla.utils.nnp_graph import NnpLoader
+    x = nn.Variable.from_numpy_array(rng.randn(1, 3, 6, 6).astype(np.float32))
+    kw = dict(name='bn', no_scale=no_scale, no_bias=no_bias)
+    PF.mlbn(PF.lutq_convolution(x, 4, (3, 3), name='c', n_values=4), **kw)
+    p = nn.get_parameters(grad_only=False)
+    p['bn/mlbn/var'].d = rng.uniform(0.5, 3, (1, 4, 1, 1))
+    p['bn/mlbn/mean'].d = rng.randn(1, 4, 1, 1)
+    with nnabla_lutq.inference_mode():
+        y = PF.mlbn(PF.lutq_convolution(x, 4, (3, 3), name='c', n_values=4), batch_stat=False,
+                    **kw)
+    y.forward()
+    path = str(tmp_path / 'm.nnp')
+    nnabla_lutq.export_nnp(path, {'x': x}, {'y': y})
+    loader = NnpLoader(path)
+    with nn.parameter_scope('loaded'):
+        net = loader.get_network(loader.get_network_names()[0], batch_size=1)
+    net.inputs['x'].d = x.d
+    net.outputs['y'].forward()
+    assert np.array_equal(net.outputs['y'].d, y.d)

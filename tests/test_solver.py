@@ -1,3 +1,8 @@
+import hashlib
+import json
+import os
+
+import h5py
 import numpy as np
 import pytest
 import nnabla as nn
@@ -7,6 +12,7 @@ import nnabla.solvers as S
 
 import nnabla_lutq
 from nnabla_lutq.kmeans import GraphKMeans
+from nnabla_lutq.training.solver import SolverStateError
 from reference import ref_step
 
 OPTS = {'free': dict(n_values=8), 'pow2': dict(n_values=8, dictionary='pow2'),
@@ -155,3 +161,220 @@ def test_solver_interface_is_delegated(rng, tmp_path):
         nnabla_lutq.LUTQSolver(inner, kmeans_iters=0)
     with pytest.raises(ValueError, match='wraps an nnabla solver'):
         nnabla_lutq.LUTQSolver(object())
+
+
+# --- solver-state files: one format for LUTQSolver and LCSolver, .h5 and .protobuf ---------------
+SOLVERS = {
+    'LUTQSolver': lambda: nnabla_lutq.LUTQSolver(S.Adam(0.01)),
+    'LCSolver': lambda: nnabla_lutq.LCSolver(S.Adam(0.01), mu0=0.1, mu_growth=1.5,
+                                             steps_per_lc=2),
+}
+
+
+def _trained(kind, seed=3, steps=3, n_values=8):
+    """A solver of ``kind`` on a fresh net after ``steps`` updates (states, counters, tables and
+    LC multipliers all away from their initial values)."""
+    nn.clear_parameters()
+    rng = np.random.RandomState(seed)
+    loss = _net(rng, dict(n_values=n_values))
+    solver = SOLVERS[kind]()
+    solver.set_parameters(nn.get_parameters())
+    for _ in range(steps):
+        loss.forward()
+        solver.zero_grad()
+        loss.backward()
+        solver.update()
+    return solver
+
+
+def _everything(solver):
+    """The wrapped solver's states, the LC state, and d/A of every layer (copies)."""
+    out = {}
+    for k, st in solver.get_states().items():
+        out[f'{k}/t'] = np.asarray(st.t)
+        out.update({f'{k}/{n}': v.d.copy() for n, v in st.pstate.items()})
+    for s in solver.layers:
+        out[s.name + '/d'], out[s.name + '/A'] = s.d.d.copy(), s.A.d.copy()
+        if isinstance(solver, nnabla_lutq.LCSolver):
+            out[s.name + '/lambda'] = solver.multipliers(s)
+    if isinstance(solver, nnabla_lutq.LCSolver):
+        out['counters'] = np.array([solver.updates, solver.lc_steps, solver.started,
+                                    solver.finalized])
+    return out
+
+
+def _parameter_file_tables(solver, saved, kind):
+    """LUTQSolver's d and A are parameters (saved with nn.save_parameters, not with the states):
+    put them in place as loading the parameter file would. LCSolver's come from its states."""
+    if kind == 'LUTQSolver':
+        for s in solver.layers:
+            s.d.d, s.A.data.cast(np.int32)[...] = saved[s.name + '/d'], saved[s.name + '/A']
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+
+
+def _resume_exactly(kind, path, write):
+    """Train, ``write(solver, path)``, load into solvers of the same network that hold other
+    values, and check that everything (values and dtypes) is back bit for bit."""
+    solver = _trained(kind, steps=5)
+    saved = _everything(solver)
+    write(solver, path)
+    for steps in (0, 2):  # a solver before its first update, one that has updated
+        other = _trained(kind, seed=4, steps=steps)
+        _parameter_file_tables(other, saved, kind)
+        other.load_states(path)
+        _same(saved, _everything(other))
+    return other
+
+
+@pytest.mark.parametrize('kind', list(SOLVERS))
+@pytest.mark.parametrize('fmt', ['.h5', '.protobuf'])
+def test_states_round_trip_exactly_in_both_formats(kind, fmt, tmp_path):
+    path = str(tmp_path / ('states' + fmt))
+    other = _resume_exactly(kind, path, lambda solver, p: solver.save_states(p))
+    files = sorted(os.listdir(tmp_path))
+    assert files == (['states.h5'] if fmt == '.h5' else ['states.protobuf',
+                                                         'states.protobuf.lutq.h5'])
+    other.save_states(path)  # saving again over the file keeps one group
+    with h5py.File(str(tmp_path / files[-1]), 'r') as f:
+        assert [k for k in f if k.startswith('nnabla_lutq')] == ['nnabla_lutq']
+        g = f['nnabla_lutq']
+        assert g.attrs['solver'] == kind and g.attrs['format'] == 2
+        assert json.loads(g.attrs['settings'])['layers'].keys() == {
+            'c1/lutq_conv', 'c2/lutq_conv', 'fc/lutq_affine'}
+
+
+@pytest.mark.parametrize('fmt', ['.h5', '.protobuf'])
+def test_states_of_the_other_solver_are_refused(fmt, tmp_path):
+    path = str(tmp_path / ('s' + fmt))
+    _trained('LCSolver').save_states(path)
+    lutq = _trained('LUTQSolver')
+    before = _everything(lutq)
+    with pytest.raises(SolverStateError, match=r"saved by LCSolver; load them with LCSolver, "
+                                               r"not LUTQSolver"):
+        lutq.load_states(path)
+    _same(before, _everything(lutq))
+    _trained('LUTQSolver').save_states(path)
+    with pytest.raises(SolverStateError, match='saved by LUTQSolver'):
+        _trained('LCSolver').load_states(path)
+
+
+def _one_line_error(solver, path, match):
+    before = _everything(solver)
+    with pytest.raises(SolverStateError, match=match) as e:
+        solver.load_states(path)
+    assert '\n' not in str(e.value) and str(path) in str(e.value)
+    _same(before, _everything(solver))  # nothing was loaded
+
+
+@pytest.mark.parametrize('kind', list(SOLVERS))
+@pytest.mark.parametrize('fmt', ['.h5', '.protobuf'])
+def test_damaged_or_missing_states_give_one_line_and_load_nothing(kind, fmt, tmp_path):
+    path = tmp_path / ('s' + fmt)
+    solver = _trained(kind)
+    _one_line_error(solver, path, 'no such solver-state file')
+    solver.save_states(str(path))
+    good = path.read_bytes()
+    for damaged in (good[:len(good) // 2], b'', b'not a state file'):
+        path.write_bytes(damaged)
+        _one_line_error(solver, path, 'not a readable solver-state file|holds no solver state')
+    path.write_bytes(good)
+    own = path if fmt == '.h5' else tmp_path / ('s' + fmt + '.lutq.h5')
+    own_bytes = own.read_bytes()
+    if fmt == '.protobuf':
+        own.write_bytes(own_bytes[:100])
+        _one_line_error(solver, path, r's\.protobuf\.lutq\.h5: not a readable solver-state file')
+        own.write_bytes(own_bytes)
+    if kind == 'LCSolver':  # an array of the LC state lost or of another shape
+        with h5py.File(own, 'a') as f:
+            del f['nnabla_lutq/lambda/c2/lutq_conv']
+        _one_line_error(solver, path, r'damaged or incomplete LCSolver state \(no array '
+                                      r'lambda/c2/lutq_conv\)')
+        with h5py.File(own, 'a') as f:
+            f['nnabla_lutq/lambda/c2/lutq_conv'] = np.zeros(3, np.float32)
+        _one_line_error(solver, path, r'lambda/c2/lutq_conv is float32\[3\], expected '
+                                      r'float32\[8, 8, 3, 3\]')
+        with h5py.File(own, 'a') as f:
+            del f['nnabla_lutq/lambda/c2/lutq_conv']
+            f['nnabla_lutq/lambda/c2/lutq_conv'] = solver.multipliers('c2/lutq_conv')
+            f['nnabla_lutq'].attrs['counters'] = json.dumps({'updates': 3})
+        _one_line_error(solver, path, 'no counter lc_steps')
+        own.write_bytes(own_bytes)
+    solver.load_states(str(path))
+
+
+@pytest.mark.parametrize('fmt', ['.h5', '.protobuf'])
+def test_states_of_another_network_are_refused(fmt, tmp_path):
+    path = str(tmp_path / ('s' + fmt))
+    inner = S.Adam(0.01)  # a plain solver's file: nnabla would load part of it silently
+    _trained('LUTQSolver')
+    inner.set_parameters({k: v for k, v in nn.get_parameters().items() if 'c1' not in k})
+    inner.save_states(path)
+    solver = _trained('LUTQSolver')
+    _one_line_error(solver, path, r'holds no solver state for 2 of the 6 parameters '
+                                  r'\(c1/lutq_conv/W, c1/lutq_conv/b\)')
+    solver.remove_parameters(['c1/lutq_conv/W', 'c1/lutq_conv/b', 'c2/lutq_conv/b'])
+    _one_line_error(solver, path, r'holds solver states for 1 parameters this solver was not '
+                                  r'given \(c2/lutq_conv/b\)')
+
+
+def test_unsupported_file_names_are_refused_before_writing(tmp_path):
+    solver = _trained('LCSolver')
+    for name in ('s.npz', 's.nnp', 's'):
+        with pytest.raises(ValueError, match=r'name the file \*\.h5 or \*\.protobuf'):
+            solver.save_states(str(tmp_path / name))
+        with pytest.raises(ValueError, match=r'name the file \*\.h5 or \*\.protobuf'):
+            solver.load_states(str(tmp_path / name))
+    assert os.listdir(tmp_path) == []
+
+
+def _write_v1(solver, path):
+    """The layout before format 2: LUTQSolver's settings in a group nnabla_lutq without solver or
+    counters; LCSolver's state in a group nnabla_lutq_lc (.h5) or the file <path>.lc.h5."""
+    solver.solver.save_states(path)
+    lc = isinstance(solver, nnabla_lutq.LCSolver)
+    own = path + '.lc.h5' if path.endswith('.protobuf') and lc else \
+        path + '.lutq.h5' if path.endswith('.protobuf') else path
+    with h5py.File(own, 'a' if own == path else 'w') as f:
+        g = f.create_group('nnabla_lutq_lc' if lc else 'nnabla_lutq')
+        g.attrs['settings'] = json.dumps(solver._own_state())
+        if own != path:
+            with open(path, 'rb') as s:
+                g.attrs['states_sha256'] = hashlib.sha256(s.read()).hexdigest()
+        if lc:
+            g.attrs['counters'] = json.dumps(solver._counters())
+            for k, v in solver._own_arrays().items():
+                g.create_dataset(k, data=v)
+
+
+@pytest.mark.parametrize('kind', list(SOLVERS))
+@pytest.mark.parametrize('fmt', ['.h5', '.protobuf'])
+def test_states_of_the_previous_layout_still_load(kind, fmt, tmp_path):
+    path = str(tmp_path / ('s' + fmt))
+    _resume_exactly(kind, path, _write_v1)
+    with pytest.raises(SolverStateError, match='saved for other LUT-Q layers or settings'):
+        _trained(kind, n_values=4).load_states(path)
+
+
+def test_states_of_nnabla_lutq_0_1_still_load(tmp_path):
+    """0.1 kept LUTQSolver's settings in an attribute of the .h5 file."""
+    path = str(tmp_path / 's.h5')
+    solver = _trained('LUTQSolver')
+    solver.solver.save_states(path)
+    with h5py.File(path, 'a') as f:
+        f.attrs['nnabla_lutq'] = json.dumps(dict(solver._own_state(), kmeans_iters=1))
+    _trained('LUTQSolver').load_states(path)
+    with pytest.raises(SolverStateError, match="layer c1/lutq_conv: saved .*'n_values': 8"):
+        _trained('LUTQSolver', n_values=4).load_states(path)
+
+
+def test_lc_solver_warns_for_a_plain_solver_s_file(tmp_path):
+    path = str(tmp_path / 's.h5')
+    solver = _trained('LCSolver')
+    solver.solver.save_states(path)
+    with pytest.warns(UserWarning, match="a plain solver's state file, without LCSolver state"):
+        solver.load_states(path)

@@ -8,9 +8,13 @@ in the log domain). The boundary between ``2**k`` and ``2**(k+1)`` is the irrati
     ``k = e + 1`` when ``f > sqrt(2)``.
 
 For float32 ``f``, ``f > sqrt(2)`` is the same as ``f >= SQRT2_ABOVE``, the smallest float32 above
-``sqrt(2)``, so the rule needs only a comparison, never a logarithm. Computing ``round(log2|x|)``
-instead (in float32 or float64, with ``log`` or ``log2``) gives the other exponent for values
-within a few ulps of ``2**(k + 1/2)``; that is how two implementations once disagreed.
+``sqrt(2)``, so the rule needs only a comparison, never a logarithm. ``round(log2|x|)`` computed in
+float64 agrees with it for every float32 ``x`` (the nearest float32 is about 1e-8 from the
+boundary ``k + 1/2`` in the log domain, far above float64's rounding error; checked on all
+float32 within 64 ulps of every boundary and on 10^7 random ones: no mismatch). In float32 it
+does not: ``round(log2|x|)`` or ``round(log|x| / log 2)`` give the other exponent for values
+within a few ulps of ``2**(k + 1/2)`` (thousands of the values checked), which is why the device
+graph corrects its float32 estimate with the same comparison.
 
 Everything that rounds to powers of two uses this rule: the host k-means step (:func:`pow2_round`),
 its device graph and multiplier-less batch normalization

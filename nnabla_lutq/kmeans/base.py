@@ -10,6 +10,14 @@ arithmetic runs:
   in ``cpu`` contexts.
 * ``'graph'`` (:class:`~nnabla_lutq.kmeans.graph.GraphKMeans`): one nnabla graph for all layers,
   run on the device in float32 whatever the training type config. The default elsewhere.
+* ``'fused'`` (:class:`~nnabla_lutq.kmeans.fused.FusedKMeans`): the step of all layers in a few
+  CUDA kernel launches (three per step with M = 1 and no pruning), deterministic (fixed-point sums):
+  ``A`` equal to the host step's, ``d`` within one float32 ulp. Needs a CUDA context; chosen by
+  name only (``'auto'`` never picks it).
+
+:class:`~nnabla_lutq.kmeans.sync.SyncKMeans` is not a backend of its own: with a data-parallel
+communicator of several ranks, :func:`~nnabla_lutq.kmeans.backend_for` wraps the chosen backend in
+it, so that the tables stay identical on every rank.
 
 Every backend validates through :func:`validate` and reports non-finite weights the same way.
 """

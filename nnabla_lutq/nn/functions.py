@@ -48,7 +48,8 @@ def mlbn_scale(gamma, var, eps):
     """The multiplier-less BN scale ``pow2(gamma / sqrt(var + eps))`` as nnabla functions.
 
     Args:
-        gamma (~nnabla.Variable): scale parameter.
+        gamma (~nnabla.Variable or None): scale parameter; None for ``gamma = 1`` (``no_scale``),
+            computed as ``1 / std`` without a constant input in the graph.
         var (~nnabla.Variable): (running or batch) variance.
         eps (float): epsilon.
 
@@ -56,7 +57,7 @@ def mlbn_scale(gamma, var, eps):
         tuple: ``(a, std)`` with ``a`` exactly 0 or ``±2**k`` and ``std = sqrt(var + eps)``.
     """
     std = F.pow_scalar(var + eps, 0.5)
-    return pow2_round_graph(gamma / std), std
+    return pow2_round_graph(F.r_div_scalar(std, 1.0) if gamma is None else gamma / std), std
 
 
 def float32_context(ctx=None):

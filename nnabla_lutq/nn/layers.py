@@ -85,10 +85,35 @@ _LUTQ_DOC_ARGS = """
             dictionary; None for no clipping."""
 
 
+_APPLY_DOC_ARGS = """
+        apply_w (function): Lambda, function, or callable object applied to the weights, as in
+            nnabla's layer; here to the weight the layer computes with: the tied ``d[A]``
+            (``W`` under ``weight_mode('float')``). The layer then computes with
+            ``apply_w(d[A])``, which need not take K values (``lambda w: w * 0.5`` gives
+            ``0.5·d[A]``); ``W`` receives the gradient through it, straight through the table
+            look-up, and ``d`` and ``A`` are still fitted to ``W``.
+        apply_b (function): Lambda, function, or callable object applied to the bias."""
+
+
 def _lutq_doc(func):
-    """Insert the shared description of the LUT-Q arguments into a layer's docstring."""
+    """Insert the shared descriptions of the LUT-Q (and apply_w/apply_b) arguments into a
+    layer's docstring."""
+    func.__doc__ = func.__doc__.replace('\n        APPLY_ARGS', _APPLY_DOC_ARGS)
     func.__doc__ = func.__doc__.replace('\n        LUTQ_ARGS', _LUTQ_DOC_ARGS)
     return func
+
+
+def _applied(apply, v):
+    """``apply(v)``, or ``v`` for no function (nnabla's apply_w/apply_b)."""
+    return v if apply is None else apply(v)
+
+
+def _bias(shape, b_init, fix_parameters, with_bias, apply_b):
+    """The bias ``b`` as nnabla's layers create it (None without bias), with ``apply_b``."""
+    if not with_bias:
+        return None
+    return _applied(apply_b, get_parameter_or_create("b", shape, b_init, True,
+                                                     not fix_parameters))
 
 
 @parametric_function_api("lutq_affine", [
@@ -99,8 +124,8 @@ def _lutq_doc(func):
 ])
 @_lutq_doc
 def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_parameters=False,
-                rng=None, with_bias=True, n_values=16, dictionary='free', prune_ratio=0.0,
-                pow2_range=None):
+                rng=None, with_bias=True, apply_w=None, apply_b=None, n_values=16,
+                dictionary='free', prune_ratio=0.0, pow2_range=None):
     """LUT-Q affine layer: ``F.affine`` with the tied weights ``d[A]``.
 
     The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
@@ -118,6 +143,7 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
         fix_parameters (bool): When True, ``W`` and ``b`` are not updated.
         rng (numpy.random.RandomState): Random generator for the initializer.
         with_bias (bool): Whether to include the bias term.
+        APPLY_ARGS
         LUTQ_ARGS
 
     Returns:
@@ -137,10 +163,8 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
         b_init = ConstantInitializer()
     q = _lutq_weight('affine', [inmaps] + n_outmaps, w_init, fix_parameters, n_values,
                      dictionary, prune_ratio, pow2_range)
-    b = None
-    if with_bias:
-        b = get_parameter_or_create("b", n_outmaps, b_init, True, not fix_parameters)
-    return F.affine(inp, q, b, base_axis)
+    b = _bias(n_outmaps, b_init, fix_parameters, with_bias, apply_b)
+    return F.affine(inp, _applied(apply_w, q), b, base_axis)
 
 
 @parametric_function_api("lutq_conv", [
@@ -154,8 +178,8 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
 @_lutq_doc
 def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
                      channel_last=False, w_init=None, b_init=None, base_axis=1,
-                     fix_parameters=False, rng=None, with_bias=True, n_values=16,
-                     dictionary='free', prune_ratio=0.0, pow2_range=None):
+                     fix_parameters=False, rng=None, with_bias=True, apply_w=None, apply_b=None,
+                     n_values=16, dictionary='free', prune_ratio=0.0, pow2_range=None):
     """LUT-Q N-D convolution: ``F.convolution`` with the tied weights ``d[A]``.
 
     The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
@@ -180,6 +204,7 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
         fix_parameters (bool): When True, ``W`` and ``b`` are not updated.
         rng (numpy.random.RandomState): Random generator for the initializer.
         with_bias (bool): Whether to include the bias term.
+        APPLY_ARGS
         LUTQ_ARGS
 
     Returns:
@@ -200,10 +225,9 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
                else (outmaps, inmaps // group) + kernel)
     q = _lutq_weight('conv', w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
                      pow2_range)
-    b = None
-    if with_bias:
-        b = get_parameter_or_create("b", (outmaps,), b_init, True, not fix_parameters)
-    return F.convolution(inp, q, b, base_axis, pad, stride, dilation, group, channel_last)
+    b = _bias((outmaps,), b_init, fix_parameters, with_bias, apply_b)
+    return F.convolution(inp, _applied(apply_w, q), b, base_axis, pad, stride, dilation, group,
+                         channel_last)
 
 
 @parametric_function_api("lutq_depthwise_conv", [
@@ -251,20 +275,19 @@ def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None
         b_init = ConstantInitializer()
     q = _lutq_weight('depthwise_conv', (inmaps * multiplier,) + kernel, w_init, fix_parameters,
                      n_values, dictionary, prune_ratio, pow2_range)
-    b = None
-    if with_bias:
-        b = get_parameter_or_create("b", (inmaps * multiplier,), b_init, True, not fix_parameters)
+    b = _bias((inmaps * multiplier,), b_init, fix_parameters, with_bias, None)
     return F.depthwise_convolution(inp, q, b, base_axis, pad, stride, dilation, multiplier)
 
 
 @parametric_function_api("mlbn", [
-    ('beta', 'Trainable bias', '<see above>', True),
-    ('gamma', 'Trainable full-precision scale; the layer computes with a power-of-two scale', '<see above>', True),
+    ('beta', 'Trainable bias (not with no_bias)', '<see above>', True),
+    ('gamma', 'Trainable full-precision scale (not with no_scale); the layer computes with a '
+              'power-of-two scale', '<see above>', True),
     ('mean', 'Moving average of batch mean', '<see above>', False),
     ('var', 'Moving average of batch variance', '<see above>', False),
 ])
 def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=False,
-         fix_parameters=False, param_init=None):
+         fix_parameters=False, param_init=None, no_scale=False, no_bias=False):
     """Multiplier-less batch normalization.
 
     The per-channel scale :math:`a = \\gamma / \\sqrt{\\sigma^2 + \\epsilon}` is rounded to
@@ -286,6 +309,10 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
         output_stat (bool): Output batch mean and variance (training only).
         fix_parameters (bool): When True, ``beta`` and ``gamma`` are not updated.
         param_init (dict): Initializers for ``'beta'``, ``'gamma'``, ``'mean'``, ``'var'``.
+        no_scale (bool): If True, the scale term is omitted, as in ``PF.batch_normalization``:
+            no ``gamma`` parameter, ``γ = 1``; the scale is still a power of two,
+            ``a = pow2(1/√(var+ε))``.
+        no_bias (bool): If True, the bias term is omitted: no ``beta`` parameter, ``β = 0``.
 
     Returns:
         ~nnabla.Variable: N-D array (with ``output_stat``: also batch mean and variance).
@@ -300,29 +327,62 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
         raise ValueError(f"mlbn: unknown param_init keys {sorted(unknown)}; use beta, gamma, mean, var")
     scope = nn.parameter.get_current_parameter_scope()
     name = _scope_path(scope) or '?'
-    existing = [nn.parameter.get_parameter(k) for k in ('beta', 'gamma', 'mean', 'var')]
-    if all(v is not None for v in existing):  # settings conflict: refuse before any change
-        STATE.register(MLBNLayer(name, *existing, float(eps), tuple(axes)), scope)
-    beta = get_parameter_or_create("beta", shape_stat, param_init.get('beta', ConstantInitializer(0)),
-                                   True, not fix_parameters)
-    gamma = get_parameter_or_create("gamma", shape_stat, param_init.get('gamma', ConstantInitializer(1)),
-                                    True, not fix_parameters)
-    mean = get_parameter_or_create("mean", shape_stat, param_init.get('mean', ConstantInitializer(0)), False)
-    var = get_parameter_or_create("var", shape_stat, param_init.get('var', ConstantInitializer(1)), False)
-    STATE.register(MLBNLayer(name, beta, gamma, mean, var, float(eps), tuple(axes)), scope)
+    used = [p for p, omit in zip(MLBNLayer.PARTS, (no_bias, no_scale, False, False)) if not omit]
+    existing = {p: nn.parameter.get_parameter(p) for p in used}
+    if all(v is not None for v in existing.values()):  # settings conflict: refuse before any change
+        STATE.register(_mlbn_record(name, existing, shape_stat, eps, axes), scope)
+    params = {}
+    for part, init in (('beta', 0), ('gamma', 1)):
+        if part in used:
+            params[part] = get_parameter_or_create(
+                part, shape_stat, param_init.get(part, ConstantInitializer(init)), True,
+                not fix_parameters)
+    for part, init in (('mean', 0), ('var', 1)):
+        params[part] = get_parameter_or_create(
+            part, shape_stat, param_init.get(part, ConstantInitializer(init)), False)
+    STATE.register(_mlbn_record(name, params, shape_stat, eps, axes), scope)
+    beta, gamma, mean, var = (params.get(p) for p in MLBNLayer.PARTS)
     if not batch_stat:
         a, _ = mlbn_scale(gamma, var, eps)
-        return inp * a + (beta - a * mean)
+        return inp * a + _mlbn_bias(a, beta, mean)
     red = tuple(i for i in range(inp.ndim) if i not in axes)
     mu = F.mean(inp, axis=red, keepdims=True)
     sigma2 = F.mean(F.pow_scalar(inp - mu, 2.0), axis=red, keepdims=True)
-    g = detached(gamma)
+    g = None if gamma is None else detached(gamma)
     a, std = mlbn_scale(g, sigma2, eps)
-    correction = a * std - g
-    correction.need_grad = False  # straight through: no gradient via the rounding or σ²_B
-    gamma_hat = gamma + correction
+    if gamma is None:
+        gamma_hat = a * std
+        gamma_hat.need_grad = False
+    else:
+        correction = a * std - g
+        correction.need_grad = False  # straight through: no gradient via the rounding or σ²_B
+        gamma_hat = gamma + correction
     return F.batch_normalization(inp, beta, gamma_hat, mean, var, axes, decay_rate, eps,
                                  batch_stat, output_stat)
+
+
+def _mlbn_record(name, params, shape, eps, axes):
+    """The :class:`MLBNLayer` of an mlbn layer with the parameters ``params`` (part -> Variable).
+
+    Without ``gamma`` (no_scale) or ``beta`` (no_bias) the record holds the constant ``1`` or
+    ``0`` there, a variable that is not a parameter, and lists only the layer's parameters as
+    its ``PARTS``.
+    """
+    full = dict(params)
+    for part, value in (('beta', 0.0), ('gamma', 1.0)):
+        if part not in full:
+            full[part] = nn.Variable.from_numpy_array(np.full(shape, value, np.float32),
+                                                      need_grad=False)
+    rec = MLBNLayer(name, *(full[p] for p in MLBNLayer.PARTS), float(eps), tuple(axes))
+    if len(params) < len(MLBNLayer.PARTS):
+        rec.PARTS = tuple(p for p in MLBNLayer.PARTS if p in params)
+    return rec
+
+
+def _mlbn_bias(a, beta, mean):
+    """``beta - a·mean`` (``-(a·mean)`` without beta) as nnabla functions."""
+    am = a * mean
+    return F.mul_scalar(am, -1.0) if beta is None else beta - am
 
 
 def fold_mlbn(layer):
@@ -346,8 +406,10 @@ def fold_mlbn(layer):
         layer = STATE.layer(layer)
         if not isinstance(layer, MLBNLayer):
             raise ValueError(f"{layer.name} is a LUT-Q layer, not a multiplier-less BN layer")
+    parts = {p: detached(getattr(layer, p)) if p in layer.PARTS else None
+             for p in MLBNLayer.PARTS}
     with nn.context_scope(float32_context()):
-        a, _ = mlbn_scale(detached(layer.gamma), detached(layer.var), layer.eps)
-        b = detached(layer.beta) - a * detached(layer.mean)
+        a, _ = mlbn_scale(parts['gamma'], parts['var'], layer.eps)
+        b = _mlbn_bias(a, parts['beta'], parts['mean'])
         F.sink(a, b).forward()
     return a.d.astype(np.float32).copy(), b.d.astype(np.float32).copy()

@@ -11,7 +11,8 @@ LUT-Q. Each layer's float weights ``W`` are constrained to ``d[A]`` (``d`` its l
 * the **C step**: the best ``(d, A)`` for ``W - lambda/mu`` -- exact 1-D k-means to convergence,
   warm-started from the current ``d``, with the layer's constraints (power-of-two values, pruning
   with ``d[0] = 0``), or the nearest values of a fixed codebook (binary, ternary), optionally
-  with a learned scale; then the multiplier step ``lambda <- lambda - mu·(W - d[A])``;
+  with a learned scale (numpy, :func:`nnabla_lutq.core.lc.c_step`); then the multiplier step
+  ``lambda <- lambda - mu·(W - d[A])``;
 * ``mu`` grows geometrically, ``mu_j = mu0·a^j`` for the ``j``-th LC step.
 
 When the schedule ends, :meth:`LCSolver.finalize` leaves the layers computing with ``d[A]``; the
@@ -21,14 +22,12 @@ Defaults come from the authors' toolkit (UCMerced-ML/LC-model-compression,
 ``examples/lenet300/lenet300.py``, quantization experiments): ``mu_j = 9e-5·1.1^j`` for 40 LC
 steps (see :data:`TOOLKIT_SCHEDULE`).
 """
-import json
-
 import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
-from ..core.fit import SortedWeights, fit_table, lloyd_sorted
-from ..core.kmeans import assign, kmeans_step, pruned_mask
+from ..core.fit import fit_table
+from ..core.lc import c_step
 from ..kmeans import validate, nonfinite_error
 from ..nn.functions import detached, float32_context
 from .solver import WrappingSolver
@@ -66,101 +65,6 @@ def lc_schedule(total_updates, n_lc_steps=TOOLKIT_SCHEDULE['n_lc_steps'],
                          f"{n_lc_steps}")
     return {'mu0': float(mu0), 'mu_growth': float(mu_growth),
             'steps_per_lc': max(1, int(total_updates) // int(n_lc_steps))}
-
-
-# -- the C step (numpy, exact) -------------------------------------------------------------------
-
-def _scaled_fixed(v, d, config, max_iters):
-    """``(a·c, A)`` minimizing ``||v - a·c[A]||²`` over the scale ``a > 0`` and ``A``.
-
-    ``c`` are the configured fixed values. Exact closed forms for ``±c0`` (``a·c0 = mean |v|``)
-    and ``{-c0, 0, c0}`` (the ``j`` largest ``|v|`` take ``±a``, ``j`` maximizing
-    ``(sum of them)²/j``, ``a·c0`` their mean |v|), both from the paper; other sets alternate
-    ``A`` and the least-squares ``a`` to a fixed point. Pruned weights stay at the fixed 0.
-    """
-    c = np.asarray(config.fixed_values, np.float64)
-    first = config.first_free
-    keep = ~pruned_mask(v, config.n_pruned) if first else np.ones(v.size, bool)
-    r = np.abs(v[keep].astype(np.float64))
-    free = c[first:]
-    c0 = np.max(np.abs(free))
-    sym = np.sort(free)
-    current = np.asarray(d, np.float64)[np.argmax(np.abs(c))] / c[np.argmax(np.abs(c))]
-    if np.array_equal(sym, [-c0, c0]):
-        a = r.mean() / c0
-    elif np.array_equal(sym, [-c0, 0.0, c0]):
-        top = np.cumsum(np.sort(r)[::-1])
-        j = int(np.argmax(top ** 2 / np.arange(1, top.size + 1)))
-        a = top[j] / (j + 1) / c0
-    else:
-        a = current if current > 0 else 1.0
-        prev = None
-        for _ in range(max_iters):
-            A = assign(v, (a * c).astype(np.float32), config)
-            if prev is not None and np.array_equal(A, prev):
-                break
-            ca = c[A][keep]
-            den = float(np.dot(ca, ca))
-            a = float(np.dot(v[keep].astype(np.float64), ca)) / den if den > 0 else a
-            prev = A
-    if not (a > 0 and np.isfinite(a)):  # all weights 0 (or pruned): keep the current scale
-        a = current if current > 0 else 1.0
-    new = (a * c).astype(np.float32)
-    return new, assign(v, new, config)
-
-
-def c_step(v, d, config, learn_scale=False, max_iters=10000):
-    """The C step of one layer: the best table and assignment for the float vector ``v``.
-
-    * ``'free'`` / ``'pow2'`` dictionaries (with or without pruning): k-means to convergence,
-      warm-started from ``d``: Lloyd iterations with the layer's constraints (the ceil(p·N)
-      smallest ``|v|`` at the fixed 0, means rounded to powers of two) until the table no longer
-      changes, i.e. every value is the (constrained) mean of its weights and every weight is at
-      its nearest value. A fast phase on the sorted weights is followed by the exact step
-      :func:`~nnabla_lutq.core.kmeans.kmeans_step`, so the fixed point is the exact one.
-    * fixed dictionaries: the nearest value (:func:`~nnabla_lutq.core.kmeans.assign`); with
-      ``learn_scale`` the values are ``a·c`` with the best scale ``a > 0`` (see the paper's
-      scaled binarization and ternarization).
-
-    Args:
-        v (numpy.ndarray): the layer's ``W - lambda/mu`` (any shape; flattened, float32).
-        d (numpy.ndarray): the current table (K,), the warm start.
-        config (LUTQConfig): the layer's settings.
-        learn_scale (bool): fit a scale of a fixed dictionary.
-        max_iters (int): bound on the Lloyd iterations of each phase.
-
-    Returns:
-        tuple: ``(d, A, converged)`` -- float32 (K,), int32 of ``v``'s shape, and whether a fixed
-        point was reached within ``max_iters`` (a cycle of the rounded pow-2 means also stops it).
-    """
-    shape = np.shape(v)
-    v = np.ascontiguousarray(v, dtype=np.float32).ravel()
-    d = np.asarray(d, np.float32)
-    if config.kind == 'fixed':
-        if learn_scale:
-            new, a = _scaled_fixed(v, d, config, max_iters)
-        else:
-            new = np.asarray(config.fixed_values, np.float32)
-            a = assign(v, new, config)
-        return new, a.reshape(shape), True
-    first = config.first_free
-    rest = v[~pruned_mask(v, config.n_pruned)] if first else v
-    d = d.astype(np.float32).copy()
-    d[first:] = lloyd_sorted(SortedWeights(rest), d[first:], max_iters, config.pow2_range,
-                             config.kind == 'pow2')
-    seen = {d.tobytes()}
-    converged = False
-    for _ in range(max_iters):
-        new, _ = kmeans_step(v, d, config)
-        if np.array_equal(new, d):
-            converged = True
-            break
-        if new.tobytes() in seen:  # a cycle of rounded means: stop where it closes
-            d = new
-            break
-        seen.add(new.tobytes())
-        d = new
-    return d, assign(v, d, config).reshape(shape), converged
 
 
 # -- the solver ----------------------------------------------------------------------------------
@@ -457,31 +361,23 @@ class LCSolver(WrappingSolver):
         return {'updates': self.updates, 'lc_steps': self.lc_steps, 'started': self.started,
                 'finalized': self.finalized}
 
-    # save_states / load_states: WrappingSolver's, with the LC state -- settings, counters, the
-    # multipliers, d and A of every layer -- in a group nnabla_lutq_lc of an .h5 state file or in
-    # the file <path>.lc.h5 beside a .protobuf one
-    _STATE_GROUP = 'nnabla_lutq_lc'
-    _STATE_SUFFIX = '.lc.h5'
+    # save_states / load_states: WrappingSolver's; the LC state is the settings above, these
+    # counters and, per layer, the multipliers, d and A
+    _COUNTERS = ('updates', 'lc_steps', 'started')
 
-    def _save_own(self, group):
-        group.attrs['counters'] = json.dumps(self._counters())
+    def _own_arrays(self):
+        out = {}
         for s in self._layers:
-            group.create_dataset(f"lambda/{s.name}", data=self._lam[s.name].d.astype(np.float32))
-            group.create_dataset(f"d/{s.name}", data=s.d.data.get_data('r', np.float32))
-            group.create_dataset(f"A/{s.name}", data=s.A.data.get_data('r', np.int32))
+            out[f"lambda/{s.name}"] = self._lam[s.name].d.astype(np.float32)
+            out[f"d/{s.name}"] = s.d.data.get_data('r', np.float32).copy()
+            out[f"A/{s.name}"] = s.A.data.get_data('r', np.int32).copy()
+        return out
 
-    def _read_own(self, group):
-        return (json.loads(group.attrs['counters']),
-                {s.name: tuple(group[f"{p}/{s.name}"][...] for p in ('lambda', 'd', 'A'))
-                 for s in self._layers if f"lambda/{s.name}" in group})
-
-    def _restore_own(self, saved):
-        counters, arrays = saved
+    def _restore_own(self, counters, arrays):
         for s in self._layers:
-            lam, d, a = arrays[s.name]
-            self._lam[s.name].d = lam
-            s.d.data.cast(np.float32)[...] = d
-            s.A.data.cast(np.int32)[...] = a
+            self._lam[s.name].d = arrays[f"lambda/{s.name}"]
+            s.d.data.cast(np.float32)[...] = arrays[f"d/{s.name}"]
+            s.A.data.cast(np.int32)[...] = arrays[f"A/{s.name}"]
         self.updates = int(counters['updates'])
         self.lc_steps = int(counters['lc_steps'])
         self.started = bool(counters['started'])

@@ -1,0 +1,7 @@
+"""``python -m nnabla_lutq.cli``: the ``nnabla-lutq`` command."""
+import sys
+
+from .main import main
+
+if __name__ == '__main__':
+    sys.exit(main())
