@@ -5,6 +5,7 @@ from typing import Optional
 import numpy as np
 import nnabla as nn
 
+from ..core.checks import check_indices
 from ..core.config import bits_per_index
 from ..core.pow2 import is_pow2_array
 from ..core.kinds import BY_FUNCTION
@@ -226,11 +227,8 @@ def report(output, meta=None):
             name, d_var, a_var, k = found
             d = d_var.data.get_data('r', np.float32)
             a = a_var.data.get_data('r').astype(np.int64)
-            if a.size and (a.min() < 0 or a.max() >= len(d)):
-                raise ValueError(
-                    f"{name}: A holds indices outside [0, {len(d)}) (min {a.min()}, max "
-                    f"{a.max()}), not a valid look-up table; re-fit it with "
-                    "nnabla_lutq.initialize() and export the model again")
+            check_indices(a, len(d), name, ", not a valid look-up table; re-fit it with "
+                          "nnabla_lutq.initialize() and export the model again")
             nonzero = np.unique(d[d != 0]).size
             pow2 = is_pow2_array(d)
             products = values * min(nonzero, fan)

@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .checks import is_integer
 from .pow2 import check_pow2_range, distinct_pow2_values
 
 __all__ = ['LUTQConfig', 'make_config', 'pruned_count', 'bits_per_index']
@@ -151,7 +152,7 @@ def make_config(n_values, dictionary, prune_ratio, pow2_range, n_weights, layer=
         kind = 'fixed'
         fixed = _fixed_values(dictionary, layer)
         n_values = len(fixed)
-    if isinstance(n_values, bool) or not isinstance(n_values, (int, np.integer)):
+    if not is_integer(n_values):
         raise ValueError(f"{layer}: n_values must be an integer >= 2, got {n_values!r}")
     n_values = int(n_values)
     if n_values < 2:

@@ -27,6 +27,7 @@ assignment, so ``d[A]`` is exactly what the layer computes.
 """
 import numpy as np
 
+from .checks import all_finite, check_finite, is_integer
 from .kmeans import assign, pruned_mask, midpoint_thresholds
 from .pow2 import pow2_exponent, pow2_round
 
@@ -364,11 +365,10 @@ def fit_table(w, config, weight=None, lloyd_iters=1000):
     """
     shape = np.shape(w)
     w = np.ascontiguousarray(w, dtype=np.float32).ravel()
-    if not np.all(np.isfinite(w)):
-        raise ValueError('cannot fit a look-up table to non-finite weights')
+    check_finite(w, 'the weights', '; cannot fit a look-up table to them')
     if weight is not None:
         weight = np.ascontiguousarray(weight, dtype=np.float64).ravel()
-        if weight.shape != w.shape or not np.all(np.isfinite(weight)) or np.any(weight < 0):
+        if weight.shape != w.shape or not all_finite(weight) or np.any(weight < 0):
             raise ValueError('the importance of the weights must be finite, >= 0 and have the '
                              'shape of the weights')
     if config.kind == 'fixed':
@@ -417,7 +417,7 @@ def lloyd_bound(iters):
     """
     if iters is None:
         return 1000
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+    if not is_integer(iters) or iters < 0:
         raise ValueError(f"iters must be None or an integer >= 0 (Lloyd iterations), got {iters!r}")
     return int(iters)
 

@@ -26,6 +26,7 @@ from typing import List
 
 import numpy as np
 
+from ..core.checks import check_indices
 from ..core.kinds import LAYER_SCOPES
 from . import ops as O
 
@@ -363,8 +364,7 @@ class _Lowering:
                 for name, t in self.meta.get('tables', {}).items():
                     if t.get('A') == a:
                         layer = name
-                if av.size and (av.min() < 0 or av.max() >= dv.size):
-                    raise ValueError(f"{layer}: A holds indices outside [0, {dv.size})")
+                check_indices(av, dv.size, layer)
                 self.tables[f.output[0]] = (av.astype(np.int64), dv.astype(np.float32),
                                             _scope(layer + '/x'), a, d)
                 return

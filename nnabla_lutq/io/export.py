@@ -8,6 +8,7 @@ import nnabla as nn
 from nnabla.experimental.graph_converters import FunctionModifier, GraphConverter
 from nnabla.utils.save import save
 
+from ..core.checks import check_indices
 from ..nn.convert.plan import graph_functions
 from ..nn.layers import fold_mlbn
 from ..nn.params import all_parameters, isolated
@@ -85,12 +86,8 @@ def _check_graph(params, functions):
                     f"{rec.name}: A has dtype {np.dtype(v.data.dtype).name}, not int32 (it was "
                     "overwritten with floats); restore it with nnabla_lutq.initialize() or "
                     "A.data.cast(numpy.int32)")
-            a = v.data.get_data('r')
-            k_values = rec.config.n_values
-            if a.size and (a.min() < 0 or a.max() >= k_values):
-                raise ValueError(
-                    f"{rec.name}: A holds indices outside [0, {k_values}) (min {a.min()}, max "
-                    f"{a.max()}); re-fit it with nnabla_lutq.initialize()")
+            check_indices(v.data.get_data('r'), rec.config.n_values, rec.name,
+                          "; re-fit it with nnabla_lutq.initialize()")
 
 
 def _constants(functions, params, dense):

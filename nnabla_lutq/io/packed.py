@@ -36,6 +36,7 @@ import zlib
 
 import numpy as np
 
+from ..core.checks import check_indices
 from ..core.config import bits_per_index
 from . import metadata
 from .nnp import Nnp, NnpError, atomic_output, lut_embeds, read_nnp, write_nnp
@@ -100,9 +101,7 @@ def _tables(model):
             continue
         k = len(model.params[d])
         arr = model.params[a]
-        if arr.size and (arr.min() < 0 or arr.max() >= k):
-            raise LutqFormatError(f"{a}: indices outside [0, {k}) of {d}; not a valid "
-                                  "look-up table")
+        check_indices(arr, k, a, f" of {d}; not a valid look-up table", LutqFormatError)
         out[a] = (d, k)
     return out
 

@@ -17,6 +17,7 @@ import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
+from ..core.checks import all_finite
 from ..nn.functions import float32_context, pow2_round_graph
 from .base import KMeansBackend, validate
 
@@ -110,7 +111,7 @@ class GraphKMeans(KMeansBackend):
         if float(self._finite.d) == 0:
             return []
         return [s.name for s in self.layers
-                if not np.all(np.isfinite(s.W.data.get_data('r', np.float32)))]
+                if not all_finite(s.W.data.get_data('r', np.float32))]
 
     def _run(self):
         with nn.context_scope(self._ctx):

@@ -1,6 +1,7 @@
 """The exact host k-means backend: numpy on the parameters' host memory."""
 import numpy as np
 
+from ..core.checks import all_finite
 from ..core.kmeans import kmeans_step
 from .base import KMeansBackend
 
@@ -17,7 +18,7 @@ class HostKMeans(KMeansBackend):
         return s.W.data.get_data('r', np.float32).ravel()
 
     def nonfinite(self):
-        return [s.name for s in self.layers if not np.all(np.isfinite(self._weights(s)))]
+        return [s.name for s in self.layers if not all_finite(self._weights(s))]
 
     def _run(self):
         for s in self.layers:

@@ -5,6 +5,7 @@ import h5py
 import numpy as np
 import nnabla as nn
 
+from ..core.checks import check_finite
 from ..core.fit import init_dictionary
 from ..core.kinds import FLOAT_TO_LUTQ_SCOPES
 from ..nn.state import STATE, LUTQLayer
@@ -47,8 +48,7 @@ def initialize(layers=None, iters=None):
     new = []
     for s in chosen:
         w = s.W.data.get_data('r', np.float32)
-        if not np.all(np.isfinite(w)):
-            raise ValueError(f"{s.name}: W has non-finite values; cannot initialize its dictionary")
+        check_finite(w, f"{s.name}: W", "; cannot initialize its dictionary")
         new.append(init_dictionary(w, s.config, iters))
     for s, (d, a) in zip(chosen, new):
         s.d.data.cast(np.float32)[...] = d

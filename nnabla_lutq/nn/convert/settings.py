@@ -2,9 +2,9 @@
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
-import numpy as np
 import nnabla as nn
 
+from ...core.checks import integer_at_least
 from ...core.config import make_config
 
 __all__ = ['LayerConfig', 'as_layer_config', 'normalize_overrides', 'check_settings',
@@ -126,9 +126,7 @@ def check_settings(config, overrides, min_weights, mlbn):
     """
     config = as_layer_config(config, 'config')
     overrides = normalize_overrides(overrides)
-    if isinstance(min_weights, bool) or not isinstance(min_weights, (int, np.integer)) \
-            or min_weights < 0:
-        raise ValueError(f"min_weights must be an integer >= 0, got {min_weights!r}")
+    min_weights = integer_at_least(min_weights, 0, 'min_weights')
     if not isinstance(mlbn, bool):
         raise ValueError(f"mlbn must be True or False, got {mlbn!r}")
     return config, overrides, int(min_weights), mlbn
