@@ -107,7 +107,7 @@ def test_random_resized_crop_boxes(folder):
     rng = np.random.RandomState(0)
     for _ in range(200):
         w, h = rng.randint(20, 400, 2)
-        box = inet_data._random_box(w, h, rng.rand(10, 4).tolist())
+        box = inet_data.random_box(w, h, rng.rand(10, 4).tolist())
         x0, y0, x1, y1 = box
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
         area = (x1 - x0) * (y1 - y0) / (w * h)

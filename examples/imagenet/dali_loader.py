@@ -21,7 +21,7 @@ from PIL import Image
 
 from examples.common.image_data import DataError
 
-from .data import ImageFolder, _random_box
+from .data import ImageFolder, random_box
 
 __all__ = ['available', 'DaliImageFolder']
 
@@ -49,7 +49,7 @@ def _geometry(task):
     except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: cannot decode this image ({e}); remove or replace it")
     if crop[0] == 'train':
-        x0, y0, x1, y1 = _random_box(w, h, crop[1])
+        x0, y0, x1, y1 = random_box(w, h, crop[1])
         return (x0, y0), (x1 - x0, y1 - y0)
     s = crop[1] / min(w, h)
     rw, rh = max(size, round(w * s)), max(size, round(h * s))

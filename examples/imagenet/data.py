@@ -181,7 +181,7 @@ def _decode(task):
         raise DataError(f"{path}: cannot decode this image ({e}); remove or replace it")
     w, h = img.size
     if crop[0] == 'train':
-        box = _random_box(w, h, crop[1])
+        box = random_box(w, h, crop[1])
         img = img.resize((size, size), Image.BILINEAR, box=box)
     else:
         s = crop[1] / min(w, h)
@@ -216,7 +216,7 @@ def _decode_many(tasks, shm_name=None, offset=0):
     return None
 
 
-def _random_box(w, h, r):
+def random_box(w, h, r):
     """The random-resized-crop box of a ``w x h`` image from ``r`` (``_TRIES x 4`` uniforms)."""
     area = w * h
     for u_area, u_ratio, u_x, u_y in r:

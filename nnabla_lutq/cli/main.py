@@ -84,8 +84,8 @@ def tables_of(path):
     """
     from ..io.nnp import lut_embeds
     if path.endswith('.h5'):
-        from ..training.initialization import _read_h5
-        params = _read_h5(path)
+        from ..training.initialization import read_h5
+        params = read_h5(path)
         out = []
         for k in params:
             if k.endswith('/A') and k[:-2] + '/d' in params:

@@ -10,7 +10,7 @@ from ..core.fit import init_dictionary
 from ..core.kinds import FLOAT_TO_LUTQ_SCOPES
 from ..nn.state import STATE, LUTQLayer
 
-__all__ = ['initialize', 'load_float_parameters', 'FLOAT_TO_LUTQ_SCOPES']
+__all__ = ['initialize', 'load_float_parameters', 'read_h5', 'FLOAT_TO_LUTQ_SCOPES']
 
 
 def initialize(layers=None, iters=None):
@@ -56,7 +56,9 @@ def initialize(layers=None, iters=None):
     return [s.name for s in chosen]
 
 
-def _read_h5(path):
+def read_h5(path):
+    """Every dataset of a parameter file (``nn.save_parameters``' .h5) as name -> numpy array,
+    without registering anything."""
     params = {}
     with h5py.File(path, 'r') as f:
         def visit(name, obj):
@@ -108,7 +110,7 @@ def load_float_parameters(path, initialize_tables=True, iters=None):
     if not current:
         raise ValueError("no parameters exist yet: build the LUT-Q network first, then load")
     try:
-        data = _read_h5(path)
+        data = read_h5(path)
     except OSError as e:
         raise ValueError(f"{path}: not a readable .h5 parameter file ({e})")
     mapping, problems = {}, []

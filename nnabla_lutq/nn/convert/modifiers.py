@@ -15,7 +15,8 @@ import warnings
 import nnabla as nn
 from nnabla.experimental.graph_converters import FunctionModifier, GraphConverter
 
-from ..layers import lutq_affine, lutq_convolution, lutq_depthwise_convolution, mlbn as _mlbn
+from ..layers import lutq_affine, lutq_convolution, lutq_depthwise_convolution
+from ..layers import mlbn as mlbn_layer
 from ..params import current_path, move, scope_at, to_end
 from ..state import STATE
 from .plan import ConversionPlan, terminal_outputs
@@ -165,9 +166,10 @@ class MLBNModifier(_PlannedModifier):
         super().__init__(None, None, 0, True, {'bn'})
 
     def rebuild(self, f, inputs, args, lay):
-        return _mlbn(inputs[0], axes=list(args['axes']), decay_rate=clean_float(args['decay_rate']),
-                     eps=clean_float(args['eps']), batch_stat=bool(args['batch_stat']),
-                     output_stat=False, fix_parameters=not inputs[1].need_grad)
+        return mlbn_layer(inputs[0], axes=list(args['axes']),
+                          decay_rate=clean_float(args['decay_rate']), eps=clean_float(args['eps']),
+                          batch_stat=bool(args['batch_stat']), output_stat=False,
+                          fix_parameters=not inputs[1].need_grad)
 
 
 class LUTQModifier(list):
