@@ -7,14 +7,14 @@ keeps the tables identical on every rank. ``'fused'`` (:class:`FusedKMeans`) run
 layers in three CUDA kernel launches, deterministically; it is chosen by name until it has been
 measured on a GPU (``benchmarks/gpu_checks.sh``), and ``'auto'`` keeps choosing ``'graph'``.
 """
-from .base import KMeansBackend, validate, nonfinite_error, on_host
+from .base import KMeansBackend, validate, nonfinite_error, nonfinite_layers, on_host
 from .host import HostKMeans
 from .graph import GraphKMeans
 from .sync import SyncKMeans
 from .fused import FusedKMeans
 
 __all__ = ['KMeansBackend', 'HostKMeans', 'GraphKMeans', 'SyncKMeans', 'FusedKMeans', 'BACKENDS',
-           'backend_for', 'validate', 'nonfinite_error', 'on_host']
+           'backend_for', 'validate', 'nonfinite_error', 'nonfinite_layers', 'on_host']
 
 #: name -> backend class
 BACKENDS = {'host': HostKMeans, 'graph': GraphKMeans, 'fused': FusedKMeans}

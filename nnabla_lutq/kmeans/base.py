@@ -26,7 +26,9 @@ import abc
 import numpy as np
 import nnabla as nn
 
-__all__ = ['KMeansBackend', 'validate', 'nonfinite_error', 'on_host']
+from ..core.checks import all_finite, integer_at_least
+
+__all__ = ['KMeansBackend', 'validate', 'nonfinite_error', 'nonfinite_layers', 'on_host']
 
 
 def on_host(ctx=None):
@@ -40,6 +42,12 @@ def on_host(ctx=None):
     """
     ctx = ctx or nn.get_current_context()
     return all(b.split(':')[0] == 'cpu' for b in ctx.backend)
+
+
+def nonfinite_layers(layers):
+    """Names of the LUT-Q layers among ``layers`` whose ``W`` holds a NaN or an infinity (read
+    on the host)."""
+    return [s.name for s in layers if not all_finite(s.W.data.get_data('r', np.float32))]
 
 
 def nonfinite_error(names):
@@ -82,7 +90,7 @@ def validate(layers, values=True):
             continue
         d = s.d.data.get_data('r', np.float32)
         v = d[cfg.first_free:]
-        if not np.all(np.isfinite(d)) or np.any(v[1:] < v[:-1]) or (cfg.pruned and d[0] != 0):
+        if not all_finite(d) or np.any(v[1:] < v[:-1]) or (cfg.pruned and d[0] != 0):
             raise ValueError(
                 f"{s.name}: d = {d.tolist()} is not a LUT-Q dictionary (finite, sorted ascending, "
                 "d[0] = 0 with pruning); call nnabla_lutq.initialize() after editing or loading it")
@@ -100,10 +108,8 @@ class KMeansBackend(abc.ABC):
     name = None
 
     def __init__(self, layers, iters=1, check_finite=True):
-        if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-            raise ValueError(f"kmeans_iters must be an integer >= 1, got {iters!r}")
+        self.iters = integer_at_least(iters, 1, 'kmeans_iters')
         self.layers = list(layers)
-        self.iters = int(iters)
         self.check_finite = check_finite
 
     def step(self):
@@ -125,13 +131,14 @@ class KMeansBackend(abc.ABC):
     def _validate(self):
         validate(self.layers, values=True)
 
-    @abc.abstractmethod
     def nonfinite(self):
-        """Names of the layers whose ``W`` holds a NaN or an infinity.
+        """Names of the layers whose ``W`` holds a NaN or an infinity (a backend that keeps the
+        weights elsewhere checks them there first).
 
         Returns:
             list: layer names (empty when all are finite).
         """
+        return nonfinite_layers(self.layers)
 
     @abc.abstractmethod
     def _run(self):

@@ -17,7 +17,6 @@ import numpy as np
 import nnabla as nn
 import nnabla.functions as F
 
-from ..core.checks import all_finite
 from ..nn.functions import float32_context, pow2_round_graph
 from .base import KMeansBackend, validate
 
@@ -110,8 +109,7 @@ class GraphKMeans(KMeansBackend):
             self._finite.forward()
         if float(self._finite.d) == 0:
             return []
-        return [s.name for s in self.layers
-                if not all_finite(s.W.data.get_data('r', np.float32))]
+        return super().nonfinite()
 
     def _run(self):
         with nn.context_scope(self._ctx):

@@ -1,7 +1,6 @@
 """The exact host k-means backend: numpy on the parameters' host memory."""
 import numpy as np
 
-from ..core.checks import all_finite
 from ..core.kmeans import kmeans_step
 from .base import KMeansBackend
 
@@ -16,9 +15,6 @@ class HostKMeans(KMeansBackend):
 
     def _weights(self, s):
         return s.W.data.get_data('r', np.float32).ravel()
-
-    def nonfinite(self):
-        return [s.name for s in self.layers if not all_finite(self._weights(s))]
 
     def _run(self):
         for s in self.layers:

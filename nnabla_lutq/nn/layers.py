@@ -20,7 +20,8 @@ from nnabla.parametric_functions import parametric_function_api
 from ..core.config import make_config
 from ..core.fit import init_dictionary
 from .functions import detached, float32_context, mlbn_scale
-from .state import STATE, LUTQLayer, MLBNLayer, WeightMode, _scope_path
+from .params import scope_path
+from .state import STATE, LUTQLayer, MLBNLayer, WeightMode
 
 __all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlbn', 'fold_mlbn']
 
@@ -30,7 +31,7 @@ def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, pr
     """Create/get W, d and A in the current scope, register the layer and return the weight the
     layer computes with (by the current :class:`~nnabla_lutq.nn.state.WeightMode`)."""
     scope = nn.parameter.get_current_parameter_scope()
-    name = _scope_path(scope) or '?'
+    name = scope_path(scope) or '?'
     cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name)
     k = cfg.n_values
     d_old = nn.parameter.get_parameter("d")
@@ -326,7 +327,7 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
     if unknown:
         raise ValueError(f"mlbn: unknown param_init keys {sorted(unknown)}; use beta, gamma, mean, var")
     scope = nn.parameter.get_current_parameter_scope()
-    name = _scope_path(scope) or '?'
+    name = scope_path(scope) or '?'
     used = [p for p, omit in zip(MLBNLayer.PARTS, (no_bias, no_scale, False, False)) if not omit]
     existing = {p: nn.parameter.get_parameter(p) for p in used}
     if all(v is not None for v in existing.values()):  # settings conflict: refuse before any change

@@ -92,9 +92,6 @@ class MLBNLayer:
     PARTS = ('beta', 'gamma', 'mean', 'var')
 
 
-_scope_path = scope_path  # the name nnabla_lutq.nn.layers imports (to go)
-
-
 class _Entry:
     __slots__ = ('ref', 'record', 'serial')
 

@@ -28,7 +28,8 @@ import nnabla.functions as F
 
 from ..core.fit import fit_table
 from ..core.lc import c_step
-from ..kmeans import validate, nonfinite_error
+from ..core.checks import integer_at_least, positive_number
+from ..kmeans import validate, nonfinite_error, nonfinite_layers
 from ..nn.functions import detached, float32_context
 from .solver import WrappingSolver
 
@@ -120,16 +121,14 @@ class LCSolver(WrappingSolver):
                  steps_per_lc=None, augmented_lagrangian=True, learn_scale=False,
                  max_kmeans_iters=10000, check_finite=True):
         WrappingSolver.__init__(self, solver)
-        if not (isinstance(mu0, (int, float)) and mu0 > 0 and np.isfinite(mu0)):
-            raise ValueError(f"mu0 must be a positive number, got {mu0!r}")
-        if not (isinstance(mu_growth, (int, float)) and mu_growth >= 1 and np.isfinite(mu_growth)):
+        positive_number(mu0, 'mu0')
+        if positive_number(mu_growth, 'mu_growth') < 1:
             raise ValueError(f"mu_growth must be a number >= 1, got {mu_growth!r}")
-        if isinstance(steps_per_lc, bool) or not isinstance(steps_per_lc, (int, np.integer)) \
-                or steps_per_lc < 1:
-            raise ValueError(
-                f"steps_per_lc (updates per L step) must be an integer >= 1, got "
-                f"{steps_per_lc!r}; e.g. LCSolver(solver, **lc_schedule(total_updates)) spreads "
-                f"{TOOLKIT_SCHEDULE['n_lc_steps']} LC steps over a run")
+        try:
+            integer_at_least(steps_per_lc, 1, 'steps_per_lc (updates per L step)')
+        except ValueError as e:
+            raise ValueError(f"{e}; e.g. LCSolver(solver, **lc_schedule(total_updates)) spreads "
+                             f"{TOOLKIT_SCHEDULE['n_lc_steps']} LC steps over a run") from None
         self.mu0 = float(mu0)
         self.mu_growth = float(mu_growth)
         self.steps_per_lc = int(steps_per_lc)
@@ -260,8 +259,7 @@ class LCSolver(WrappingSolver):
     def _check(self):
         validate(self._layers, values=True)
         if self.check_finite:
-            bad = [s.name for s in self._layers
-                   if not np.all(np.isfinite(s.W.data.get_data('r', np.float32)))]
+            bad = nonfinite_layers(self._layers)
             if bad:
                 raise nonfinite_error(bad)
 

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import nnabla as nn
 
+from ..core.checks import integer_at_least
 from ..kmeans import backend_for
 from ..nn.state import STATE, LUTQLayer
 
@@ -502,11 +503,8 @@ class LUTQSolver(WrappingSolver):
 
     def __init__(self, solver, kmeans_iters=1, check_finite=True, backend='auto', comm=None):
         WrappingSolver.__init__(self, solver)
-        if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, (int, np.integer)) \
-                or kmeans_iters < 1:
-            raise ValueError(f"kmeans_iters must be an integer >= 1, got {kmeans_iters!r}")
+        self.kmeans_iters = integer_at_least(kmeans_iters, 1, 'kmeans_iters')
         backend_for([], 1, backend)  # an unknown backend name fails here, not at the first step
-        self.kmeans_iters = int(kmeans_iters)
         self.check_finite = check_finite
         self.backend = backend
         self.comm = comm
