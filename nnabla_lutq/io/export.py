@@ -14,7 +14,8 @@ from ..nn.layers import fold_mlbn
 from ..nn.params import all_parameters, isolated
 from ..nn.state import STATE, LUTQLayer, MLBNLayer
 from . import metadata
-from .nnp import atomic_output, common_prefix, describe_float_bn, describe_float_layers
+from .fold import common_prefix
+from .nnp import atomic_output, describe_float_bn, describe_float_layers
 
 __all__ = ['export_nnp']
 

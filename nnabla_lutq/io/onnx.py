@@ -16,8 +16,8 @@ import tempfile
 
 import numpy as np
 
-from .nnp import (atomic_output, default_network, fold_constants, loaded_network, lut_embeds,
-                  read_nnp, write_nnp)
+from .fold import fold_constants
+from .nnp import atomic_output, default_network, loaded_network, lut_embeds, read_nnp, write_nnp
 
 __all__ = ['export_onnx', 'check_onnx', 'DENSE_FUNCTIONS', 'INSTALL_HINT']
 

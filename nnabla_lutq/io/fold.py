@@ -1,0 +1,137 @@
+"""Constant folding of an .nnp at the protobuf level: :func:`fold_constants` replaces every
+subgraph that depends on parameters only (for example the power-of-two scale ``a`` and bias ``b``
+of multiplier-less BN, or with ``dense=True`` the tied weights ``d[A]``) by a stored parameter with
+the values nnabla computes for it. Used on files (ONNX export); :func:`nnabla_lutq.export_nnp`
+folds the live graph instead."""
+import os
+import tempfile
+
+import numpy as np
+import nnabla as nn
+
+from .nnp import lut_embeds, loaded_network, sync_executor_parameters, write_nnp
+
+__all__ = ['fold_constants', 'common_prefix']
+
+
+def _consumers(net):
+    cons = {}
+    for f in net.function:
+        for i in f.input:
+            cons.setdefault(i, []).append(f)
+    return cons
+
+
+def common_prefix(names):
+    """The scope (without the last component) that every name in ``names`` shares."""
+    parts = [n.split('/')[:-1] for n in names]
+    prefix = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        prefix.append(level[0])
+    return '/'.join(prefix)
+
+
+def _evaluate(nnp, net_name, names):
+    """Values of variables ``names`` of a network, computed by nnabla (batch size 1) in float32
+    whatever the current type config: what is folded into stored parameters (e.g. the ±2^k scale
+    of multiplier-less BN) is then exactly what :func:`nnabla_lutq.fold_mlbn` computes."""
+    from ..nn.functions import float32_context
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, 'eval.nnp')
+        write_nnp(path, nnp)
+        with nn.context_scope(float32_context()), loaded_network(path, net_name) as net:
+            values = {}
+            for n in names:
+                v = net.variables[n]
+                v.forward()
+                values[n] = v.d.copy()
+    return values
+
+
+def fold_constants(nnp, dense=False):
+    """Replace subgraphs that depend on parameters only by stored parameters.
+
+    A variable computed only from parameters and read by a function that also depends on data is
+    evaluated with nnabla and stored as a parameter; the functions that computed it (and the
+    parameters only they read) are removed. Names: the tied weights of ``Embed(A, d)`` become
+    ``<layer>/W`` (``A`` = ``<layer>/A``); other values take the common scope of the parameters
+    they come from plus ``/a`` when multiplied with data, ``/b`` when added (multiplier-less BN
+    becomes ``x * a + b`` with ``a`` a power of two), ``/c`` otherwise.
+
+    Args:
+        nnp (Nnp): the model (not modified).
+        dense (bool or collection): fold the look-up tables too (``d[A]`` stored as float
+            weights); a collection of function types (e.g. ``{'Affine'}``) folds only the tables
+            those functions read. By default ``Embed(A, d)`` is kept.
+
+    Returns:
+        Nnp: the rewritten model.
+    """
+    out = nnp.copy()
+    used_names = set(out.params)
+    for net in out.proto.network:
+        params = out.params
+        if dense is True or dense is False:
+            keep = set() if dense else {f.output[0] for f, _, _ in lut_embeds(net, params)}
+        else:  # fold only the tables read by the given function types
+            readers = _consumers(net)
+            keep = {f.output[0] for f, _, _ in lut_embeds(net, params)
+                    if not any(g.type in dense for g in readers.get(f.output[0], []))}
+        const = {v.name for v in net.variable if v.type == 'Parameter' and v.name in params}
+        sources = {n: {n} for n in const}
+        producer = {}
+        for f in net.function:  # functions are stored in topological order
+            for o in f.output:
+                producer[o] = f
+            if f.input and all(i in const for i in f.input) and f.output[0] not in keep:
+                src = set().union(*(sources[i] for i in f.input))
+                for o in f.output:
+                    const.add(o)
+                    sources[o] = src
+        cons = _consumers(net)
+        frontier = [v for v in const if v in producer and any(
+            not all(i in const for i in g.input) or g.output[0] in keep for g in cons.get(v, []))]
+        if not frontier:
+            continue
+        values = _evaluate(out, net.name, sorted(frontier))
+        rename = {}
+        for v in sorted(frontier):
+            f = producer[v]
+            if f.type == 'Embed' and f.input[0].endswith('/A'):
+                name = f.input[0][:-2] + '/W'
+            else:
+                kinds = {g.type for g in cons[v] if not all(i in const for i in g.input)}
+                suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {
+                    'Add2', 'Sub2'} else 'c'
+                prefix = common_prefix(sorted(sources[v])) or 'folded'
+                name = f"{prefix}/{suffix}"
+            base, k = name, 1
+            while name in used_names:
+                name, k = f"{base}_{k}", k + 1
+            used_names.add(name)
+            rename[v] = name
+            out.params[name] = values[v].astype(np.float32)
+            out.need_grad[name] = False
+        # drop the functions whose outputs are all constant, then unused variables/parameters
+        dropped = [f for f in net.function if all(o in const for o in f.output)]
+        for f in dropped:
+            net.function.remove(f)
+        for f in net.function:
+            for j, i in enumerate(f.input):
+                if i in rename:
+                    f.input[j] = rename[i]
+        for v in net.variable:
+            if v.name in rename:
+                v.name = rename[v.name]
+                v.type = 'Parameter'
+        read = {i for f in net.function for i in f.input} | {o for f in net.function
+                                                               for o in f.output}
+        for v in [v for v in net.variable if v.name not in read]:
+            net.variable.remove(v)
+    live = {v.name for net in out.proto.network for v in net.variable if v.type == 'Parameter'}
+    for k in [k for k in out.params if k not in live]:
+        del out.params[k]
+    sync_executor_parameters(out)
+    return out
