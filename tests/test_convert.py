@@ -565,6 +565,38 @@ def test_the_two_rewrites_compose_in_graph_converter(rng):
     assert 'res1/bn1/bn/gamma' in all_parameters() and 'fc/lutq_affine/d' in all_parameters()
 
 
+@pytest.mark.parametrize('batch_stat', [False, True])
+def test_bn_without_scale_or_bias_becomes_the_same_mlbn(rng, batch_stat):
+    """PF.batch_normalization(no_scale / no_bias / both) converts to PF.mlbn with the same
+    arguments: the same parameters (names, values) and bit-identical outputs."""
+    flags = [dict(no_scale=True), dict(no_bias=True), dict(no_scale=True, no_bias=True)]
+    parts = [('beta', 'mean', 'var'), ('gamma', 'mean', 'var'), ('mean', 'var')]
+    values = {f'b{i}/{k}': rng.rand(1, 3, 1, 1).astype(np.float32) + 0.5
+              for i, ks in enumerate(parts) for k in ks}
+    xd = rng.randn(4, 3, 5, 5).astype(np.float32)
+    results = []
+    for how in ('ref', 'convert'):
+        nn.clear_parameters()
+        h = nn.Variable.from_numpy_array(xd)
+        for i, kw in enumerate(flags):
+            init = {k: values[f'b{i}/{k}'] for k in parts[i]}
+            if how == 'ref':
+                h = LPF.mlbn(h, batch_stat=batch_stat, param_init=init, name=f'b{i}', **kw)
+            else:
+                h = PF.batch_normalization(h, batch_stat=batch_stat, param_init=init,
+                                           name=f'b{i}', **kw)
+        if how == 'convert':
+            h, plan = convert(h, None, mlbn=True, return_decisions=True)
+            assert [(d.name, d.action) for d in plan] == [(f'b{i}', 'mlbn') for i in range(3)]
+        h.forward()
+        results.append(({k: v.d.copy() for k, v in all_parameters().items()}, h.d.copy()))
+    (pr, yr), (pc, yc) = results
+    assert list(pc) == list(pr) == [f'b{i}/mlbn/{k}' for i, ks in enumerate(parts) for k in ks]
+    for k in pr:
+        np.testing.assert_array_equal(pc[k], pr[k], err_msg=k)
+    np.testing.assert_array_equal(yc, yr)
+
+
 def test_invalid_settings_are_refused_on_creation():
     for kw, message in [(dict(n_values=1), 'at least 2 values'),
                         (dict(dictionary='log'), "unknown dictionary 'log'"),

@@ -169,7 +169,8 @@ class MLBNModifier(_PlannedModifier):
         return mlbn_layer(inputs[0], axes=list(args['axes']),
                           decay_rate=clean_float(args['decay_rate']), eps=clean_float(args['eps']),
                           batch_stat=bool(args['batch_stat']), output_stat=False,
-                          fix_parameters=not inputs[1].need_grad)
+                          fix_parameters=not inputs[1].need_grad,
+                          no_scale=bool(args.get('no_scale')), no_bias=bool(args.get('no_bias')))
 
 
 class LUTQModifier(list):

@@ -247,8 +247,10 @@ class Planner:
     def bn_function(self, f, t):
         ins = f.inputs
         args = f.info.args
-        plain = t == 'BatchNormalization' and len(ins) == 5 and len(f.outputs) == 1 \
-            and not args.get('no_scale') and not args.get('no_bias')
+        # the parameters it reads: PF.batch_normalization's, less gamma/beta with no_scale/no_bias
+        parts = [p for p, omit in zip(_BN_PARTS, (args.get('no_bias'), args.get('no_scale'),
+                                                  False, False)) if not omit]
+        plain = t == 'BatchNormalization' and len(ins) == 1 + len(parts) and len(f.outputs) == 1
         rec = next((r for r in (self.part_of(v)[0] for v in ins[1:])
                     if isinstance(r, MLBNLayer)), None)
         if rec is None and t == 'BatchNormalization' and len(ins) == 5:
@@ -256,16 +258,16 @@ class Planner:
         if rec is not None:
             lay = self.existing(rec)
             lay.functions.append(f)
-            if plain and ins[2].parent is None:  # a float BN on the layer's parameters
+            if plain and all(v.parent is None for v in ins[1:]):  # float BN on its parameters
                 lay.rebuild.append(f)
                 lay.bn_args = args
-                for part, v in zip(_BN_PARTS, ins[1:]):
+                for part, v in zip(parts, ins[1:]):
                     if self.param_name(v) is not None:
                         lay.moves[v.data] = f"{rec.name}/{part}"
             return
         names = [self.param_name(v) for v in ins[1:]]
         first = next((n for n in names if n), None)
-        n = int(ins[2].size) if len(ins) > 2 else 0
+        n = int(ins[-1].size) if len(ins) > 1 else 0  # var: one value per channel
         if first is None:
             self.float_layer(f, t, 'bn', "its parameters are not registered parameters", n)
             return
@@ -275,12 +277,12 @@ class Planner:
         lay.functions.append(f)
         if t != 'BatchNormalization':
             lay.problem = f"{t} has no multiplier-less counterpart"
-        elif args.get('no_scale') or args.get('no_bias') or len(ins) != 5:
-            lay.problem = "no_scale/no_bias: PF.mlbn learns both beta and gamma"
+        elif len(ins) != 1 + len(parts):
+            lay.problem = f"it reads {len(ins) - 1} parameters, not {', '.join(parts)}"
         elif len(f.outputs) != 1:
             lay.problem = "output_stat=True (a function modifier returns one variable)"
         elif any(nm is None for nm in names):
-            lay.problem = "its beta, gamma, mean and var are not all registered parameters"
+            lay.problem = f"its {', '.join(parts)} are not all registered parameters"
         elif len({_split(nm)[0] for nm in names}) != 1:
             lay.problem = "its parameters are in different scopes"
         if lay.problem:
@@ -296,7 +298,7 @@ class Planner:
         lay.scope, lay.target = scope, _join(scope, MLBN_SCOPE)
         lay.rebuild.append(f)
         lay.bn_args = args
-        for part, v in zip(_BN_PARTS, ins[1:]):
+        for part, v in zip(parts, ins[1:]):
             lay.moves[v.data] = f"{lay.target}/{part}"
 
     def other_function(self, f, t):
