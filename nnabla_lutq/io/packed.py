@@ -107,7 +107,7 @@ def _tables(model):
 
 
 def write_lutq(path, model):
-    """Write an :class:`~nnabla_lutq.nnp.Nnp` as a .lutq file (atomically).
+    """Write an :class:`~nnabla_lutq.io.nnp.Nnp` as a .lutq file (atomically).
 
     Args:
         path (str): destination.
@@ -155,7 +155,7 @@ def write_lutq(path, model):
 
 
 def read_lutq(path):
-    """Read a .lutq file into an :class:`~nnabla_lutq.nnp.Nnp` (indices back in their dtype).
+    """Read a .lutq file into an :class:`~nnabla_lutq.io.nnp.Nnp` (indices back in their dtype).
 
     Raises:
         LutqFormatError: missing, not a .lutq file, other version, truncated or corrupted.
@@ -241,7 +241,7 @@ def pack(nnp_path, lutq_path):
             .lutq can be larger than the .nnp, whose parameters are compressed).
 
     Raises:
-        ~nnabla_lutq.nnp.NnpError: if the .nnp cannot be read.
+        ~nnabla_lutq.io.nnp.NnpError: if the .nnp cannot be read.
         LutqFormatError: if a look-up table has indices outside its dictionary, or
             ``lutq_path`` does not end with ``.lutq`` (nothing is written then).
     """
@@ -268,7 +268,7 @@ def unpack(lutq_path, nnp_path):
         nnp_path (str): destination ``.nnp``.
 
     Returns:
-        ~nnabla_lutq.nnp.Nnp: the unpacked model.
+        ~nnabla_lutq.io.nnp.Nnp: the unpacked model.
 
     Raises:
         LutqFormatError: truncated, corrupted, other version or not a .lutq file (nothing is
