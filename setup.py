@@ -6,6 +6,7 @@ setup(
     description='LUT-Q (look-up table quantization) for Neural Network Libraries (nnabla)',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
+    license='Apache-2.0',
     packages=find_packages(include=['nnabla_lutq', 'nnabla_lutq.*']),
     # the fused k-means kernels: their source and the PTX the driver loads
     package_data={'nnabla_lutq.kmeans': ['cuda/kmeans.cu', 'cuda/kmeans.ptx']},
@@ -25,6 +26,7 @@ setup(
                  'kmeans1d>=0.4'],
     },
     entry_points={'console_scripts': ['nnabla-lutq = nnabla_lutq.cli:main']},
-    classifiers=['Programming Language :: Python :: 3 :: Only',
+    classifiers=['License :: OSI Approved :: Apache Software License',
+                 'Programming Language :: Python :: 3 :: Only',
                  'Topic :: Scientific/Engineering :: Artificial Intelligence'],
 )
