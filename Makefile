@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test bench clean
+.PHONY: env demo test test-fast bench clean
 
 env: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # each benchmark adds one record to benchmarks/results/<name>.jsonl; BENCHMARKS.md is generated
 # from the records (latest table per benchmark, history below)

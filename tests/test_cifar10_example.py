@@ -3,7 +3,6 @@ import io
 import json
 import os
 import pickle
-import sys
 import tarfile
 
 import numpy as np
@@ -193,6 +192,7 @@ def test_learning_rate_schedules():
 
 # --- training runs ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config,extra', [
     ('lutq4', []), ('lutq2-pow2', ['--schedule', 'cosine']), ('lutq2-pow2-mlbn', []),
     ('lutq2-prune70', []), ('lutq4', ['--act-bits', '8', '--float-first-last'])])
@@ -222,6 +222,7 @@ def test_each_config_family_runs_end_to_end(tmp_path, official, config, extra):
     assert_tables_fitted(nnabla_lutq.lutq_layers())
 
 
+@pytest.mark.slow
 def test_float_then_lutq_init(tmp_path, official):
     _, fout = run(tmp_path, 'float', '--config', 'float', data_dir=official[0])
     res, out = run(tmp_path, 'q', '--config', 'lutq4', '--init', str(fout / 'params.h5'),
@@ -241,23 +242,6 @@ def test_float_then_lutq_init(tmp_path, official):
         run(tmp_path, 'q2', '--config', 'lutq4', '--init', str(tmp_path / 'nope.h5'),
             data_dir=official[0])
     assert not (tmp_path / 'q2').exists()
-
-
-def test_resume_continues_exactly(tmp_path, official):
-    """A run stopped mid-epoch and resumed ends with the parameters of an uninterrupted run."""
-    common = ['--config', 'lutq2-pow2-mlbn', '--act-bits', '8']
-    run(tmp_path, 'straight', *common, data_dir=official[0])
-    straight = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
-    state, out = run(tmp_path, 'split', *common, data_dir=official[0], stop_at=7)
-    assert state['iteration'] == 7 and not (out / 'results.json').exists()
-    res = cifar_train.main(['--resume', str(out), '--no-progress'])
-    resumed = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
-    assert straight.keys() == resumed.keys()
-    for k in straight:
-        np.testing.assert_array_equal(straight[k], resumed[k], err_msg=k)
-    a = json.load(open(tmp_path / 'straight' / 'results.json'))
-    assert res['final_val_error'] == a['final_val_error']
-    assert [h['val_error'] for h in res['history']] == [h['val_error'] for h in a['history']]
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path, official):
@@ -293,6 +277,7 @@ def _h5_arrays(path):
     return out
 
 
+@pytest.mark.slow
 def test_best_parameters_are_kept_and_resume_keeps_them(tmp_path, official, monkeypatch):
     """best.h5 holds the parameters at the lowest validation error (here made to be the second of
     four validations): those of a run stopped there. A run stopped after it and resumed writes
@@ -328,6 +313,7 @@ def test_best_parameters_are_kept_and_resume_keeps_them(tmp_path, official, monk
         np.testing.assert_array_equal(best[k], again[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_exported_nnp_reproduces_the_network(tmp_path, jpeg_tar):
     from nnabla.utils.nnp_graph import NnpLoader
     res, out = run(tmp_path, 'e', '--config', 'lutq2-pow2-mlbn', '--act-bits', '8',
@@ -377,6 +363,7 @@ def test_reproduce_collects_runs_into_results_md(tmp_path, official):
     assert f"{100 * errors['lutq4-pow2']:.2f}" in text
 
 
+@pytest.mark.slow
 def test_reproduce_pairs_finetuned_runs_with_their_float_run(tmp_path, official):
     """A LUT-Q run fine-tuned from a collected float run at another lr (the paper160 recipe)
     shares that run's table and gets its Δ; a run from a float run elsewhere does not."""
@@ -404,26 +391,37 @@ def test_reproduce_pairs_finetuned_runs_with_their_float_run(tmp_path, official)
     assert '| lutq2 |' in second and 'n/a' in second and '†' not in second
 
 
-def test_reproduce_checks_gaps_against_the_prototype(tmp_path, official):
+def test_reproduce_checks_gaps_against_the_prototype(tmp_path):
     """At the prototype's 12-epoch schedule the table gets the gap check: our gap, its gap, the
-    excess and whether it is within 0.3 points."""
+    excess and whether it is within 0.3 points. Stored results (tests/data), chosen on both sides
+    of the tolerance and for both bit widths; other schedules get no check."""
+    with open(os.path.join(ROOT, 'tests', 'data', 'cifar10_prototype_runs.json')) as f:
+        stored = json.load(f)['runs']
     runs = tmp_path / 'runs'
-    sched = ['--epochs', '12', '--schedule', 'cosine', '--lr', '0.1', '--weight-decay', '5e-4']
-    for config in ('float', 'lutq4-pow2', 'lutq2'):
-        run(runs, config, '--config', config, *sched, data_dir=official[0])
-    run(runs, 'float-short', '--config', 'float', '--max-iter', '7', data_dir=official[0])
+    for folder, results in stored.items():
+        (runs / folder).mkdir(parents=True)
+        (runs / folder / 'results.json').write_text(json.dumps(results))
     md = tmp_path / 'R.md'
     reproduce.main(['--collect', str(runs), '--output', str(md)])
     text = md.read_text()
-    err = {c: 100 * json.load(open(runs / c / 'results.json'))['final_val_error']
-           for c in ('float', 'lutq4-pow2', 'lutq2')}
-    assert text.count('Against the prototype') == 1  # not for the 7-iteration table
-    for c, theirs in (('lutq4-pow2', 0.0), ('lutq2', 0.9)):
-        ours = err[c] - err['float']
-        verdict = 'yes' if ours - theirs <= 0.3 + 1e-9 else '**no**'
-        assert f"| {c} | {ours:+.2f} | {theirs:+.2f} | {ours - theirs:+.2f} | {verdict}" in text
+    assert text.count('Against the prototype') == 1  # not for the 0.05 lr or 7-iteration tables
+    assert ('Against the prototype at this schedule (12 epochs; float 17.2 % there, 20.00 % '
+            'here; it trained on the 50,000 JPEG images, this table on 40): our gap to float may '
+            'exceed its gap by at most 0.3 points.') in text
+    no = '**no**: find out why before recording'
+    rows = ['| configuration | our gap | prototype gap | excess | within |',
+            '|---|---:|---:|---:|---|',
+            '| lutq4-pow2 | +0.30 | +0.00 | +0.30 | yes |',  # exactly at the tolerance
+            f'| lutq4 | +0.31 | +0.00 | +0.31 | {no} |',
+            f'| lutq2-pow2 | +1.50 | +0.90 | +0.60 | {no} |',
+            '| lutq2 | +1.00 | +0.90 | +0.10 | yes |']
+    assert '\n'.join(rows) + '\n' in text
+    check = text.index('Against the prototype')
+    table = text.rindex('## Schedule ', 0, check)
+    assert 'cosine lr 0.1, wd 0.0005' in text[table:check] and '12 epochs' in text[table:check]
 
 
+@pytest.mark.slow
 def test_reproduce_runs_configs_then_reports(tmp_path, official):
     runs, md = tmp_path / 'runs', tmp_path / 'R.md'
     argv = ['--run', 'float', 'lutq2-pow2-mlbn', '--runs', str(runs), '--output', str(md),

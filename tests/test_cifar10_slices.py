@@ -62,6 +62,7 @@ class _TrainingClock:
         return getattr(time, name)
 
 
+@pytest.mark.slow
 def test_deadline_checkpoints_and_later_slices_resume_finish_and_skip(tmp_path, official,
                                                                      monkeypatch):
     runs = tmp_path / 'runs'

@@ -197,6 +197,7 @@ def _model(x, layers, test=False):
     return resnet(x, layers, 18, test, n_classes=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config,extra', [
     ('float', []),
     ('lutq4-pow2', ['--act-bits', '8']),             # 4-bit pow-2, 8-bit act: quasi multiplier-less
@@ -246,6 +247,7 @@ def test_each_table2_family_runs_end_to_end(tmp_path, folder, config, extra):
         np.testing.assert_array_equal(yo.d, predict(xb))
 
 
+@pytest.mark.slow
 def test_float_then_lutq_init_and_flat_val(tmp_path, folder):
     _flat_val(folder, 'csv')  # the other validation layout
     _, fout = run(tmp_path, 'float', '--config', 'float', data_dir=folder)
@@ -263,6 +265,7 @@ def test_float_then_lutq_init_and_flat_val(tmp_path, folder):
     assert not (tmp_path / 'q2').exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, folder):
     """Stopped mid-epoch with worker processes, resumed without: a straight run's parameters."""
     common = ['--config', 'lutq2-pow2-mlbn', '--act-bits', '8']
@@ -330,6 +333,7 @@ def _rank_main(rank, conn, argv, result):
         os._exit(1)
 
 
+@pytest.mark.slow
 def test_two_ranks_train_one_network(tmp_path, folder):
     """Two data-parallel processes (what mpirun -n 2 starts): same weights and LUT-Q tables on both
     ranks after training, each rank read its own shard, only rank 0 wrote files."""
@@ -404,6 +408,7 @@ def test_dali_loader_matches_the_pillow_loader(tmp_path, folder):
 
 # --- reproduce.py -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_reproduce_runs_then_writes_a_table2_report(tmp_path, folder):
     runs, md = tmp_path / 'runs', tmp_path / 'R.md'
     argv = ['--run', 'float', 'lutq2-pow2-a8', '--init-from-float', '--runs', str(runs),

@@ -319,6 +319,7 @@ def _pow2(a):
         (a.denominator & (a.denominator - 1)) == 0 and min(a.numerator, a.denominator) == 1
 
 
+@pytest.mark.slow
 def test_fully_multiplier_less_digits_network_is_exact(digits):
     path = digits['files']['pow2-mlbn-pow2act']
     net = IntegerNetwork.from_nnp(path, input_scale=1 / 16)
@@ -354,6 +355,7 @@ def _with_integer_dictionaries(net, path, out):
     return str(out)
 
 
+@pytest.mark.slow
 def test_ema_and_float_bn_networks_match_reference_up_to_ties(digits, tmp_path):
     for name in ('pow2-mlbn-ema', 'free-bn-ema'):
         path = digits['files'][name]
@@ -366,6 +368,7 @@ def test_ema_and_float_bn_networks_match_reference_up_to_ties(digits, tmp_path):
         assert compared > 60 * 2000 and left_out <= compared * 1e-4
 
 
+@pytest.mark.slow
 def test_lutq_form_equals_direct_form(digits):
     for name in DIGITS:
         net = IntegerNetwork.from_nnp(digits['files'][name], input_scale=1 / 16)
@@ -517,6 +520,7 @@ def test_op_counts_of_a_small_network_by_hand(tmp_path):
     assert (rq['compares'], rq['lookups'], rq['adds'], rq['mults']) == (64, 64, 4, 0)
 
 
+@pytest.mark.slow
 def test_free_dictionary_counts_its_multiplications(digits):
     path = digits['files']['free-bn-ema']
     net = IntegerNetwork.from_nnp(path, input_scale=1 / 16)
@@ -559,6 +563,7 @@ def test_dense_export_is_lowered_like_tables(tmp_path):
 
 # --- agreement with nnabla's float simulation -----------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(DIGITS))
 def test_digits_argmax_agrees_with_nnabla(digits, name, tmp_path):
     data = tmp_path / 'test.npz'
@@ -571,6 +576,7 @@ def test_digits_argmax_agrees_with_nnabla(digits, name, tmp_path):
     assert 'argmax agreement' in res['report'] and 'total' in res['table']
 
 
+@pytest.mark.slow
 def test_resnet20_lutq4_pow2_mlbn_act8_agrees_with_nnabla(resnets):
     res = verify_int(resnets['files']['ema'], resnets['x'], resnets['y'])
     # EMA steps make the integer path approximate (requantization by thresholds, residual sums
@@ -587,6 +593,7 @@ def test_resnet20_lutq4_pow2_mlbn_act8_agrees_with_nnabla(resnets):
     assert rows[-1]['bits'] <= 32
 
 
+@pytest.mark.slow
 def test_resnet20_with_pow2_steps_is_multiplier_less_and_exact_after_the_input(resnets):
     path = resnets['files']['pow2']
     res = verify_int(path, resnets['x'], resnets['y'])
@@ -604,6 +611,7 @@ def test_resnet20_with_pow2_steps_is_multiplier_less_and_exact_after_the_input(r
 
 # --- the C program ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 def test_c_program_reproduces_the_logits(tmp_path, digits, resnets):
     tiny = tiny_network(tmp_path / 'tiny.nnp', 'minmax')
@@ -715,6 +723,7 @@ def test_pow2_activation_option(rng):
     assert 'step 2^-5' in configs.describe(c)
 
 
+@pytest.mark.slow
 def test_verify_int_command(digits, tmp_path, capsys):
     """`nnabla-lutq verify-int`: the agreement and op table, as text and JSON, a C file; a float
     model is a one-line error."""

@@ -25,7 +25,7 @@ from nnabla_lutq.core.kmeans import boundaries, kmeans_step
 from nnabla_lutq.core.pow2 import SQRT2_ABOVE, pow2_round
 from nnabla_lutq.kmeans import FusedKMeans, backend_for
 from nnabla_lutq.kmeans import fused
-from fused_reference import cluster_mean, fused_step, scale_exponent
+from fused_reference import cluster_mean, fused_step, pow2_nearest, scale_exponent
 from test_foundation import _layers as _net_layers  # a conv and an affine LUT-Q layer, W moved
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -169,6 +169,8 @@ def test_boundaries_and_pow2_rule_are_the_host_ones(emu, rng):
         got = np.array([emu.emu_pow2(v, rng_ is not None, *(rng_ or (0, 0))) for v in x],
                        np.float32)
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+        model = np.array([pow2_nearest(v, rng_) for v in x], np.float32)  # the independent rule
+        np.testing.assert_array_equal(got.view(np.int32), model.view(np.int32))
 
 
 def test_mean_formula_matches_the_model(emu, rng):

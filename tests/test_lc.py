@@ -118,10 +118,13 @@ def test_c_step_reaches_a_fixed_point_never_worse_than_its_warm_start(opts, rng)
         assert is_pow2_array(d)
     v64 = v.astype(np.float64)
     assert np.sum((v64 - d[a]) ** 2) <= np.sum((v64 - d0[a0]) ** 2) * (1 + 1e-12)
-    if not cfg.pruned and cfg.kind == 'free':  # never better than the global optimum
-        centers, _, best = dp_kmeans(v[:150], cfg.n_values)
-        dd, aa, _ = c_step(v[:150], init_dictionary(v[:150], cfg, 0)[0], cfg)
-        assert np.sum((v64[:150] - dd[aa]) ** 2) >= best * (1 - 1e-9)
+    if not cfg.pruned and cfg.kind == 'free':  # unclustered weights: still the global optimum
+        centers, labels, best = dp_kmeans(v[:150], cfg.n_values)
+        dd, aa, ok = c_step(v[:150], init_dictionary(v[:150], cfg, 0)[0], cfg)
+        assert ok
+        np.testing.assert_allclose(dd, centers, rtol=1e-6)
+        np.testing.assert_array_equal(aa, labels)
+        assert np.sum((v64[:150] - dd[aa]) ** 2) == pytest.approx(best, rel=1e-9)
 
 
 def test_pruned_c_step_is_optimal_kmeans_of_the_rest(rng):

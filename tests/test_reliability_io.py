@@ -438,6 +438,7 @@ def _copy_of_the_repository(dest):
         n for n in names if n in skip or n.endswith(('.egg-info', '.nnp', '.h5'))])
 
 
+@pytest.mark.slow
 def test_readme_install_lines_work_in_a_fresh_virtual_environment(tmp_path):
     """``pip install .`` and ``pip install -e .`` from a copy of the repository, in a new venv that
     sees this environment's packages (nnabla is not downloaded again), then ``nnabla-lutq

@@ -78,6 +78,7 @@ def _monitors_equal(a, b):
 
 # --- item 7 and 13: monitors of a resumed run, checkpoints between epoch ends -----------------
 
+@pytest.mark.slow
 def test_kill_9_between_epoch_ends_then_resume_ends_as_a_straight_run(tmp_path, official):
     """--checkpoint-interval 0 checkpoints after every iteration; a kill -9 at any moment loses
     at most the iteration in flight, and --resume ends bit-identical to a straight run, with the
@@ -98,6 +99,7 @@ def test_kill_9_between_epoch_ends_then_resume_ends_as_a_straight_run(tmp_path, 
     assert (out.parent / 'killed.log').read_text().count('[nnabla][INFO]') == 0  # item 14
 
 
+@pytest.mark.slow
 def test_a_stop_in_the_middle_of_a_monitor_mean_continues_it(tmp_path, official):
     """Stopped after 3 of the 5 iterations a train_loss line averages: the resumed run's files
     are those of a straight run (the partial means travel in the checkpoint)."""
@@ -107,6 +109,7 @@ def test_a_stop_in_the_middle_of_a_monitor_mean_continues_it(tmp_path, official)
     _monitors_equal(tmp_path / 'split', tmp_path / 'straight')
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_keeps_its_monitor_lines(tmp_path, official):
     _, out = run(tmp_path, 'e', '--config', 'float', '--max-iter', '7', data_dir=official[0])
     before = {n: _lines(out / n) for n in MONITORS}
@@ -119,6 +122,7 @@ def test_extending_a_finished_run_keeps_its_monitor_lines(tmp_path, official):
     assert [ln.split()[0] for ln in _lines(out / 'val_error.series.txt')] == ['5', '7', '10']
 
 
+@pytest.mark.slow
 def test_time_limit_stops_with_a_checkpoint_and_resume_continues_exactly(tmp_path, official):
     """--time-limit far below one iteration: every start makes one iteration, checkpoints and
     exits with TIME_LIMIT_STATUS; the resumed pieces end as a straight run."""
@@ -202,6 +206,7 @@ def _assert_clean_failure(r, out, before, reason):
     assert {f: (out / 'checkpoint' / f).read_bytes() for f in before} == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('free_kib', [300, 2600])  # fails in params.h5 / in solver.h5
 def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_checkpoint(tmp_path, official,
                                                                         free_kib):
@@ -320,6 +325,7 @@ def _cut(path):
     path.write_bytes(raw[:len(raw) // 3])
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_falls_back_to_a_whole_old_one_or_is_refused(tmp_path, official,
                                                                          capsys):
     straight, _ = run(tmp_path, 'straight', '--config', 'lutq4', data_dir=official[0])

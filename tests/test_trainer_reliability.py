@@ -35,15 +35,15 @@ def _results(out):
         return json.load(f)
 
 
-@pytest.mark.parametrize('sig, config', [(signal.SIGINT, 'lutq2-pow2-mlbn'),
-                                         (signal.SIGTERM, 'lutq4')])
-def test_a_real_signal_mid_run_checkpoints_and_resume_is_bit_identical(tmp_path, official, sig,
-                                                                       config):
-    """A signal sent to a real training process while it trains: exit 128+signum with a
-    checkpoint at an iteration boundary, from which --resume ends bit-identical to a straight run
-    (batch-norm running statistics included)."""
+def _signal_mid_run(tmp_path, official, sig, *flags):
+    """Send ``sig`` to a real training process while it trains (after its first monitor line);
+    it exits 128+signum with a checkpoint at an iteration boundary in the middle of the run.
+
+    Returns:
+        int: the checkpoint's iteration.
+    """
     argv = ['--data-dir', official[0], '--output', str(tmp_path / 'sig'), '--batch-size', '8',
-            '--val-batch-size', '7', '--no-progress', '--config', config, *LONG]
+            '--val-batch-size', '7', '--no-progress', *flags, *LONG]
     proc = subprocess.Popen([sys.executable, '-m', 'examples.cifar10.train', *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     series = tmp_path / 'sig' / 'train_loss.series.txt'
@@ -60,16 +60,41 @@ def test_a_real_signal_mid_run_checkpoints_and_resume_is_bit_identical(tmp_path,
         stopped = json.load(f)['iteration']
     assert 5 <= stopped < 40, output  # really stopped in the middle
     assert not (tmp_path / 'sig' / 'results.json').exists()
+    return stopped
 
+
+@pytest.mark.slow
+def test_a_real_signal_mid_run_checkpoints_and_resume_is_bit_identical(tmp_path, official):
+    """Ctrl-C (SIGINT) sent to a real training process while it trains: exit 130 with a
+    checkpoint at an iteration boundary, from which --resume ends bit-identical to a straight run
+    (batch-norm running statistics and quantized activations included): the parameters, the
+    validation history and the monitor files. The one resume-exactness test of the trainer with
+    a whole network; the other interruptions below check what is particular to them."""
+    config = ['--config', 'lutq2-pow2-mlbn', '--act-bits', '8']
+    _signal_mid_run(tmp_path, official, signal.SIGINT, *config)
     res = cifar_train.main(['--resume', str(tmp_path / 'sig'), '--no-progress'])
     resumed = _params()
     nn.clear_parameters()
-    straight, _ = run(tmp_path, 'straight', '--config', config, *LONG, data_dir=official[0])
+    straight, _ = run(tmp_path, 'straight', *config, *LONG, data_dir=official[0])
     _assert_same(_params(), resumed)
     assert res['history'] == straight['history']
+    assert res['final_val_error'] == straight['final_val_error']
     assert any('mean' in k for k in resumed)  # BN running statistics are part of the check
+    from test_reliability_runs import _monitors_equal
+    _monitors_equal(tmp_path / 'sig', tmp_path / 'straight')
 
 
+@pytest.mark.slow
+def test_sigterm_mid_run_checkpoints_like_ctrl_c(tmp_path, official):
+    """SIGTERM (a scheduler's stop, ``timeout``): exit 143 with a checkpoint at an iteration
+    boundary, through the same flag as Ctrl-C; --resume finishes the run."""
+    stopped = _signal_mid_run(tmp_path, official, signal.SIGTERM, '--config', 'lutq4')
+    res = cifar_train.main(['--resume', str(tmp_path / 'sig'), '--no-progress'])
+    assert [h['iteration'] for h in res['history']] == list(range(5, 41, 5))
+    assert stopped < res['schedule']['iterations'] == 40
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_validation_leaves_a_resumable_run(tmp_path, official,
                                                                    monkeypatch):
     """SIGINT while the last validation runs: the validation completes, the checkpoint holds the
@@ -96,6 +121,7 @@ def test_ctrl_c_during_the_final_validation_leaves_a_resumable_run(tmp_path, off
     assert (tmp_path / 'r' / 'model.nnp').exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_without_its_final_validation_is_completed_on_resume(tmp_path,
                                                                                    official):
     """Older versions checkpointed an interrupted final validation with an empty history."""
@@ -111,6 +137,7 @@ def test_a_checkpoint_written_without_its_final_validation_is_completed_on_resum
     assert res['final_val_error'] == res['best_val_error']
 
 
+@pytest.mark.slow
 def test_a_death_between_the_checkpoint_renames_is_recovered(tmp_path, official):
     """Killed after ``checkpoint -> checkpoint.old`` and before ``checkpoint.tmp -> checkpoint``:
     --resume continues from checkpoint.old, bit-identically."""
@@ -127,6 +154,7 @@ def test_a_death_between_the_checkpoint_renames_is_recovered(tmp_path, official)
     assert not (out / 'checkpoint.old').exists()
 
 
+@pytest.mark.slow
 def test_resume_applies_a_longer_run_and_refuses_other_changes(tmp_path, official, capsys):
     _, out = run(tmp_path, 'r', '--config', 'float', '--max-iter', '4', data_dir=official[0],
                  stop_at=2)
@@ -207,6 +235,7 @@ def test_a_short_run_writes_its_monitors_and_can_validate_on_fewer_images(tmp_pa
 LC = ('--solver', 'lc', '--lc-steps', '5', '--bn-recal', '3')
 
 
+@pytest.mark.slow
 def test_trainer_solver_lc_runs_resumes_exactly_and_exports_the_tables(tmp_path, official):
     from nnabla.utils.nnp_graph import NnpLoader
     res, out = run(tmp_path, 'lc', '--config', 'lutq2-pow2', *LC, data_dir=official[0])
@@ -310,6 +339,7 @@ def test_parse_args_tells_given_flags_from_defaults_of_either_kind():
     assert trainer.parse_args(p, []).batch_size == 64  # the parser keeps its defaults
 
 
+@pytest.mark.slow
 def test_integer_friendly_flags_reach_the_layers(tmp_path, official):
     """--act-quant pow2 / --act-max / --pow2-range: the run's activations use a power-of-two
     step and its tables powers of two within the range; lutq-ternary uses {-1, 0, 1}."""
