@@ -2,9 +2,10 @@
 
 :func:`add_arguments` adds them to an example's parser (its own defaults may differ, e.g.
 ImageNet's), :func:`parse_args` remembers which were given, :func:`check_arguments` refuses a
-wrong one with one line naming it, before anything is created, and :func:`prepare` resolves the
-run folder and, for ``--resume``, the run's own settings (``args.json``) with the few flags that
-may change. :mod:`examples.common.trainer` trains with the result.
+wrong one with one line naming it, before anything is created (:func:`check_data`: those only
+the data can check), and :func:`prepare` resolves the run folder and, for ``--resume``, the
+run's own settings (``args.json``) with the few flags that may change.
+:mod:`examples.common.trainer` trains with the result.
 """
 import argparse
 import importlib.util
@@ -16,10 +17,11 @@ import time
 import nnabla_lutq
 
 from . import configs
-from .runfolder import RunError, RunLock, checkpoint_problem, complete_checkpoint
+from .checkpoint import checkpoint_problem, complete_checkpoint
+from .runfolder import RunError, RunLock
 
 __all__ = ['TIME_LIMIT_STATUS', 'add_arguments', 'parse_args', 'run_layers', 'check_arguments',
-           'setting', 'check_context', 'prepare', 'read_args', 'write_args', 'holds_run',
+           'check_data', 'setting', 'check_context', 'prepare', 'read_args', 'write_args', 'holds_run',
            'list_configs']
 
 #: Exit status of a run stopped by ``--time-limit`` with a checkpoint (EX_TEMPFAIL of
@@ -214,6 +216,27 @@ def check_arguments(args):
                            "model.nnp)")
     check_context(args.context or 'cpu')
     return layers
+
+
+def check_data(args, dataset):
+    """Refuse a ``--batch-size`` or ``--val-images`` that the data set cannot serve.
+
+    Args:
+        args (argparse.Namespace): the run's settings.
+        dataset: the run's data (this rank's shard): ``steps_per_epoch(batch)``, ``n_train``,
+            ``n_test``.
+
+    Raises:
+        RunError: naming the flag.
+    """
+    if dataset.steps_per_epoch(args.batch_size) < 1:
+        raise RunError(f"--batch-size {args.batch_size} is larger than the training set "
+                       f"({dataset.n_train} images)")
+    val_limit = getattr(args, 'val_images', None)
+    if val_limit is not None and val_limit > dataset.n_test:
+        raise RunError(f"--val-images {val_limit}: the validation set has {dataset.n_test} "
+                       f"images; give at most {dataset.n_test}, or leave the flag out to "
+                       "validate on all of them")
 
 
 def _check_pow2_range(args):

@@ -1,4 +1,4 @@
-"""A run folder: one owner at a time, checkpoints that are whole or not used, writes that fail cleanly.
+"""A run folder: one owner at a time, and writes into it that fail cleanly.
 
 * :class:`RunLock`: the process that trains or resumes a run holds an OS file lock
   (``flock``) on ``RUN_DIR/run.lock``. The kernel releases it however the process ends (Ctrl-C,
@@ -6,33 +6,22 @@
   pid file to remove by hand; a second process that asks for the folder (the same ``--output``,
   or ``--resume`` of a run that is training) is refused with one line. The file only names the
   owner (pid and host) for that message, and is removed when the owner ends normally.
-* :func:`save_checkpoint` / :func:`checkpoint_problem` / :func:`recover_checkpoint`: a
-  checkpoint is written to ``checkpoint.tmp`` and moved into place by renames; its
-  ``state.json`` (written last) records the size and SHA-256 of ``params.h5`` and ``solver.h5``,
-  so a truncated or damaged file is recognised on ``--resume``, which then falls back to
-  ``checkpoint.old`` when that one is whole.
 * :func:`writes_to`: a failed write (full disk, quota, file size limit ``ulimit -f``, read-only
-  file system) becomes one :class:`RunError` line saying what is intact and how to continue; the
-  checkpoint being written is removed, the previous one is not touched.
+  file system) becomes one :class:`RunError` line saying what is intact and how to continue.
+  :func:`write_bytes` and :func:`reserve` make the writes fail as a plain ``OSError``.
+
+The checkpoints inside the folder: :mod:`examples.common.checkpoint`.
 """
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import re
-import shutil
 import socket
 
-__all__ = ['RunError', 'RunLock', 'CHECKPOINT_FILES', 'save_checkpoint', 'checkpoint_problem',
-           'complete_checkpoint', 'recover_checkpoint', 'load_state', 'writes_to',
-           'write_problem', 'reserve', 'write_bytes']
+__all__ = ['RunError', 'RunLock', 'writes_to', 'write_problem', 'reserve', 'write_bytes']
 
 LOCK_FILE = 'run.lock'
-#: The files of a checkpoint folder (``state.json`` last: its presence completes the folder).
-CHECKPOINT_FILES = ('params.h5', 'solver.h5', 'state.json')
-_DIGESTS = 'files'  # the key of state.json that holds the sizes and digests of the .h5 files
 
 
 class RunError(RuntimeError):
@@ -161,23 +150,7 @@ def _lock(fd):
     return True
 
 
-# --- checkpoints ----------------------------------------------------------------------------
-
-def _digest(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
+# --- writes -----------------------------------------------------------------------------------
 
 def reserve(path, size):
     """Make sure ``size`` bytes can be written to a file at ``path`` (then remove it).
@@ -208,161 +181,6 @@ def write_bytes(path, data):
         f.flush()
         os.fsync(f.fileno())
 
-
-def save_checkpoint(run_dir, params, save_solver, state):
-    """Write a checkpoint of the run and move it into place.
-
-    ``checkpoint.tmp`` is written and synced first; then ``checkpoint`` becomes
-    ``checkpoint.old`` and ``checkpoint.tmp`` becomes ``checkpoint`` (a death between the renames
-    is undone by :func:`recover_checkpoint`). If writing fails, ``checkpoint.tmp`` is removed and
-    the previous checkpoint is untouched.
-
-    Args:
-        run_dir (str): the run folder.
-        params (bytes): the parameters' ``.h5`` file, made in memory.
-        save_solver (callable): ``save_solver(path)`` writes the solver states (``.h5``); its
-            space is reserved first (:func:`reserve`): the size of the previous checkpoint's
-            file, or twice the parameters' size for the first one.
-        state (dict): the JSON state (iteration, history, ...); the files' digests are added.
-    """
-    tmp = os.path.join(run_dir, 'checkpoint.tmp')
-    final = os.path.join(run_dir, 'checkpoint')
-    old = os.path.join(run_dir, 'checkpoint.old')
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
-        write_bytes(os.path.join(tmp, 'params.h5'), params)
-        previous = os.path.join(final, 'solver.h5')
-        need = os.path.getsize(previous) if os.path.isfile(previous) else 2 * len(params)
-        reserve(os.path.join(tmp, 'solver.reserved'), need + (1 << 16))
-        save_solver(os.path.join(tmp, 'solver.h5'))
-        _fsync(os.path.join(tmp, 'solver.h5'))
-        files = {}
-        for name in CHECKPOINT_FILES[:2]:
-            path = os.path.join(tmp, name)
-            files[name] = {'bytes': os.path.getsize(path), 'sha256': _digest(path)}
-        path = os.path.join(tmp, 'state.json')
-        with open(path, 'w') as f:
-            json.dump({**state, _DIGESTS: files}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
-        os.replace(final, old)
-    os.replace(tmp, final)  # a death before this line leaves checkpoint.old: recover_checkpoint
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _h5_problem(path):
-    """Why an .h5 file of a checkpoint written without digests cannot be read, or None."""
-    import h5py
-
-    def read(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            obj[()]  # noqa: B018 (reading it is the test)
-    try:
-        with h5py.File(path, 'r') as f:
-            f.visititems(read)
-    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError, ...
-        return f"cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-    return None
-
-
-def checkpoint_problem(folder):
-    """What is wrong with a checkpoint folder, or ``None`` when it is whole.
-
-    Whole means: all of :data:`CHECKPOINT_FILES`, a ``state.json`` with the iteration, and
-    ``.h5`` files with the size and SHA-256 recorded in it (checkpoints of older versions, without
-    digests: ``.h5`` files that h5py reads to the end).
-
-    Args:
-        folder (str): e.g. ``RUN_DIR/checkpoint``.
-
-    Returns:
-        str or None: e.g. ``'params.h5 is truncated (1200 of 2332600 bytes)'``.
-    """
-    if not os.path.isdir(folder):
-        return 'missing'
-    for name in CHECKPOINT_FILES:
-        if not os.path.isfile(os.path.join(folder, name)):
-            return f"{name} is missing"
-    try:
-        with open(os.path.join(folder, 'state.json')) as f:
-            state = json.load(f)
-        if not isinstance(state, dict) or 'iteration' not in state:
-            return 'state.json has no iteration'
-    except (OSError, ValueError) as e:
-        return f"state.json cannot be read ({e})"
-    recorded = state.get(_DIGESTS)
-    for name in CHECKPOINT_FILES[:2]:
-        path = os.path.join(folder, name)
-        if recorded is None:
-            problem = _h5_problem(path)
-            if problem:
-                return f"{name} {problem}"
-            continue
-        want = recorded.get(name, {})
-        size = os.path.getsize(path)
-        if size != want.get('bytes'):
-            return f"{name} is truncated or overwritten ({size} of {want.get('bytes')} bytes)"
-        if _digest(path) != want.get('sha256'):
-            return f"{name} is damaged (its SHA-256 differs from the one recorded)"
-    return None
-
-
-def complete_checkpoint(folder):
-    """Whether ``folder`` holds a whole checkpoint (see :func:`checkpoint_problem`).
-
-    Args:
-        folder (str): e.g. ``RUN_DIR/checkpoint``.
-
-    Returns:
-        bool: True when every file is there and loads.
-    """
-    return checkpoint_problem(folder) is None
-
-
-def recover_checkpoint(run_dir, log=None):
-    """Make ``run_dir/checkpoint`` the last whole checkpoint, if there is one.
-
-    A run killed between the two renames of :func:`save_checkpoint` leaves its previous
-    checkpoint as ``checkpoint.old`` (and perhaps an incomplete ``checkpoint``); a damaged
-    ``checkpoint`` is replaced by a whole ``checkpoint.old`` too; ``checkpoint.tmp`` is never
-    trusted.
-
-    Args:
-        run_dir (str): the run folder.
-        log (callable or None): told when a damaged checkpoint is set aside.
-
-    Returns:
-        bool: whether a whole checkpoint is in place.
-    """
-    final = os.path.join(run_dir, 'checkpoint')
-    old = os.path.join(run_dir, 'checkpoint.old')
-    problem = checkpoint_problem(final)
-    if problem is None:
-        return True
-    if complete_checkpoint(old):
-        if os.path.exists(final) and log is not None:
-            log(f"{final}: {problem}; continuing from checkpoint.old")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(old, final)
-        return True
-    return False
-
-
-def load_state(folder):
-    """The ``state.json`` of a checkpoint, without the recorded digests."""
-    with open(os.path.join(folder, 'state.json')) as f:
-        state = json.load(f)
-    state.pop(_DIGESTS, None)
-    return state
-
-
-# --- failed writes --------------------------------------------------------------------------
 
 _ERRNO = re.compile(r'errno = (\d+)')
 

@@ -8,7 +8,7 @@ One run = one configuration trained in its own folder::
       run.lock             while a process trains the run (it holds an OS lock on it)
       checkpoint/          params.h5 + solver.h5 + state.json (iteration, epoch, validation
                            history, monitor state, the .h5 files' digests; the latest one,
-                           replaced atomically)
+                           replaced atomically: :mod:`examples.common.checkpoint`)
       *.series.txt         nnabla monitors: train_loss, train_error, val_error, time
       params.h5            final parameters (``--init`` of a LUT-Q run takes a float one)
       best.h5              parameters at the lowest validation error so far (not for LC runs,
@@ -19,21 +19,26 @@ One run = one configuration trained in its own folder::
 The input of the graphs (and of ``model.nnp``) is raw pixels in [0, 255]; the network scales them
 to [-1, 1] itself.
 
+:func:`train` runs the phases of nnabla-examples' training scripts, one function each: the data
+(:func:`_load_data`), the graphs (:func:`_build_graphs`), the solver (:func:`_build_solver`),
+the restore of a checkpoint or the start of a new run (:func:`_restore`), the loop
+(:class:`_Loop`) and the files of a finished run (:func:`_finish`).
+
 Interruptions: Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop, ``timeout``) only set a flag; the
 run stops at the next iteration boundary, writes its checkpoint and exits (130 / 143), so
 ``--resume`` continues bit-identically. Checkpoints are also written every
 ``--checkpoint-interval`` seconds (so a ``kill -9`` or a crash loses minutes, not an epoch), and
 ``--time-limit`` stops the run with a checkpoint before a scheduler's limit (exit
-:data:`TIME_LIMIT_STATUS`). A run folder belongs to one process at a time, and checkpoints are
-whole or not used (:mod:`examples.common.runfolder`); the monitor files of a resumed run hold the
-whole run (:mod:`examples.common.monitors`).
+:data:`TIME_LIMIT_STATUS`). A run folder belongs to one process at a time
+(:mod:`examples.common.runfolder`), and checkpoints are whole or not used
+(:mod:`examples.common.checkpoint`); the monitor files of a resumed run hold the whole run
+(:mod:`examples.common.monitors`).
 
 Data-parallel (``mpirun -n N``): see :mod:`examples.common.distributed`; rank 0 writes the files.
 """
 import argparse
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import signal
@@ -52,13 +57,14 @@ from tqdm import tqdm
 import nnabla_lutq
 
 from . import configs
-from .args import (TIME_LIMIT_STATUS, add_arguments, check_arguments, check_context,
+from .args import (TIME_LIMIT_STATUS, add_arguments, check_arguments, check_context, check_data,
                    holds_run, list_configs, parse_args, prepare, read_args, run_layers, setting,
                    write_args)
+from .checkpoint import (Checkpoints, complete_checkpoint, complete_init, load_init_nnp,
+                         recover_checkpoint)
 from .distributed import Distributed, mpi_rank
 from .monitors import RunMonitors
-from .runfolder import (RunError, RunLock, complete_checkpoint, load_state, recover_checkpoint,
-                        save_checkpoint, write_bytes, write_problem, writes_to)
+from .runfolder import RunError, RunLock
 from .timelimit import CheckpointTimer
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'run_layers', 'check_context',
@@ -122,22 +128,6 @@ def _evaluate(predict, dataset, batch_size, limit=None):
     return wrong / total
 
 
-def _parameters_h5():
-    """The current parameters as the bytes of an ``.h5`` file, made in memory (HDF5 does not
-    survive a write to a full disk; Python's writes of the bytes fail cleanly)."""
-    f = io.BytesIO()
-    nn.save_parameters(f, extension='.h5')
-    return f.getvalue()
-
-
-def _save_parameters(path):
-    """Write (or replace, atomically) the parameters as ``path`` (``best.h5``, ``params.h5``)."""
-    from nnabla_lutq.io.nnp import atomic_output
-    data = _parameters_h5()
-    with atomic_output(path, '.h5') as tmp:
-        write_bytes(tmp, data)
-
-
 class _Interrupts:
     """SIGINT and SIGTERM only set a flag; the training loop stops at an iteration boundary.
 
@@ -167,39 +157,6 @@ class _Interrupts:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
-
-
-def _graph_parameters(*outputs):
-    """Full names of the registered parameters that the graphs of ``outputs`` read."""
-    data = {}
-    for o in outputs:
-        o.visit(lambda f: data.update({v.data: None for v in f.inputs if v.parent is None}))
-    return {k for k, v in nnabla_lutq.nn.state.all_parameters().items() if v.data in data}
-
-
-def _load_init_nnp(path, layers):
-    """Register a float run's ``model.nnp`` parameters (converted to LUT-Q for a LUT-Q run).
-
-    The file's network is loaded with nnabla's ``NnpLoader`` (its parameters keep their names,
-    e.g. ``net/conv0/conv/W``) and, for a LUT-Q run, converted with :func:`nnabla_lutq.convert`
-    with the run's settings, which moves the float weights to the LUT-Q names and initializes the
-    tables; the run's model then finds its parameters there.
-    """
-    from nnabla.utils.nnp_graph import NnpLoader
-    from nnabla_lutq.io.nnp import default_network, read_nnp
-    try:
-        net = NnpLoader(path).get_network(default_network(read_nnp(path)), batch_size=1)
-    except Exception as e:  # nnabla's loader raises many kinds
-        raise RunError(f"--init {path}: not a readable float .nnp ({e})")
-    if layers.lutq:
-        edges = None if layers.quantize_first_last else {'conv0': None, 'fc': None}
-        cfg = nnabla_lutq.LayerConfig(layers.n_values, layers.dictionary, layers.prune_ratio,
-                                      layers.pow2_range)
-        try:
-            nnabla_lutq.convert(list(net.outputs.values()), config=cfg, mlbn=layers.mlbn,
-                                overrides={f'net/{k}': v for k, v in (edges or {}).items()})
-        except ValueError as e:
-            raise RunError(f"--init {path}: cannot convert it to {configs.describe(layers)} ({e})")
 
 
 def train_argv(argv, dataset_fn, model_fn, **kwargs):
@@ -271,6 +228,20 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
         args, writer=(comm.rank if comm is not None else mpi_rank()) == 0)
     ctx = get_extension_context(args.context)
     dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
+    with _owned(run_dir, resuming, dist, log):
+        run = _Run(args, layers, run_dir, resuming, dist, log, Checkpoints(run_dir, dist.is_main))
+        _load_data(run, dataset_fn)
+        graphs = _build_graphs(run, ctx, model_fn)
+        solver, params = _build_solver(run)
+        state = _restore(run, solver)
+        if _Loop(run, graphs, solver, params, state, began).train(stop_at, epoch_lines):
+            return state  # stopped at stop_at, with a checkpoint
+        return _finish(run, model_fn, graphs.y_val, state) if dist.is_main else state
+
+
+@contextlib.contextmanager
+def _owned(run_dir, resuming, dist, log):
+    """Hold the run folder (rank 0 locks it) with its last whole checkpoint in place."""
     flag = f"--resume {run_dir}" if resuming else f"--output {run_dir}"
     with RunLock(run_dir, flag) if dist.is_main else contextlib.nullcontext():
         if dist.is_main and not resuming and holds_run(run_dir):  # since prepare() looked
@@ -280,251 +251,305 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
             if dist.is_main:
                 recover_checkpoint(run_dir, log)
             dist.barrier()
-        return _train(args, layers, run_dir, resuming, dist, ctx, dataset_fn, model_fn,
-                      stop_at, log, epoch_lines, began)
+        yield
 
 
-def _train(args, layers, run_dir, resuming, dist, ctx, dataset_fn, model_fn, stop_at, log,
-           epoch_lines, began):
-    """The run of :func:`train` once its folder is locked."""
+@dataclasses.dataclass
+class _Run:
+    """What the phases of one run share (see :func:`train`)."""
+    args: argparse.Namespace
+    layers: object  # examples.common.models.Layers
+    run_dir: str
+    resuming: bool
+    dist: Distributed
+    log: object  # callable
+    checkpoints: Checkpoints
+    dataset: object = None
+    steps: int = 0  # iterations per epoch
+    total: int = 0  # iterations of the run
+    val_limit: object = None  # --val-images (None: all)
+
+    @property
+    def lc(self):
+        """bool: the LUT-Q layers are trained by learning-compression (``--solver lc``)."""
+        return setting(self.args, 'solver') == 'lc'
+
+    @property
+    def lr(self):
+        """float: the base learning rate, ``--lr`` times the processes (linear scaling rule)
+        unless ``--no-lr-scaling``."""
+        scaled = getattr(self.args, 'lr_scaling', True)
+        return self.args.lr * self.dist.size if scaled else self.args.lr
+
+
+@dataclasses.dataclass
+class _Graphs:
+    """The training graph (``x``, ``t`` -> ``logits``, ``loss``) and the validation one."""
+    x: nn.Variable
+    t: nn.Variable
+    logits: nn.Variable
+    loss: nn.Variable
+    predict: object  # images -> logits (validation batch size)
+    y_val: nn.Variable
+
+
+def _load_data(run, dataset_fn):
+    """The run's data set (this rank's shard), iterations per epoch and of the run."""
+    args = run.args
     dataset = dataset_fn(args)
-    if dist.size > 1:
-        dataset.shard(dist.rank, dist.size)
+    if run.dist.size > 1:
+        dataset.shard(run.dist.rank, run.dist.size)
+    check_data(args, dataset)
     steps = dataset.steps_per_epoch(args.batch_size)
-    if steps < 1:
-        raise RunError(f"--batch-size {args.batch_size} is larger than the training set "
-                       f"({dataset.n_train} images)")
-    val_limit = getattr(args, 'val_images', None)
-    if val_limit is not None and val_limit > dataset.n_test:
-        raise RunError(f"--val-images {val_limit}: the validation set has {dataset.n_test} "
-                       f"images; give at most {dataset.n_test}, or leave the flag out to "
-                       "validate on all of them")
     total = args.epochs * steps
     if args.max_iter:
         total = min(total, args.max_iter)
-    lr = dist.scaled_lr(args.lr) if getattr(args, 'lr_scaling', True) else args.lr
-    sched = scheduler(args.schedule, lr, total, int(getattr(args, 'warmup_epochs', 0) * steps))
+    run.dataset, run.steps, run.total = dataset, steps, total
+    run.val_limit = getattr(args, 'val_images', None)
 
+
+def _build_graphs(run, ctx, model_fn):
+    """The training and validation graphs with their initial parameters: seeded initializers,
+    or a new run's ``--init`` file."""
+    args, layers, image_shape = run.args, run.layers, run.dataset.image_shape
     nn.set_default_context(ctx)
     nn.clear_parameters()
     nn.random.seed(args.seed)
     nn.random.set_parameter_seed(args.seed)
-    loaded = None
-    if args.init and not resuming and args.init.endswith('.nnp'):
-        _load_init_nnp(args.init, layers)
-        loaded = set(nnabla_lutq.nn.state.all_parameters())
-    x = nn.Variable((args.batch_size,) + dataset.image_shape)
+    init = None if run.resuming else args.init
+    loaded = load_init_nnp(init, layers) if init and init.endswith('.nnp') else None
+    x = nn.Variable((args.batch_size,) + image_shape)
     t = nn.Variable((args.batch_size, 1))
-    lc = setting(args, 'solver') == 'lc'
     try:
-        with nnabla_lutq.weight_mode('float' if lc else 'tied'), nn.parameter_scope('net'):
+        with nnabla_lutq.weight_mode('float' if run.lc else 'tied'), nn.parameter_scope('net'):
             logits = model_fn(_preprocess(x), layers, test=False)
-        _, y_val, predict = predict_fn(model_fn, layers, args.val_batch_size,
-                                       dataset.image_shape)
+        _, y_val, predict = predict_fn(model_fn, layers, args.val_batch_size, image_shape)
     except ValueError as e:  # a parameter of the --init file with another shape
         if loaded is None:
             raise
-        raise RunError(f"--init {args.init}: its parameters do not fit this model "
+        raise RunError(f"--init {init}: its parameters do not fit this model "
                        f"({str(e).splitlines()[0]}); give the model.nnp of a float run of this "
                        "model and --act-bits setting")
     logits.persistent = True
     loss = F.mean(F.softmax_cross_entropy(logits, t))
-    if args.init and not resuming:
-        if args.init.endswith('.h5'):
-            try:
-                nnabla_lutq.load_float_parameters(args.init)
-            except ValueError as e:
-                raise RunError(f"--init {args.init}: {e}")
-        else:  # the model must have found all its parameters in the file
-            used = _graph_parameters(loss, y_val)
-            missing = sorted(used - loaded)
-            if missing:
-                raise RunError(f"--init {args.init}: the file has no {missing[:3]} (+"
-                               f"{max(0, len(missing) - 3)} more); give the model.nnp of a float "
-                               "run of this model and --act-bits setting")
-            for k in loaded - used:  # e.g. parameters the converted float graph no longer reads
-                nn.parameter.pop_parameter(k)
-    solver = S.Momentum(lr, args.momentum)
-    if lc:  # no communication: the C step is a deterministic function of identical W, lambda
+    if init:
+        complete_init(init, loaded, loss, y_val)
+    return _Graphs(x, t, logits, loss, predict, y_val)
+
+
+def _build_solver(run):
+    """Momentum SGD, wrapped by the LUT-Q or LC solver for LUT-Q layers; and its parameters."""
+    args, layers = run.args, run.layers
+    solver = S.Momentum(run.lr, args.momentum)
+    if run.lc:  # no communication: the C step is a deterministic function of identical W, lambda
         solver = nnabla_lutq.LCSolver(
             solver, augmented_lagrangian=setting(args, 'lc_penalty') == 'augmented',
             learn_scale=setting(args, 'lc_learn_scale'),
-            **nnabla_lutq.lc_schedule(total, args.lc_steps, args.lc_mu0, args.lc_mu_growth))
+            **nnabla_lutq.lc_schedule(run.total, args.lc_steps, args.lc_mu0, args.lc_mu_growth))
     elif layers.lutq:
         solver = nnabla_lutq.LUTQSolver(solver, kmeans_iters=args.kmeans_iters,
-                                        comm=dist.kmeans_comm())
+                                        comm=run.dist.comm)
     params = nn.get_parameters()
     solver.set_parameters(params)
-    saved = {'iteration': None}  # the iteration of the checkpoint on disk
+    return solver, params
 
-    def writing():  # a failed write into the run folder: one line, the checkpoint stays
-        return writes_to(run_dir, lambda: saved['iteration'])
-    if resuming:
-        ck = os.path.join(run_dir, 'checkpoint')
-        try:
-            nn.load_parameters(os.path.join(ck, 'params.h5'))
-            solver.load_states(os.path.join(ck, 'solver.h5'))
-            state = load_state(ck)
-        except (OSError, RuntimeError) as e:  # e.g. the file size limit on a temporary copy
-            raise RunError(f"--resume {run_dir}: the checkpoint cannot be loaded "
-                           f"({write_problem(e)}); it is unchanged")
-        saved['iteration'] = state['iteration']
-        if state['iteration'] > total:
+
+def _restore(run, solver):
+    """The state the loop starts from: a resumed run's checkpoint (parameters and solver states
+    loaded), or a new run's (rank 0's parameters on every rank, ``args.json`` written)."""
+    args, dist, run_dir, ck = run.args, run.dist, run.run_dir, run.checkpoints
+    if run.resuming:
+        state = ck.load(solver)
+        if state['iteration'] > run.total:
             raise RunError(f"--resume {run_dir}: the run is at iteration {state['iteration']}, "
-                           f"beyond the {total} iterations asked for; give a larger --max-iter")
-        log(f"resuming {run_dir} at iteration {state['iteration']} of {total}")
+                           f"beyond the {run.total} iterations asked for; give a larger "
+                           "--max-iter")
+        run.log(f"resuming {run_dir} at iteration {state['iteration']} of {run.total}")
         if args.extended and dist.is_main:  # the longer run is the run's setting from now on
-            with writing():
+            with ck.writing():
                 write_args(run_dir, {**read_args(run_dir), **args.extended})
     else:
         dist.bcast_parameters(nn.get_parameters(grad_only=False))
         if dist.is_main:
-            with writing():
+            with ck.writing():
                 write_args(run_dir, vars(args))
         state = {'iteration': 0, 'seconds': 0.0, 'train_seconds': 0.0, 'history': [],
                  'best_val_error': None}
-    log(f"{args.config}: {configs.describe(layers)}; {total} iterations "
-        f"({steps} per epoch{f', {dist.size} processes' if dist.size > 1 else ''}), schedule "
-        f"{args.schedule}, run folder {run_dir}")
+    run.log(f"{args.config}: {configs.describe(run.layers)}; {run.total} iterations "
+            f"({run.steps} per epoch{f', {dist.size} processes' if dist.size > 1 else ''}), "
+            f"schedule {args.schedule}, run folder {run_dir}")
+    return state
 
-    quiet = not dist.is_main
-    monitors = None
-    if not quiet:
-        with writing():
-            monitors = RunMonitors(run_dir, max(1, min(50, steps, total)), min(steps, total),
-                                   state if resuming else None)
-    timer = CheckpointTimer(getattr(args, 'checkpoint_interval', 300.0),
-                            getattr(args, 'time_limit', None), start=began)
 
-    def validate(it):
-        timer.begin()
-        err = _evaluate(predict, dataset, args.val_batch_size, val_limit)
-        timer.end('validation')
+class _Loop:
+    """The training loop of one run (:meth:`train`): steps, validations, checkpoints and stops.
+
+    Validation after every epoch and at the end; a checkpoint then, every
+    ``--checkpoint-interval`` seconds, at ``stop_at``, on SIGINT / SIGTERM and before
+    ``--time-limit``. ``state`` (iteration, history, seconds, ...) is what a checkpoint keeps.
+    """
+
+    def __init__(self, run, graphs, solver, params, state, began):
+        self.run, self.g, self.solver, self.params, self.state = run, graphs, solver, params, state
+        steps, total = run.steps, run.total
+        self.monitors = None  # rank 0 only
+        if run.dist.is_main:
+            with run.checkpoints.writing():
+                self.monitors = RunMonitors(run.run_dir, max(1, min(50, steps, total)),
+                                            min(steps, total), state if run.resuming else None)
+        self.timer = CheckpointTimer(getattr(run.args, 'checkpoint_interval', 300.0),
+                                     getattr(run.args, 'time_limit', None), start=began)
+        self.start = time.time() - state['seconds']
+
+    def step(self, it, lr):
+        """Iteration ``it``: forward, backward, gradients averaged over the ranks, update."""
+        run, g, solver, state = self.run, self.g, self.solver, self.state
+        self.timer.begin()
+        tick = time.perf_counter()
+        epoch, index = divmod(it, run.steps)
+        g.x.d, g.t.d = run.dataset.train_batch(epoch, index, run.args.batch_size, run.args.seed)
+        solver.set_learning_rate(lr)
+        g.loss.forward(clear_no_need_grad=True)
+        if not np.isfinite(g.loss.d):
+            raise RunError(f"iteration {it}: the loss is {float(g.loss.d)}; lower --lr")
+        solver.zero_grad()
+        g.loss.backward(clear_buffer=True)
+        run.dist.all_reduce_gradients(self.params)
+        solver.weight_decay(run.args.weight_decay)
+        try:
+            solver.update()
+        except ValueError as e:  # e.g. non-finite weights at the k-means step
+            raise RunError(f"iteration {it}: {e} (--lr)")
+        state['train_seconds'] = state.get('train_seconds', 0.0) + time.perf_counter() - tick
+        if self.monitors is not None:
+            with run.checkpoints.writing():
+                self.monitors.add_train(it, float(g.loss.d),
+                                        float(np.mean(g.logits.d.argmax(1) != g.t.d[:, 0])))
+        self.timer.end('step')
+
+    def validate(self, it):
+        """The validation error after ``it`` iterations (``best.h5`` kept, history recorded)."""
+        run, state = self.run, self.state
+        self.timer.begin()
+        err = _evaluate(self.g.predict, run.dataset, run.args.val_batch_size, run.val_limit)
+        self.timer.end('validation')
         best = state['best_val_error']
         if best is None or err < best:
             state['best_val_error'], state['best_iteration'] = err, it
-            if dist.is_main and not lc:
-                with writing():
-                    _save_parameters(os.path.join(run_dir, 'best.h5'))
-        if not quiet:
-            with writing():
-                monitors.add_val(it, err)
-        state['history'].append({'iteration': it, 'epoch': it / steps, 'val_error': err})
+            if not run.lc:
+                run.checkpoints.save_parameters('best.h5')
+        if self.monitors is not None:
+            with run.checkpoints.writing():
+                self.monitors.add_val(it, err)
+        state['history'].append({'iteration': it, 'epoch': it / run.steps, 'val_error': err})
         return err
 
-    def checkpoint(it):
-        timer.begin()
-        state.update(iteration=it, epoch=it / steps, seconds=time.time() - start)
-        if monitors is not None:
-            state['monitors'] = monitors.state()
-        if dist.is_main:
-            with writing():
-                save_checkpoint(run_dir, _parameters_h5(), solver.save_states, state)
-            saved['iteration'] = it
-        timer.end('checkpoint')
+    def checkpoint(self, it):
+        """Write the checkpoint of iteration ``it`` (rank 0)."""
+        self.timer.begin()
+        self.state.update(iteration=it, epoch=it / self.run.steps,
+                          seconds=time.time() - self.start)
+        if self.monitors is not None:
+            self.state['monitors'] = self.monitors.state()
+        self.run.checkpoints.save(self.solver, self.state)
+        self.timer.end('checkpoint')
 
-    it = state['iteration']
-    bar = tqdm(total=total, initial=it, desc=args.config, disable=not args.progress or quiet,
-               ncols=90)
-    start = time.time() - state['seconds']
-    with _Interrupts() as interrupts:
-        while it < total:
-            timer.begin()
-            tick = time.perf_counter()
-            epoch, index = divmod(it, steps)
-            x.d, t.d = dataset.train_batch(epoch, index, args.batch_size, args.seed)
-            solver.set_learning_rate(sched.get_learning_rate(it))
-            loss.forward(clear_no_need_grad=True)
-            if not np.isfinite(loss.d):
-                raise RunError(f"iteration {it}: the loss is {float(loss.d)}; lower --lr")
-            solver.zero_grad()
-            loss.backward(clear_buffer=True)
-            dist.all_reduce_gradients(params)
-            solver.weight_decay(args.weight_decay)
-            try:
-                solver.update()
-            except ValueError as e:  # e.g. non-finite weights at the k-means step
-                raise RunError(f"iteration {it}: {e} (--lr)")
-            state['train_seconds'] = state.get('train_seconds', 0.0) + time.perf_counter() - tick
-            if not quiet:
-                with writing():
-                    monitors.add_train(it, float(loss.d),
-                                       float(np.mean(logits.d.argmax(1) != t.d[:, 0])))
-            timer.end('step')
-            it += 1
-            bar.update(1)
-            bar.set_postfix(loss=f'{float(loss.d):.3f}')
-            if lc and it == total:
-                state['lc'] = _finalize_lc(solver, dataset, args, steps, x, t, loss)
-            if it % steps == 0 or it == total:
-                err = validate(it)
-                if epoch_lines and not quiet:
-                    bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
-            out_of_time = it < total and timer.out_of_time((it + 1) % steps == 0
-                                                           or it + 1 == total)
-            if timer.time_limit is not None and dist.size > 1:  # all ranks stop together
-                out_of_time = dist.any_true(out_of_time)
-            if it % steps == 0 or it == total or it == stop_at or interrupts.signum \
-                    or out_of_time or timer.checkpoint_due():
-                checkpoint(it)
-            if interrupts.signum:
-                bar.close()
-                name = signal.Signals(interrupts.signum).name
-                log(f"{name} at iteration {it}: checkpoint written; continue with --resume "
-                    f"{run_dir}")
-                sys.exit(128 + interrupts.signum)
-            if out_of_time:
-                bar.close()
-                log(f"--time-limit {args.time_limit:g} s: stopped at iteration {it} of {total} "
-                    f"with a checkpoint; continue with --resume {run_dir}")
-                sys.exit(TIME_LIMIT_STATUS)
-            if it == stop_at:
-                bar.close()
-                log(f"stopped at iteration {it}: continue with --resume {run_dir}")
-                return state
-    bar.close()
-    if not state['history'] or state['history'][-1]['iteration'] != total:
-        validate(total)  # e.g. a checkpoint of an older version, written before its validation
-        checkpoint(total)
-    if not dist.is_main:
-        return state
-    with writing():
-        return _finish(args, layers, run_dir, dataset, model_fn, y_val, state, dist, steps,
-                       total, val_limit, log)
+    def train(self, stop_at=None, epoch_lines=True):
+        """Train to the end of the run.
+
+        Returns:
+            bool: True when stopped at ``stop_at`` (with a checkpoint), False at the end (the
+            last validation and checkpoint written).
+
+        Raises:
+            SystemExit: after the checkpoint of a SIGINT / SIGTERM (128 + signal) or of
+                ``--time-limit`` (:data:`TIME_LIMIT_STATUS`).
+        """
+        run, args, g, timer = self.run, self.run.args, self.g, self.timer
+        steps, total, it = run.steps, run.total, self.state['iteration']
+        sched = scheduler(args.schedule, run.lr, total,
+                          int(getattr(args, 'warmup_epochs', 0) * steps))
+        bar = tqdm(total=total, initial=it, desc=args.config,
+                   disable=not args.progress or not run.dist.is_main, ncols=90)
+        with _Interrupts() as interrupts:
+            while it < total:
+                self.step(it, sched.get_learning_rate(it))
+                it += 1
+                bar.update(1)
+                bar.set_postfix(loss=f'{float(g.loss.d):.3f}')
+                if run.lc and it == total:
+                    self.state['lc'] = _finalize_lc(self.solver, run.dataset, args, steps, g.x,
+                                                    g.t, g.loss)
+                if it % steps == 0 or it == total:
+                    err = self.validate(it)
+                    if epoch_lines and run.dist.is_main:
+                        bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
+                out_of_time = it < total and timer.out_of_time((it + 1) % steps == 0
+                                                               or it + 1 == total)
+                if timer.time_limit is not None and run.dist.size > 1:  # all ranks stop together
+                    out_of_time = run.dist.any_true(out_of_time)
+                if it % steps == 0 or it == total or it == stop_at or interrupts.signum \
+                        or out_of_time or timer.checkpoint_due():
+                    self.checkpoint(it)
+                if interrupts.signum or out_of_time or it == stop_at:
+                    bar.close()
+                    return self._stopped(it, interrupts.signum, out_of_time)
+        bar.close()
+        if not self.state['history'] or self.state['history'][-1]['iteration'] != total:
+            self.validate(total)  # e.g. a checkpoint of an older version, written before it
+            self.checkpoint(total)
+        return False
+
+    def _stopped(self, it, signum, out_of_time):
+        """Say why the run stopped at ``it`` (its checkpoint written), and exit but for
+        ``stop_at``."""
+        run = self.run
+        if signum:
+            run.log(f"{signal.Signals(signum).name} at iteration {it}: checkpoint written; "
+                    f"continue with --resume {run.run_dir}")
+            sys.exit(128 + signum)
+        if out_of_time:
+            run.log(f"--time-limit {run.args.time_limit:g} s: stopped at iteration {it} of "
+                    f"{run.total} with a checkpoint; continue with --resume {run.run_dir}")
+            sys.exit(TIME_LIMIT_STATUS)
+        run.log(f"stopped at iteration {it}: continue with --resume {run.run_dir}")
+        return True
 
 
-def _finish(args, layers, run_dir, dataset, model_fn, y_val, state, dist, steps, total,
-            val_limit, log):
-    """Write the finished run's ``params.h5``, ``model.nnp`` and ``results.json``."""
+def _finish(run, model_fn, y_val, state):
+    """Write the finished run's ``params.h5``, ``model.nnp`` and ``results.json`` (rank 0)."""
     from nnabla_lutq.io.nnp import atomic_output
-    _save_parameters(os.path.join(run_dir, 'params.h5'))
-    xe, ye, _ = predict_fn(model_fn, layers, 1, dataset.image_shape)
-    nnabla_lutq.export_nnp(os.path.join(run_dir, 'model.nnp'), {'x': xe}, {'y': ye})
-    rep = nnabla_lutq.report(y_val)
-    lc = setting(args, 'solver') == 'lc'
-    results = {
-        'config': args.config, 'settings': configs.describe(layers),
-        'layers': dataclasses.asdict(layers), 'act_bits': args.act_bits,
-        'schedule': {'name': args.schedule, 'lr': args.lr, 'epochs': args.epochs,
-                     'max_iter': args.max_iter, 'iterations': total,
-                     'epochs_run': total / steps, 'batch_size': args.batch_size,
-                     'processes': dist.size, 'weight_decay': args.weight_decay,
-                     'init': args.init, 'warmup_epochs': getattr(args, 'warmup_epochs', 0)},
-        'solver': setting(args, 'solver'), 'lc': state.get('lc'),
-        'ms_per_step': 1e3 * state.get('train_seconds', state['seconds']) / total,
-        'final_val_error': state['history'][-1]['val_error'],
-        'best_val_error': state['best_val_error'], 'best_iteration': state.get('best_iteration'),
-        'best_params': None if lc else 'best.h5', 'history': state['history'],
-        'val_images': val_limit or dataset.n_test,
-        'seconds': state['seconds'], 'context': args.context, 'seed': args.seed,
-        'n_train': dataset.n_train, 'n_val': dataset.n_test,
-        'report': {'layers': rep.records(), 'totals': rep.totals},
-        'model': 'model.nnp', 'params': 'params.h5'}
-    with atomic_output(os.path.join(run_dir, 'results.json'), '.json') as tmp, \
-            open(tmp, 'w') as f:
-        json.dump(results, f, indent=1)
-    log(f"{args.config}: final validation error {results['final_val_error']:.4f} "
-        f"(best {results['best_val_error']:.4f}) after {results['schedule']['epochs_run']:.2f} "
-        f"epochs, {state['seconds']:.0f} s; weights {rep.totals['memory_bits'] / 8e3:.1f} kB "
-        f"(float {rep.totals['float_memory_bits'] / 8e3:.1f} kB); wrote {run_dir}/results.json")
+    args, layers, dataset, run_dir = run.args, run.layers, run.dataset, run.run_dir
+    with run.checkpoints.writing():
+        run.checkpoints.save_parameters('params.h5')
+        xe, ye, _ = predict_fn(model_fn, layers, 1, dataset.image_shape)
+        nnabla_lutq.export_nnp(os.path.join(run_dir, 'model.nnp'), {'x': xe}, {'y': ye})
+        rep = nnabla_lutq.report(y_val)
+        results = {
+            'config': args.config, 'settings': configs.describe(layers),
+            'layers': dataclasses.asdict(layers), 'act_bits': args.act_bits,
+            'schedule': {'name': args.schedule, 'lr': args.lr, 'epochs': args.epochs,
+                         'max_iter': args.max_iter, 'iterations': run.total,
+                         'epochs_run': run.total / run.steps, 'batch_size': args.batch_size,
+                         'processes': run.dist.size, 'weight_decay': args.weight_decay,
+                         'init': args.init, 'warmup_epochs': getattr(args, 'warmup_epochs', 0)},
+            'solver': setting(args, 'solver'), 'lc': state.get('lc'),
+            'ms_per_step': 1e3 * state.get('train_seconds', state['seconds']) / run.total,
+            'final_val_error': state['history'][-1]['val_error'],
+            'best_val_error': state['best_val_error'],
+            'best_iteration': state.get('best_iteration'),
+            'best_params': None if run.lc else 'best.h5', 'history': state['history'],
+            'val_images': run.val_limit or dataset.n_test,
+            'seconds': state['seconds'], 'context': args.context, 'seed': args.seed,
+            'n_train': dataset.n_train, 'n_val': dataset.n_test,
+            'report': {'layers': rep.records(), 'totals': rep.totals},
+            'model': 'model.nnp', 'params': 'params.h5'}
+        with atomic_output(os.path.join(run_dir, 'results.json'), '.json') as tmp, \
+                open(tmp, 'w') as f:
+            json.dump(results, f, indent=1)
+        run.log(f"{args.config}: final validation error {results['final_val_error']:.4f} "
+                f"(best {results['best_val_error']:.4f}) after "
+                f"{results['schedule']['epochs_run']:.2f} epochs, {state['seconds']:.0f} s; "
+                f"weights {rep.totals['memory_bits'] / 8e3:.1f} kB (float "
+                f"{rep.totals['float_memory_bits'] / 8e3:.1f} kB); wrote {run_dir}/results.json")
     return results
