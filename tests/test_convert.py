@@ -903,3 +903,98 @@ def test_info_shows_which_layers_stayed_float_and_why(tmp_path, capsys):
     nnabla_lutq.export_nnp(str(tmp_path / 'p.nnp'), {'x': x}, {'y': y2})
     assert cli.main(['info', str(tmp_path / 'p.nnp')]) == 0
     assert 'built as a float layer' in capsys.readouterr().out
+
+
+# --- graphs as nnabla-examples write them -----------------------------------------------------
+
+@pytest.mark.parametrize('batch_stat', [False, True])
+def test_fused_bn_becomes_mlbn_then_add_then_relu(rng, batch_stat):
+    """A fused-BN residual block (nnabla-examples' ImageNet ResNets) with mlbn=True equals the
+    block written with PF.mlbn, + z, ReLU: same parameters, bit-identical outputs."""
+    xd = rng.randn(2, 4, 6, 6).astype(np.float32)
+    values = {k: rng.rand(1, 4, 1, 1).astype(np.float32) + 0.5
+              for k in ('beta', 'gamma', 'mean', 'var')}
+    results = []
+    for how in ('ref', 'convert'):
+        nn.clear_parameters()
+        x = nn.Variable.from_numpy_array(xd)
+        z = F.relu(x)  # the shortcut
+        h = F.mul_scalar(x, 0.5)
+        if how == 'ref':
+            y = F.relu(LPF.mlbn(h, batch_stat=batch_stat, param_init=values, name='b') + z)
+        else:
+            y = PF.fused_batch_normalization(h, z, batch_stat=batch_stat, param_init=values,
+                                             name='b')
+            y = PF.fused_batch_normalization(y, batch_stat=batch_stat, name='c')  # without z
+            y, plan = convert(y, None, mlbn=True, return_decisions=True)
+            assert [(d.name, d.function, d.action) for d in plan] == [
+                ('b', 'FusedBatchNormalization', 'mlbn'), ('c', 'FusedBatchNormalization', 'mlbn')]
+        if how == 'ref':
+            y = F.relu(LPF.mlbn(y, batch_stat=batch_stat, name='c'))
+        y.forward()
+        results.append(({k: v.d.copy() for k, v in all_parameters().items()}, y.d.copy()))
+    (pr, yr), (pc, yc) = results
+    assert list(pc) == list(pr) == [f'{b}/mlbn/{k}' for b in 'bc'
+                                    for k in ('beta', 'gamma', 'mean', 'var')]
+    for k in pr:
+        np.testing.assert_array_equal(pc[k], pr[k], err_msg=k)
+    np.testing.assert_array_equal(yc, yr)
+
+
+def test_a_graph_with_constants_converts(rng):
+    """F.constant (a function without inputs, as in GAN losses) is rebuilt as it is."""
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3, 8, 8).astype(np.float32))
+    y = PF.affine(F.relu(PF.convolution(x, 4, (3, 3), name='c')), 1, name='fc')
+    loss = F.mean(F.sigmoid_cross_entropy(y, F.constant(1, y.shape)))
+    lq = convert(loss, LayerConfig(4))
+    lq.forward()
+    q = {k: v.d.copy() for k, v in all_parameters().items()}
+    w = {n: q[f'{n}/d'][q[f'{n}/A']] for n in ('c/lutq_conv', 'fc/lutq_affine')}
+    h = F.relu(F.convolution(x, nn.Variable.from_numpy_array(w['c/lutq_conv']),
+                             nn.Variable.from_numpy_array(q['c/lutq_conv/b'])))
+    yr = F.affine(h, nn.Variable.from_numpy_array(w['fc/lutq_affine']),
+                  nn.Variable.from_numpy_array(q['fc/lutq_affine/b']))
+    ref = F.mean(F.sigmoid_cross_entropy(yr, F.constant(1, yr.shape)))
+    ref.forward()
+    np.testing.assert_array_equal(lq.d, ref.d)
+
+
+def test_a_conversion_that_fails_midway_changes_nothing(monkeypatch):
+    """An error while the graph is rebuilt (after parameters were moved) puts every parameter
+    and scope back: the float network is as it was, and converts afterwards."""
+    y = _small()
+    before = _snapshot()
+    import nnabla_lutq.nn.convert.modifiers as M
+    real = M.MLBNModifier.rebuild
+
+    def fail(self, *a):
+        raise RuntimeError('injected failure while rebuilding BN')
+    monkeypatch.setattr(M.MLBNModifier, 'rebuild', fail)
+    with pytest.raises(RuntimeError, match='injected'):
+        convert(y, LayerConfig(4), mlbn=True)  # the weights were converted before BN failed
+    _unchanged(before)
+    assert 'res1/conv1/lutq_conv' not in str(list(all_parameters()))
+    monkeypatch.setattr(M.MLBNModifier, 'rebuild', real)
+    y2 = convert(y, LayerConfig(4), mlbn=True)
+    y2.forward()
+    assert 'res1/bn1/mlbn/gamma' in all_parameters() and STATE.lutq_layers()
+
+
+def test_unlinked_copies_follow_the_converted_graph(rng):
+    """The GAN idiom: the discriminator reads fake.get_unlinked_variable(); converting the
+    generator's and the discriminator's graphs together makes the copy read the converted
+    generator's output (it would otherwise read an array nothing computes)."""
+    z = nn.Variable.from_numpy_array(rng.randn(4, 8).astype(np.float32))
+    fake = F.tanh(PF.affine(z, 16, name='gen'))
+    fake_d = fake.get_unlinked_variable(need_grad=False)
+    loss_d = F.mean(F.sigmoid_cross_entropy(PF.affine(fake_d, 1, name='dis'),
+                                            F.constant(0, (4, 1))))
+    fake_q, loss_dq = convert([fake, loss_d], LayerConfig(4))
+    fake_q.forward()
+    loss_dq.forward()
+    np.testing.assert_array_equal(fake_d.d, fake_q.d)
+    assert np.abs(fake_d.d).sum() > 0
+    q = {k: v.d for k, v in all_parameters().items()}
+    logit = fake_q.d @ q['dis/lutq_affine/d'][q['dis/lutq_affine/A']] + q['dis/lutq_affine/b']
+    want = np.mean(np.maximum(logit, 0) + np.log1p(np.exp(-np.abs(logit))))
+    np.testing.assert_allclose(loss_dq.d, want, rtol=1e-5)

@@ -378,3 +378,90 @@ def test_lc_solver_warns_for_a_plain_solver_s_file(tmp_path):
     solver.solver.save_states(path)
     with pytest.warns(UserWarning, match="a plain solver's state file, without LCSolver state"):
         solver.load_states(path)
+
+
+class MomentumNoWeightDecayBn(object):
+    """nnabla-examples' ImageNet solver (image-classification/imagenet/utils), as it is there:
+    two nnabla solvers, no save_states / get_states / get_parameters of its own."""
+
+    def __init__(self, learning_rate, momentum=0.9):
+        self.solver = S.Momentum(learning_rate, momentum)
+        self.solver_bn = S.Momentum(learning_rate, momentum)
+
+    def set_parameters(self, params):
+        params_bn = {k: v for k, v in params.items() if k.endswith('/gamma') or
+                     k.endswith('/beta')}
+        params = {k: v for k, v in params.items() if not (k.endswith('/gamma') or
+                                                          k.endswith('/beta'))}
+        self.solver_bn.set_parameters(params_bn)
+        self.solver.set_parameters(params)
+
+    def weight_decay(self, wd):
+        self.solver.weight_decay(wd)
+
+    def update(self):
+        self.solver.update()
+        self.solver_bn.update()
+
+    def zero_grad(self):
+        self.solver.zero_grad()
+        self.solver_bn.zero_grad()
+
+
+@pytest.mark.parametrize('ext', ['.h5', '.protobuf'])
+def test_a_wrapped_solver_holder_saves_and_resumes_exactly(tmp_path, rng, ext):
+    """LUTQSolver around MomentumNoWeightDecayBn gives nnabla-examples' checkpoint helpers what
+    they use (save_states, get_parameters, get_states()[name].t) and resumes exactly."""
+    nn.clear_parameters()
+    x = nn.Variable.from_numpy_array(rng.randn(8, 3, 6, 6).astype(np.float32))
+    h = PF.batch_normalization(PF.lutq_convolution(x, 4, (3, 3), n_values=4, name='c'),
+                               name='bn')
+    loss = F.mean(F.squared_error(PF.lutq_affine(F.relu(h), 2, n_values=4, name='fc'),
+                                  F.constant(0.5, (8, 2))))
+
+    def step(solver, n):
+        for _ in range(n):
+            loss.forward()
+            solver.zero_grad()
+            loss.backward()
+            solver.weight_decay(1e-4)
+            solver.update()
+
+    def make():
+        s = nnabla_lutq.LUTQSolver(MomentumNoWeightDecayBn(0.05))
+        s.set_parameters(nn.get_parameters())
+        return s
+    solver = make()
+    step(solver, 2)
+    path = str(tmp_path / f'states{ext}')
+    solver.save_states(path)
+    params = solver.get_parameters()
+    assert sorted(params) == sorted(nn.get_parameters())  # weights and BN, both inner solvers
+    assert getattr(solver.get_states()['c/lutq_conv/W'], 't') == 2
+    saved = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    step(solver, 3)
+    want = {k: v.d.copy() for k, v in nn.get_parameters(grad_only=False).items()}
+    for k, v in nn.get_parameters(grad_only=False).items():
+        v.d = saved[k]
+    again = make()
+    again.load_states(path)
+    assert getattr(again.get_states()['bn/bn/gamma'], 't') == 2
+    step(again, 3)
+    for k, v in nn.get_parameters(grad_only=False).items():
+        np.testing.assert_array_equal(v.d, want[k], err_msg=k)
+
+
+def test_a_holder_without_nnabla_solvers_is_refused_when_saving(tmp_path):
+    class Custom:
+        def set_parameters(self, params):
+            pass
+
+        def update(self):
+            pass
+
+        def zero_grad(self):
+            pass
+    solver = nnabla_lutq.LUTQSolver(Custom())  # training works; states cannot be kept
+    with pytest.raises(ValueError, match='Custom has no save_states.*holds no nnabla solver'):
+        solver.save_states(str(tmp_path / 's.h5'))
+    assert not (tmp_path / 's.h5').exists()

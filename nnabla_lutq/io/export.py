@@ -5,11 +5,11 @@ import zipfile
 
 import numpy as np
 import nnabla as nn
-from nnabla.experimental.graph_converters import FunctionModifier, GraphConverter
+from nnabla.experimental.graph_converters import GraphConverter
 from nnabla.utils.save import save
 
 from ..core.checks import check_indices
-from ..nn.convert.plan import graph_functions
+from ..nn.graph import GraphModifier, graph_functions
 from ..nn.layers import fold_mlbn
 from ..nn.params import all_parameters, isolated
 from ..nn.state import STATE, LUTQLayer, MLBNLayer
@@ -158,22 +158,19 @@ def _value(v, sources, params, suffix):
     return np.asarray(v.d, np.float32).copy()
 
 
-class _FoldModifier(FunctionModifier):
+class _FoldModifier(GraphModifier):
     """Rebuilds the graph with each folded value a parameter."""
 
     def __init__(self, folded):
         super().__init__()
         self.folded = folded  # variable of the graph -> parameter variable
 
-    def _copy_inputs(self, inputs):
-        return list(inputs)  # the graph's own inputs, so that export names them
-
     def modify(self, f, inputs):
         return self.folded.get(f.outputs[0]) if len(f.outputs) == 1 else None
 
     def __finish__(self):
+        super().__finish__()
         self.folded = None
-        self.outputs = None
 
 
 def _fold(outputs, params, functions, dense):

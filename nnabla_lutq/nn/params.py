@@ -12,7 +12,8 @@ import contextlib
 import nnabla as nn
 
 __all__ = ['at_root', 'isolated', 'all_parameters', 'names_by_array', 'scope_at', 'scope_path',
-           'current_path', 'relative_name', 'get', 'move', 'pop', 'to_end']
+           'current_path', 'relative_name', 'get', 'move', 'pop', 'to_end', 'snapshot',
+           'restore']
 
 
 @contextlib.contextmanager
@@ -52,6 +53,25 @@ def isolated(parameters=None):
     finally:
         root.clear()
         root.update(kept)
+
+
+def snapshot():
+    """The structure of nnabla's parameter tree, to :func:`restore` after a failed change.
+
+    Returns:
+        list: ``(scope dict, its entries)`` for the root and every scope (the dicts and the
+        variables themselves, not copies: records that hold a scope stay valid).
+    """
+    root = nn.parameter.root_scope
+    return [(root, list(root.items()))] + [(d, list(d.items())) for _, d in _walk(root)]
+
+
+def restore(snap):
+    """Put every scope of a :func:`snapshot` back as it was (entries, order); scopes created
+    since are dropped with their parents' entries."""
+    for scope, items in snap:
+        scope.clear()
+        scope.update(items)
 
 
 def all_parameters(grad_only=False):

@@ -19,6 +19,77 @@ from .states import (LC_GROUP_V1, STATE_GROUP, SavedState, SolverStateError, dif
 __all__ = ['LUTQSolver', 'WrappingSolver', 'SolverStateError', 'SavedState', 'state_files',
            'read_own_state', 'write_own_state']
 
+class SolverGroup:
+    """nnabla's state interface for a solver that holds other nnabla solvers (nnabla-examples'
+    ``MomentumNoWeightDecayBn``: one ``S.Momentum`` for the weights, one for BN's beta and gamma)
+    but has no ``save_states`` / ``get_states`` itself.
+
+    The states of all its solvers form one nnabla state file, written and read by a temporary
+    nnabla solver of the same kind holding every parameter, so the file is exactly the one a
+    single solver would write (``.h5`` or ``.protobuf``).
+
+    Args:
+        solver: the holder; its attributes that are ``nn.solver.Solver`` are its solvers.
+
+    Raises:
+        ValueError: when states are asked of a holder without nnabla solvers, or with solvers of
+            different kinds (nothing is read or written then).
+    """
+
+    def __init__(self, solver):
+        self.parts = [v for v in vars(solver).values() if isinstance(v, nn.solver.Solver)]
+        kinds = sorted({p.name for p in self.parts})
+        self.problem = (
+            f"{type(solver).__name__} has no save_states() and holds no nnabla solver: give it "
+            "save_states/load_states/get_states, or wrap an nnabla solver" if not self.parts else
+            f"{type(solver).__name__} holds solvers of different kinds {kinds}, whose states "
+            "cannot form one nnabla state file: give it save_states/load_states/get_states"
+            if len(kinds) > 1 else None)
+
+    def _check(self):
+        if self.problem:
+            raise ValueError(self.problem)
+
+    def get_parameters(self):
+        """dict: every parameter of every held solver."""
+        out = {}
+        for p in self.parts:
+            out.update(p.get_parameters())
+        return out
+
+    def get_states(self):
+        """dict: every parameter's solver state."""
+        self._check()
+        out = {}
+        for p in self.parts:
+            out.update(p.get_states())
+        return out
+
+    def set_states(self, states):
+        """Give each held solver the states of its parameters."""
+        for p in self.parts:
+            p.set_states({k: v for k, v in states.items() if k in p.get_parameters()})
+
+    def _single(self):
+        self._check()
+        first = self.parts[0]
+        one = getattr(nn.solvers, first.name)(**first.info)
+        one.set_parameters(self.get_parameters())
+        return one
+
+    def save_states(self, path):
+        """Write the held solvers' states as one nnabla state file."""
+        one = self._single()
+        one.set_states(self.get_states())
+        one.save_states(path)
+
+    def load_states(self, path):
+        """Read one nnabla state file into the held solvers."""
+        one = self._single()
+        one.load_states(path)
+        self.set_states(one.get_states())
+
+
 class WrappingSolver(nn.solver.Solver):
     """What :class:`LUTQSolver` and :class:`~nnabla_lutq.LCSolver` share: a wrapped nnabla
     solver, the LUT-Q layers whose ``W`` it was given, and nnabla's solver interface.
@@ -32,7 +103,7 @@ class WrappingSolver(nn.solver.Solver):
         solver (~nnabla.solvers.Solver): e.g. ``S.Momentum(0.1, 0.9)``, or a wrapper with
             ``set_parameters``, ``update`` and ``zero_grad``.
     """
-    _OWN = ('solver', '_params', '_layers')
+    _OWN = ('solver', 'states_solver', '_params', '_layers')
 
     def __init__(self, solver):
         for m in ('set_parameters', 'update', 'zero_grad'):
@@ -41,6 +112,9 @@ class WrappingSolver(nn.solver.Solver):
                                  f"S.Momentum(0.1, 0.9); got {type(solver).__name__}, which has "
                                  f"no {m}()")
         self.solver = solver
+        #: who reads and writes the wrapped solver's states (itself, or a SolverGroup over the
+        #: nnabla solvers it holds)
+        self.states_solver = solver if hasattr(solver, 'save_states') else SolverGroup(solver)
         self._params = {}
         self._layers = []
 
@@ -114,6 +188,18 @@ class WrappingSolver(nn.solver.Solver):
             raise AttributeError(name)
         return getattr(self.solver, name)
 
+    def get_parameters(self):
+        """dict: the parameters the wrapped solver optimizes (nnabla's ``get_parameters``)."""
+        return self.states_solver.get_parameters()
+
+    def get_states(self):
+        """dict: the wrapped solver's states (nnabla's ``get_states``)."""
+        return self.states_solver.get_states()
+
+    def set_states(self, states):
+        """Set the wrapped solver's states (nnabla's ``set_states``)."""
+        self.states_solver.set_states(states)
+
     # -- states: the wrapped solver's file plus the wrapper's own state ------------------------
     #: counters a saved state must hold (subclasses with counters name them)
     _COUNTERS = ()
@@ -149,7 +235,7 @@ class WrappingSolver(nn.solver.Solver):
             ValueError: for another file name (nothing is written).
         """
         path, _ = state_files(path)
-        self.solver.save_states(path)
+        self.states_solver.save_states(path)
         write_own_state(path, SavedState(type(self).__name__, self._own_state(),
                                          self._counters(), self._own_arrays()))
 
@@ -220,7 +306,7 @@ class WrappingSolver(nn.solver.Solver):
             warnings.warn(f"{path}: a plain solver's state file, without {type(self).__name__} "
                           "state: only the wrapped solver's states were loaded",
                           stacklevel=2)
-        dtypes = state_dtypes(self.solver)
+        dtypes = state_dtypes(self.states_solver)
         try:
             if saved is not None and own == path:
                 with tempfile.TemporaryDirectory() as tmp:  # nnabla reads every dataset
@@ -230,13 +316,13 @@ class WrappingSolver(nn.solver.Solver):
                         for name in (STATE_GROUP, LC_GROUP_V1):
                             if isinstance(f.get(name), h5py.Group):
                                 del f[name]
-                    self.solver.load_states(inner)
+                    self.states_solver.load_states(inner)
             else:
-                self.solver.load_states(path)
+                self.states_solver.load_states(path)
         except Exception as e:  # nnabla's parsers: protobuf DecodeError, h5py, KeyError, ...
             raise unreadable(path, e) from None
         if path.endswith('.protobuf'):  # nnabla reads the float32 values back as float64
-            for key, v in state_arrays(self.solver):
+            for key, v in state_arrays(self.states_solver):
                 v.data.cast(dtypes.get(key, np.float32))
         if saved is not None:
             self._restore_own(saved.counters, saved.arrays)
@@ -331,8 +417,8 @@ def _delegate(name):
 
 
 for _name in ('check_inf_grad', 'check_inf_or_nan_grad', 'check_nan_grad', 'clip_grad_by_norm',
-              'get_parameters', 'get_states', 'learning_rate', 'scale_grad', 'set_learning_rate',
-              'set_states', 'set_states_from_protobuf', 'set_states_to_protobuf', 'setup',
-              'weight_decay', 'weight_decay_is_fused', 'zero_grad'):
+              'learning_rate', 'scale_grad', 'set_learning_rate', 'set_states_from_protobuf',
+              'set_states_to_protobuf', 'setup', 'weight_decay', 'weight_decay_is_fused',
+              'zero_grad'):
     setattr(WrappingSolver, _name, _delegate(_name))
 del _name

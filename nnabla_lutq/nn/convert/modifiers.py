@@ -13,22 +13,45 @@ rebuilds only the functions of its rewrite.
 import warnings
 
 import nnabla as nn
-from nnabla.experimental.graph_converters import FunctionModifier, GraphConverter
+import nnabla.functions as F
+from nnabla.experimental.graph_converters import GraphConverter
 
 from ..layers import lutq_affine, lutq_convolution, lutq_depthwise_convolution
 from ..layers import mlbn as mlbn_layer
-from ..params import current_path, move, scope_at, to_end
+from ..graph import GraphModifier, follow_unlinked, terminal_outputs
+from ..params import all_parameters, current_path, move, restore, scope_at, snapshot, to_end
 from ..state import STATE
-from .plan import ConversionPlan, terminal_outputs
+from .plan import ConversionPlan
 from .planner import GROUPS, clean_float, make_plan
 from .settings import LayerConfig, as_outputs, check_settings
 
 __all__ = ['LUTQWeightModifier', 'MLBNModifier', 'LUTQModifier', 'convert', 'conversion_plan']
 
 
-class _PlannedModifier(FunctionModifier):
+class _Transaction:
+    """The parameter tree before a conversion changed it, to put back if the conversion fails
+    (shared by the rewrites of one :class:`LUTQModifier`)."""
+
+    def __init__(self):
+        self.saved = None
+
+    def begin(self):
+        if self.saved is None:
+            self.saved = snapshot()
+
+    def rollback(self):
+        if self.saved is not None:
+            restore(self.saved)
+        self.saved = None
+
+    def commit(self):
+        self.saved = None
+
+
+class _PlannedModifier(GraphModifier):
     """A modifier that plans the graph it visits first, then rebuilds the functions of its
-    ``group`` (``'weight'`` or ``'bn'``) as the plan says."""
+    ``group`` (``'weight'`` or ``'bn'``) as the plan says; if anything fails on the way, the
+    parameter tree is put back as it was."""
 
     group = None
 
@@ -38,6 +61,8 @@ class _PlannedModifier(FunctionModifier):
          self.mlbn) = check_settings(config, overrides, min_weights, mlbn)
         self.plan_groups = frozenset(plan_groups)
         self.decisions = ConversionPlan()
+        self.transaction = _Transaction()
+        self.last = True  # the last rewrite of its transaction (commits it when done)
         self._outputs = None
         self._by_function = None
 
@@ -57,11 +82,6 @@ class _PlannedModifier(FunctionModifier):
                             self.mlbn, self.plan_groups)
         return plan
 
-    def _copy_inputs(self, inputs):
-        # Keep the graph's own input variables (nnabla copies them unlinked): the converted graph
-        # reads the same x, so data set on it and export names work as before.
-        return list(inputs)
-
     def __call__(self, f):
         if self._by_function is None:
             try:
@@ -70,9 +90,12 @@ class _PlannedModifier(FunctionModifier):
                                                     self.min_weights, self.mlbn,
                                                     self.plan_groups)
             except Exception:
+                self.transaction.rollback()
                 self._outputs = None
                 self.finish_up()
                 raise
+            self.replaced = {}
+            self.transaction.begin()
             self.decisions = plan
             unexpected = [d for d in plan if d.unexpected]
             if unexpected:
@@ -80,7 +103,12 @@ class _PlannedModifier(FunctionModifier):
                     f"LUT-Q conversion: {len(unexpected)} layer(s) with weights stay float: " +
                     '; '.join(f"{d.name} ({d.function}): {d.reason}" for d in unexpected),
                     stacklevel=2)
-        return super().__call__(f)
+        try:
+            return super().__call__(f)
+        except Exception:
+            self.transaction.rollback()
+            self.finish_up()
+            raise
 
     def modify(self, f, inputs):
         lay = self._by_function.get(f)
@@ -100,9 +128,11 @@ class _PlannedModifier(FunctionModifier):
         raise NotImplementedError
 
     def __finish__(self):
+        if self._by_function is not None and self.last:
+            self.transaction.commit()
+        super().__finish__()
         self._outputs = None
         self._by_function = None
-        self.outputs = None  # do not keep the converter's sink (and the graph) alive
 
 
 class LUTQWeightModifier(_PlannedModifier):
@@ -166,11 +196,17 @@ class MLBNModifier(_PlannedModifier):
         super().__init__(None, None, 0, True, {'bn'})
 
     def rebuild(self, f, inputs, args, lay):
-        return mlbn_layer(inputs[0], axes=list(args['axes']),
-                          decay_rate=clean_float(args['decay_rate']), eps=clean_float(args['eps']),
-                          batch_stat=bool(args['batch_stat']), output_stat=False,
-                          fix_parameters=not inputs[1].need_grad,
-                          no_scale=bool(args.get('no_scale')), no_bias=bool(args.get('no_bias')))
+        h = mlbn_layer(inputs[0], axes=list(args['axes']),
+                       decay_rate=clean_float(args['decay_rate']), eps=clean_float(args['eps']),
+                       batch_stat=bool(args['batch_stat']), output_stat=False,
+                       fix_parameters=not inputs[1].need_grad,
+                       no_scale=bool(args.get('no_scale')), no_bias=bool(args.get('no_bias')))
+        if f.info.type_name == 'FusedBatchNormalization':  # BN, + z, nonlinearity, as fused
+            if len(inputs) > 5:
+                h = h + inputs[5]
+            if args.get('nonlinearity') == 'relu':
+                h = F.relu(h)
+        return h
 
 
 class LUTQModifier(list):
@@ -204,7 +240,10 @@ class LUTQModifier(list):
         if not isinstance(mlbn, bool):
             raise ValueError(f"mlbn must be True or False, got {mlbn!r}")
         weights.mlbn, weights.plan_groups = mlbn, GROUPS  # plan (and check) BN with the weights
-        super().__init__([weights] + ([MLBNModifier()] if mlbn else []))
+        rewrites = [weights] + ([MLBNModifier()] if mlbn else [])
+        for r in rewrites:  # one transaction: a failure in either puts everything back
+            r.transaction, r.last = weights.transaction, r is rewrites[-1]
+        super().__init__(rewrites)
 
     @property
     def weights(self):
@@ -220,6 +259,14 @@ class LUTQModifier(list):
     def decisions(self):
         """ConversionPlan: the decisions of the last conversion (every layer)."""
         return self.weights.decisions
+
+    @property
+    def replaced(self):
+        """dict: array of a variable of the converted graph -> the variable replacing it."""
+        out = {}
+        for r in self:
+            out.update(r.replaced)
+        return out
 
     def plan(self, outputs):
         """The decisions for the graph of ``outputs`` (see :meth:`LUTQWeightModifier.plan`)."""
@@ -281,6 +328,7 @@ def convert(y, config=LayerConfig(), overrides=None, min_weights=0, mlbn=False,
     mod.weights._outputs = outs
     prefix = current_path()
     converted = GraphConverter([mod]).convert(outs)
+    follow_unlinked(converted, mod.replaced, {v.data for v in all_parameters().values()})
     for d in mod.decisions:  # layer names are relative to the current scope
         STATE.note_conversion(f"{prefix}/{d.name}" if prefix else d.name,
                               {'function': d.function, 'action': d.action, 'reason': d.reason})

@@ -1,11 +1,10 @@
-"""What a conversion does with each layer (:class:`LayerDecision`, :class:`ConversionPlan`), and
-the walks over a graph's functions that planning and the modifiers share."""
+"""What a conversion does with each layer: :class:`LayerDecision`, :class:`ConversionPlan`."""
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from ...core.config import LUTQConfig
 
-__all__ = ['LayerDecision', 'ConversionPlan', 'graph_functions', 'terminal_outputs']
+__all__ = ['LayerDecision', 'ConversionPlan']
 
 
 @dataclass
@@ -76,47 +75,3 @@ class ConversionPlan(list):
 
     def __str__(self):
         return self.table()
-
-
-def graph_functions(outputs):
-    """Functions computing ``outputs``, each once, inputs before consumers."""
-    order, seen = [], set()
-    stack = [(o.parent, False) for o in reversed(outputs) if o.parent is not None]
-    while stack:
-        f, expanded = stack.pop()
-        if expanded:
-            order.append(f)
-            continue
-        if f in seen:
-            continue
-        seen.add(f)
-        stack.append((f, True))
-        for v in reversed(f.inputs):
-            p = v.parent
-            if p is not None and p not in seen:
-                stack.append((p, False))
-    return order
-
-
-def terminal_outputs(first):
-    """Outputs of the graph that ``GraphConverter`` is visiting, found from its first function:
-    the inputs of the sinks (else the unconsumed variables) reachable from it."""
-    seen, stack, sinks, ends = set(), [first], [], []
-    while stack:
-        f = stack.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        consumed = False
-        for o in f.outputs:
-            refs = o.function_references
-            if refs:
-                consumed = True
-                stack.extend(refs)
-            else:
-                ends.append(o)
-        if not consumed and f.info.type_name == 'Sink':
-            sinks.append(f)
-    if sinks:
-        return [v for s in sinks for v in s.inputs]
-    return ends

@@ -11,7 +11,8 @@ from ...core.kinds import BN_FUNCTIONS, BY_FUNCTION, BY_KIND, LAYER_SCOPES, MLBN
 from .. import layers
 from ..params import current_path, names_by_array, relative_name, scope_at
 from ..state import STATE, LUTQLayer, MLBNLayer
-from .plan import ConversionPlan, LayerDecision, graph_functions
+from ..graph import graph_functions
+from .plan import ConversionPlan, LayerDecision
 from .settings import layer_config_of
 
 __all__ = ['GROUPS', 'Planner', 'make_plan', 'clean_float']
@@ -19,6 +20,8 @@ __all__ = ['GROUPS', 'Planner', 'make_plan', 'clean_float']
 #: the groups of layers a planner can decide: weight layers and batch normalization
 GROUPS = frozenset(('weight', 'bn'))
 _BN_PARTS = MLBNLayer.PARTS  # beta, gamma, mean, var
+#: the BN functions PF.mlbn replaces (a fused one: mlbn, then + z, then ReLU)
+_MLBN_FUNCTIONS = ('BatchNormalization', 'FusedBatchNormalization')
 #: scopes of nnabla's parametric functions and ours (stripped from the names of float layers)
 _PF_SCOPES = frozenset(getattr(getattr(PF, n), '__scope_name__', None) for n in dir(PF)) \
     - {None} | LAYER_SCOPES
@@ -245,12 +248,15 @@ class Planner:
             lay.moves[b.data] = f"{lay.target}/b"
 
     def bn_function(self, f, t):
-        ins = f.inputs
         args = f.info.args
-        # the parameters it reads: PF.batch_normalization's, less gamma/beta with no_scale/no_bias
+        fused = t == 'FusedBatchNormalization'
+        # the parameters it reads: PF.batch_normalization's, less gamma/beta with no_scale/no_bias;
+        # a fused BN reads all four, then maybe z (added before its nonlinearity)
         parts = [p for p, omit in zip(_BN_PARTS, (args.get('no_bias'), args.get('no_scale'),
                                                   False, False)) if not omit]
-        plain = t == 'BatchNormalization' and len(ins) == 1 + len(parts) and len(f.outputs) == 1
+        ins = f.inputs[:1 + len(parts)]
+        plain = t in _MLBN_FUNCTIONS and len(ins) == 1 + len(parts) and len(f.outputs) == 1 \
+            and len(f.inputs) <= len(ins) + fused
         rec = next((r for r in (self.part_of(v)[0] for v in ins[1:])
                     if isinstance(r, MLBNLayer)), None)
         if rec is None and t == 'BatchNormalization' and len(ins) == 5:
@@ -275,9 +281,11 @@ class Planner:
         lay = self.layer(ins[1].data if ins[1].parent is None else ('float', f),
                          self.display(scope, 'bn'), t, 'bn', n)
         lay.functions.append(f)
-        if t != 'BatchNormalization':
+        if t not in _MLBN_FUNCTIONS:
             lay.problem = f"{t} has no multiplier-less counterpart"
-        elif len(ins) != 1 + len(parts):
+        elif fused and args.get('nonlinearity') not in ('relu', '', None):
+            lay.problem = f"nonlinearity={args.get('nonlinearity')!r}: PF.mlbn is followed by ReLU"
+        elif len(ins) != 1 + len(parts) or len(f.inputs) > len(ins) + fused:
             lay.problem = f"it reads {len(ins) - 1} parameters, not {', '.join(parts)}"
         elif len(f.outputs) != 1:
             lay.problem = "output_stat=True (a function modifier returns one variable)"
