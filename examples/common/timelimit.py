@@ -1,4 +1,4 @@
-"""When a run writes a checkpoint between epoch ends, and when it stops for a time limit.
+"""When a run writes a checkpoint between epoch ends, and when it stops (a time limit, a signal).
 
 An ImageNet epoch takes hours: a run that checkpoints only at epoch ends loses them to a
 ``kill -9``, a crash or a scheduler that ends the job. :class:`CheckpointTimer` asks for a
@@ -6,10 +6,12 @@ checkpoint every ``interval`` seconds, and, with a time limit (a SLURM job's, le
 for a stop with a checkpoint at the last iteration boundary from which the next iteration, its
 validation (at an epoch end) and a checkpoint would no longer fit. Those durations are estimated
 from the run itself (the last iteration, the longest validation and checkpoint so far).
+:class:`Interrupts` turns SIGINT and SIGTERM into a stop at the next iteration boundary.
 """
+import signal
 import time
 
-__all__ = ['CheckpointTimer']
+__all__ = ['CheckpointTimer', 'Interrupts']
 
 
 class CheckpointTimer:
@@ -64,3 +66,34 @@ class CheckpointTimer:
             return False
         need = self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s
         return self.clock() - self.start + need >= self.time_limit
+
+
+class Interrupts:
+    """SIGINT and SIGTERM only set a flag; the training loop stops at an iteration boundary.
+
+    A second Ctrl-C while the first is pending stops at once (without a new checkpoint; the
+    previous one stays valid).
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: no handlers, Ctrl-C raises as usual
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt("stopped at once by a second Ctrl-C, without a new "
+                                    "checkpoint; --resume continues from the last one")
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

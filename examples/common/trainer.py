@@ -65,7 +65,7 @@ from .checkpoint import (Checkpoints, complete_checkpoint, complete_init, load_i
 from .distributed import Distributed, mpi_rank
 from .monitors import RunMonitors
 from .runfolder import RunError, RunLock
-from .timelimit import CheckpointTimer
+from .timelimit import CheckpointTimer, Interrupts
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'run_layers', 'check_context',
            'list_configs', 'scheduler', 'learning_rate', 'prepare', 'train', 'train_argv',
@@ -126,37 +126,6 @@ def _evaluate(predict, dataset, batch_size, limit=None):
         wrong += int(np.sum(predict(xb).argmax(1) != yb[:, 0]))
         total += len(xb)
     return wrong / total
-
-
-class _Interrupts:
-    """SIGINT and SIGTERM only set a flag; the training loop stops at an iteration boundary.
-
-    A second Ctrl-C while the first is pending stops at once (without a new checkpoint; the
-    previous one stays valid).
-    """
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        except ValueError:  # not the main thread: no handlers, Ctrl-C raises as usual
-            pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt("stopped at once by a second Ctrl-C, without a new "
-                                    "checkpoint; --resume continues from the last one")
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
 
 
 def train_argv(argv, dataset_fn, model_fn, **kwargs):
@@ -471,7 +440,7 @@ class _Loop:
                           int(getattr(args, 'warmup_epochs', 0) * steps))
         bar = tqdm(total=total, initial=it, desc=args.config,
                    disable=not args.progress or not run.dist.is_main, ncols=90)
-        with _Interrupts() as interrupts:
+        with Interrupts() as interrupts:
             while it < total:
                 self.step(it, sched.get_learning_rate(it))
                 it += 1
