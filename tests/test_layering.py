@@ -13,7 +13,7 @@ RANKS = {'core': 0, 'nn': 1, 'kmeans': 2, 'training': 3, 'io': 4, 'analysis': 5,
 
 def _imports(path):
     """``(module imported from, names)`` of every import in a file, relative ones resolved."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(path.read_text(encoding='utf-8'), str(path))
     package = list(path.relative_to(ROOT).with_suffix('').parts)[:-1]  # the file's package
     out = []
     for node in ast.walk(tree):
