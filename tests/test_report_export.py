@@ -140,3 +140,18 @@ def test_load_float_parameters_errors_change_nothing(rng, tmp_path):
         nnabla_lutq.load_float_parameters(str(tmp_path / 'f.protobuf'))
     with pytest.raises(ValueError, match='no LUT-Q or mlbn layer named'):
         nnabla_lutq.initialize(['nope'])
+
+
+@pytest.mark.parametrize('test', [False, True])
+def test_a_multiplier_less_bn_called_twice_counts_its_memory_once_and_its_calls_twice(rng, test):
+    """One PF.mlbn layer (same name) applied to two inputs: one row, memory once, a shift per
+    element per call; in the training graph (the normalization) and the inference graph
+    (x * a + b)."""
+    x = nn.Variable.from_numpy_array(rng.randn(2, 4, 6, 6).astype(np.float32))
+    h1 = PF.mlbn(x, batch_stat=not test, name='shared')
+    h2 = PF.mlbn(F.average_pooling(F.relu(h1), (2, 2)), batch_stat=not test, name='shared')
+    rows = {r.name: r for r in nnabla_lutq.report(h2)}
+    bn = rows['shared/mlbn']
+    assert list(rows) == ['shared/mlbn'] and bn.calls == 2
+    assert bn.memory_bits == 2 * 4 * 32  # a and b per channel, once
+    assert bn.shifts == 4 * 36 + 4 * 9 and bn.mults == 0 and bn.float_mults == bn.shifts

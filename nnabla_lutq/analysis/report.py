@@ -264,17 +264,23 @@ def report(output, meta=None):
     return Report(r for _, r in sorted(placed, key=lambda pr: pr[0]))
 
 
+#: the function of one call of a BN layer: the normalization itself (a training graph), else
+#: the product of the data with the folded scale ``x * a``
+_BN_CALL = (('BatchNormalization', 'FusedBatchNormalization'), ('Mul2', 'Div2'))
+
+
 def _bn_rows(functions, facts, names):
     """Rows of the BN layers known by their parameters (mlbn built in this process, or the file's
-    description for a loaded graph), in graph order. A layer's size is the largest output of a
-    function that combines data with a value computed from the layer's parameters alone (the
-    normalization itself, or ``x * a`` of a folded one).
+    description for a loaded graph), in graph order. Each call of a layer is a function that
+    multiplies data by a value computed from the layer's parameters alone (``x * a`` of a folded
+    one, or the normalization itself); a layer shared by two calls is one row, its memory
+    counted once and its multiplications per call.
 
     Returns:
         list: ``(position of the first such function, LayerRecord)``.
     """
     param_only = set()
-    found = {}
+    found = {}  # name -> [first position, multiplier-less, channels, {call kind: [sizes]}]
     for pos, f in enumerate(functions):
         for v in f.inputs:
             if v.parent is None and v.data in names:
@@ -283,18 +289,30 @@ def _bn_rows(functions, facts, names):
             param_only.update(f.outputs)
             continue
         elements = int(np.prod(f.outputs[0].shape[1:]))
+        layers = set()
         for v in f.inputs:
-            if v not in param_only:
-                continue
-            for leaf in _leaves(v):
-                fact = facts.bn_of(leaf)
-                if fact is not None:
-                    name, ml, chan = fact
-                    first, _, _, size = found.get(name, (pos, ml, chan, 0))
-                    found[name] = (min(first, pos), ml, chan, max(size, elements))
+            if v in param_only:
+                for leaf in _leaves(v):
+                    fact = facts.bn_of(leaf)
+                    if fact is not None:
+                        layers.add(fact[0])
+                        entry = found.setdefault(fact[0], [pos, fact[1], fact[2], {}])
+                        entry[0] = min(entry[0], pos)
+        kind = next((i for i, types in enumerate(_BN_CALL) if f.info.type_name in types), None)
+        if kind is not None:
+            for name in layers:
+                found[name][3].setdefault(kind, []).append(elements)
     rows = []
-    for name, (first, ml, chan, elements) in found.items():
+    for name, (first, ml, chan, by_kind) in found.items():
         c = int(np.prod(chan.shape))
-        rows.append((first, LayerRecord(name, 'bn', ml, None, c, 32, 0.0, ml, 64 * c, 64 * c,
-                                        0 if ml else elements, elements if ml else 0, elements)))
+        calls = by_kind[min(by_kind)] if by_kind else [0]
+        row = None
+        for elements in calls:
+            one = LayerRecord(name, 'bn', ml, None, c, 32, 0.0, ml, 64 * c, 64 * c,
+                              0 if ml else elements, elements if ml else 0, elements)
+            if row is None:
+                row = one
+            else:
+                row.add_call(one)
+        rows.append((first, row))
     return rows
