@@ -1,5 +1,5 @@
-"""The ``nnabla-lutq`` command: info, plot, pack, unpack, convert (post-training), verify-int and
-onnx. Run it as ``nnabla-lutq`` or ``python -m nnabla_lutq.cli``.
+"""The ``nnabla-lutq`` command: info, plot, pack, unpack, convert (post-training), verify-int,
+onnx and nnb. Run it as ``nnabla-lutq`` or ``python -m nnabla_lutq.cli``.
 
 Examples::
 
@@ -10,6 +10,7 @@ Examples::
     nnabla-lutq convert float.nnp lutq.nnp --n-values 16 --dictionary pow2
     nnabla-lutq verify-int model.nnp --eval-data images.npz   # integer-only executor vs nnabla
     nnabla-lutq onnx model.nnp model.onnx      # needs the [onnx] extra
+    nnabla-lutq nnb model.nnp model.nnb        # for nnabla's C runtime
 
 Every command exits with 0 on success and with 1 and one line ``nnabla-lutq: error: ...`` on a
 failure (2 for wrong arguments). Warnings are lines ``nnabla-lutq: warning: ...`` on stderr. When
@@ -261,9 +262,33 @@ def _cmd_convert(args):
 
 def _cmd_onnx(args):
     from ..io.onnx import export_onnx
-    info = export_onnx(args.input, args.output)
-    print(f"wrote {args.output}: {info['gather_layers']} layers as Gather(d, A), "
-          f"{info['dense_layers']} dense ({', '.join(info['dense_names']) or 'none'})")
+    info = export_onnx(args.input, args.output, batch_size=args.batch_size)
+    kinds = sorted(set(info['index_types'].values()))
+    print(f"wrote {args.output}: {info['gather_layers']} layers as Gather(d, A) (A "
+          f"{', '.join(kinds) or '-'}), {info['dense_layers']} dense "
+          f"({', '.join(info['dense_names']) or 'none'})")
+    if info['max_abs_diff'] is None:
+        print("not run: onnxruntime is not installed (or the inputs are not float)")
+    else:
+        print(f"onnxruntime vs nnabla on a random batch of {args.batch_size}: max |diff| "
+              f"{info['max_abs_diff']:.3g}")
+
+
+def _cmd_nnb(args):
+    from ..io.nnb import export_nnb
+    info = export_nnb(args.input, args.output, batch_size=args.batch_size,
+                      api_level=args.api_level, settings_path=args.settings,
+                      nnp_out=args.nnp)
+    print(f"wrote {args.output} ({info['bytes']} bytes, API level {info['api_level']}, batch "
+          f"size {args.batch_size}): tables stored as their weights d[A]")
+    for name, t in info['types'].items():
+        print(f"  {name:<40} {t}")
+    if info['float_weights']:
+        print(f"  {len(info['float_weights'])} weight(s) FLOAT32 (values not exact in 16-bit "
+              f"fixed point): {', '.join(info['float_weights'])}")
+    for path in (args.settings, args.nnp):
+        if path:
+            print(f"wrote {path}")
 
 
 def _cmd_verify_int(args):
@@ -307,6 +332,16 @@ def _at_least(low, high=None):
         return value
     parse.__name__ = wanted
     return parse
+
+
+def _deploy_parser(sub, name, suffix, what, **texts):
+    """The parser of a deployment command: an input .nnp, an output file, ``--batch-size``."""
+    s = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **texts)
+    s.add_argument('input', help='.nnp')
+    s.add_argument('output', help=suffix)
+    s.add_argument('--batch-size', metavar='N', type=_at_least(1), default=1,
+                   help=f'batch size of the {what} (default: %(default)s)')
+    return s
 
 
 #: The largest ``plot --dpi``: print quality; more only fills the memory (4 layers a row at
@@ -371,10 +406,36 @@ def _parser():
     s.add_argument('--c', metavar='FILE.c', default=None,
                    help='also write a stand-alone C program of the network')
     s.set_defaults(func=_cmd_verify_int)
-    s = sub.add_parser('onnx', help='.nnp -> .onnx through nnabla\'s converter ([onnx] extra)')
-    s.add_argument('input', help='.nnp')
-    s.add_argument('output', help='.onnx')
+    s = _deploy_parser(
+        sub, 'onnx', '.onnx', 'ONNX graph',
+        help='.nnp -> .onnx through nnabla\'s converter ([onnx] extra)',
+        description="Any .nnp to ONNX with nnabla's ONNX exporter, look-up tables kept as "
+                    "Gather(d, A)\nwith uint8 indices, checked with onnxruntime beside nnabla "
+                    "before the file is written.",
+        epilog="`nnabla_cli convert x.nnp x.onnx` fails without TensorFlow (as in the "
+               "environment\n`make env` builds): nnabla's command imports TensorFlow for every "
+               "ONNX conversion,\nand the [onnx] install leaves it out. This command calls "
+               "nnabla's ONNX exporter\nwithout it, for any .nnp:\n\n"
+               "    nnabla-lutq onnx x.nnp x.onnx --batch-size 1")
     s.set_defaults(func=_cmd_onnx)
+    s = _deploy_parser(
+        sub, 'nnb', '.nnb', 'NNB network',
+        help='.nnp -> .nnb for nnabla\'s C runtime (weights fixed point where exact)',
+        description="A LUT-Q .nnp to NNB with nnabla's NNB writer. nnabla's C runtime has no "
+                    "Embed:\nthe tables are stored as their weights d[A], each in the narrowest "
+                    "NNB type\nthat holds it exactly (FIXED8, FIXED16, else FLOAT32).",
+        epilog="`nnabla_cli convert model.nnp model.nnb` fails on a LUT-Q model with an Affine "
+               "layer.\nWith --nnp and --settings, nnabla's own command writes the same "
+               "file:\n\n    nnabla-lutq nnb model.nnp model.nnb --nnp deploy.nnp "
+               "--settings deploy.yaml\n    nnabla_cli convert deploy.nnp model.nnb -b 1 --api "
+               "<level> --settings deploy.yaml")
+    s.add_argument('--api-level', metavar='L', type=_at_least(1), default=None,
+                   help='NNB API level (default: the lowest that holds the network)')
+    s.add_argument('--settings', metavar='YAML', default=None,
+                   help='also write the settings used (nnb_template\'s form) to this file')
+    s.add_argument('--nnp', metavar='NNP', default=None,
+                   help='also write the .nnp given to nnabla\'s NNB writer')
+    s.set_defaults(func=_cmd_nnb)
     return p
 
 

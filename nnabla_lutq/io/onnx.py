@@ -1,9 +1,19 @@
 """ONNX export of LUT-Q .nnp files through nnabla's own converter (the ``[onnx]`` extra).
 
-nnabla-converter maps ``Embed(A, d)`` to ONNX ``Gather(d, A)``, so convolutions keep their look-up
-tables in the ONNX file. Its Affine exporter, however, only accepts a stored parameter as weight
-(a computed ``d[A]`` is refused), so the tables read by ``Affine`` are stored dense (``d[A]`` as a
-float initializer ``<layer>/W``) before conversion; every other layer stays ``Gather``.
+nnabla-converter (1.39) takes no LUT-Q graph as it is: its Affine exporter refuses a computed
+weight (``@lutq/Embed_out is not in network's parameters``) and its DepthwiseConvolution exporter
+reshapes the weight to ONNX's ``(C, 1, kh, kw)`` only when it is stored, so a computed ``d[A]``
+keeps nnabla's ``(C, kh, kw)`` and onnxruntime refuses the file. So :func:`export_onnx` gives it
+the model with the tables folded (``d[A]`` stored, :func:`~nnabla_lutq.io.fold.fold_constants`),
+lets it lay each weight out as ONNX wants (transposed, reshaped), and then puts every table back:
+the weight initializer becomes ``Gather(d, Cast(A))`` with ``A`` in the narrowest integer type
+ONNX has for K values (uint8 up to K = 256, uint16 up to 65536, else int32: opset 11 has no
+sub-byte type) and ``d`` the K float32 values. Before the file is moved into place, onnxruntime
+runs it beside nnabla on a random batch (when onnxruntime is installed).
+
+``nnabla_cli convert x.nnp x.onnx`` fails without TensorFlow (nnabla's command imports it for
+every ONNX conversion, and the ``[onnx]`` install leaves it out); ``nnabla-lutq onnx`` calls
+nnabla's ONNX exporter directly, for any .nnp.
 
 Install, in a clone of nnabla-lutq (the README says why nnabla-converter goes without its
 declared dependencies, which pull in TensorFlow)::
@@ -11,89 +21,232 @@ declared dependencies, which pull in TensorFlow)::
     pip install ".[onnx]"                              # onnx and onnxruntime
     pip install --no-deps "nnabla-converter==1.39.*"
 """
+import contextlib
+import io
 import os
 import tempfile
 
 import numpy as np
 
+from ..core.checks import integer_at_least
 from .fold import fold_constants
 from .nnp import atomic_output, default_network, loaded_network, lut_embeds, read_nnp, write_nnp
 
-__all__ = ['export_onnx', 'check_onnx', 'DENSE_FUNCTIONS', 'INSTALL_HINT']
-
-#: Functions whose converter refuses a computed weight: their tables are stored dense.
-DENSE_FUNCTIONS = ('Affine',)
+__all__ = ['export_onnx', 'check_onnx', 'index_dtype', 'INSTALL_HINT', 'CHECK_TOLERANCE']
 
 #: The two commands that install what ONNX export needs (run in a clone of nnabla-lutq).
 INSTALL_HINT = 'pip install ".[onnx]" && pip install --no-deps "nnabla-converter==1.39.*"'
+
+#: Largest |onnxruntime - nnabla| :func:`export_onnx` accepts, relative to max(1, max |nnabla|).
+CHECK_TOLERANCE = 1e-4
 
 
 def _converter():
     try:
         from nnabla.utils.converter.nnabla import NnpImporter
         from nnabla.utils.converter.onnx.exporter import OnnxExporter
+        import onnx
     except ImportError as e:
         raise ImportError(
             f"ONNX export needs nnabla-converter and onnx ({e}); install them in the nnabla-lutq "
             f"clone with: {INSTALL_HINT}")
-    return NnpImporter, OnnxExporter
+    return NnpImporter, OnnxExporter, onnx
 
 
-def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11'):
-    """Convert a (LUT-Q) .nnp to ONNX with nnabla's converter.
+def index_dtype(k):
+    """The narrowest ONNX integer type for indices into a table of ``k`` values (numpy dtype)."""
+    for dt in (np.uint8, np.uint16):
+        if k <= np.iinfo(dt).max + 1:
+            return np.dtype(dt)
+    return np.dtype(np.int32)
+
+
+def _tables(model, dense):
+    """Folded weight name -> ``(A name, d name, d)`` for the weights of ``dense`` (the folded
+    ``model``) that are ``d[A]`` of one of ``model``'s tables."""
+    tables = []
+    for net in model.proto.network:
+        for _, a, d in lut_embeds(net, model.params):
+            tables.append((a, d, model.params[d].astype(np.float32), model.params[a]))
+    found = {}
+    for name, w in dense.params.items():
+        if name in model.params:
+            continue
+        for a, d, values, idx in tables:
+            if idx.shape == w.shape and np.array_equal(values[idx], w):
+                found[name] = (a, d, values)
+                break
+    return found
+
+
+def _indices(values, w):
+    """Indices ``i`` with ``values[i] == w`` exactly (the first of equal values), or None."""
+    order = np.argsort(values, kind='stable')
+    pos = np.clip(np.searchsorted(values[order], w.ravel()), 0, len(values) - 1)
+    idx = order[pos].reshape(w.shape)
+    return idx if np.array_equal(values[idx], w) else None
+
+
+def _regather(onnx, path, tables):
+    """Replace each folded weight initializer of the ONNX file by ``Gather(d, Cast(A))``.
+
+    Returns:
+        tuple: ``(names put back as Gather, names left dense)``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+    model = onnx.load(path)
+    g = model.graph
+    taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {
+        i.name for i in g.input}
+    gathered, dense, nodes = [], [], []
+
+    def fresh(name):
+        base, k = name, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+    for init in list(g.initializer):
+        if init.name not in tables:
+            continue
+        a, d, values = tables[init.name]
+        idx = _indices(values, numpy_helper.to_array(init))
+        if idx is None:
+            dense.append(init.name)
+            continue
+        dt = index_dtype(len(values))
+        d_name, a_name = fresh(d), fresh(a)
+        g.initializer.append(numpy_helper.from_array(values, d_name))
+        g.initializer.append(numpy_helper.from_array(idx.astype(dt), a_name))
+        if dt != np.int32:
+            cast = fresh(a + '_int32')
+            nodes.append(helper.make_node('Cast', [a_name], [cast], to=TensorProto.INT32,
+                                          name=fresh(a + '/Cast')))
+            a_name = cast
+        nodes.append(helper.make_node('Gather', [d_name, a_name], [init.name], axis=0,
+                                      name=fresh(init.name + '/Gather')))
+        g.initializer.remove(init)
+        gathered.append(init.name)
+    kept = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes + kept)
+    for v in [v for v in g.input if v.name in gathered]:  # an initializer listed as an input
+        g.input.remove(v)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return gathered, dense
+
+
+def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11', check=True):
+    """Convert a (LUT-Q) .nnp to ONNX with nnabla's converter, keeping the look-up tables.
+
+    Every look-up table is stored as ``d`` (K float32) and ``A`` (uint8 up to K = 256) and read
+    through ``Gather``, whatever layer uses it (convolution, grouped and depthwise convolution,
+    affine); everything else is what nnabla's exporter writes.
 
     Args:
         nnp_path (str): the model, e.g. written by :func:`nnabla_lutq.export_nnp`.
         onnx_path (str): destination ``.onnx``.
         batch_size (int): batch size of the ONNX graph.
-        opset (str): ONNX opset.
+        opset (str): ONNX opset, as nnabla's exporter names it.
+        check (bool): run the file with onnxruntime beside nnabla on a random batch before it
+            is moved into place (skipped when onnxruntime is not installed).
 
     Returns:
-        dict: ``gather_layers`` (tables kept as Gather), ``dense_layers`` and ``dense_names``.
+        dict: ``gather_layers`` (tables kept as Gather), ``dense_layers`` and ``dense_names``
+        (tables stored as float weights: none unless a weight could not be re-indexed),
+        ``index_types`` (Gather index input -> stored dtype), ``max_abs_diff`` (onnxruntime vs
+        nnabla; None when not checked).
 
     Raises:
         ImportError: without the converter (says what to install).
-        ValueError: for a file that cannot be read or converted.
+        ValueError: before anything is written, for malformed arguments or a file that cannot be
+            read, converted, loaded by onnxruntime or that computes other values than nnabla.
         OSError: if ``onnx_path`` cannot be written (an existing file is left as it was).
     """
-    NnpImporter, OnnxExporter = _converter()
+    NnpImporter, OnnxExporter, onnx = _converter()
     if not str(onnx_path).endswith('.onnx'):
         raise ValueError(f"{onnx_path}: the file name must end with .onnx")
+    batch_size = integer_at_least(batch_size, 1, 'batch_size')
     model = read_nnp(nnp_path)
-    before = {a for net in model.proto.network for _, a, _ in lut_embeds(net, model.params)}
-    model = fold_constants(model, dense=set(DENSE_FUNCTIONS))
-    after = {a for net in model.proto.network for _, a, _ in lut_embeds(net, model.params)}
-    dense = sorted(a[:-2] if a.endswith('/A') else a for a in before - after)
+    folded = fold_constants(model, dense=True)
+    tables = _tables(model, folded)
     with tempfile.TemporaryDirectory() as tmp, atomic_output(onnx_path, '.onnx') as out:
         src = os.path.join(tmp, 'model.nnp')
-        write_nnp(src, model)
+        write_nnp(src, folded)
         try:
-            nnp = NnpImporter(src, expand_network=True, executor_index=None).execute()
-            OnnxExporter(nnp, batch_size, -1, opset=opset).execute(out)
-        except (ValueError, KeyError, AttributeError, TypeError) as e:
+            with contextlib.redirect_stdout(io.StringIO()):
+                nnp = NnpImporter(src, expand_network=True, executor_index=None).execute()
+                OnnxExporter(nnp, batch_size, -1, opset=opset).execute(out)
+        except (ValueError, KeyError, AttributeError, TypeError, IndexError) as e:
             raise ValueError(f"{nnp_path}: nnabla's ONNX converter failed: {e}")
-    return {'gather_layers': len(after), 'dense_layers': len(dense), 'dense_names': dense}
+        gathered, dense = _regather(onnx, out, tables)
+        diff = _check(out, nnp_path, batch_size) if check else None
+    short = sorted(n[:-2] if n.endswith('/W') else n for n in dense)
+    types = {tables[n][0]: index_dtype(len(tables[n][2])).name for n in gathered}
+    return {'gather_layers': len(gathered), 'dense_layers': len(dense), 'dense_names': short,
+            'index_types': types, 'max_abs_diff': diff}
 
 
-def check_onnx(onnx_path, nnp_path, inputs, network=None):
+def _check(onnx_path, nnp_path, batch_size):
+    """Max |onnxruntime - nnabla| on a random normal batch, or None without onnxruntime or for a
+    network with other than float inputs; raises ValueError if onnxruntime cannot load or run the
+    file or computes other values."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    rng = np.random.RandomState(0)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # the exception says it; no log line besides
+        sess = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
+        inputs = {}
+        for i in sess.get_inputs():
+            if i.type != 'tensor(float)':
+                return None
+            shape = [d if isinstance(d, int) else batch_size for d in i.shape]
+            inputs[i.name] = rng.randn(*shape).astype(np.float32)
+        sess.run(None, inputs)
+    except Exception as e:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
+        raise ValueError(f"{nnp_path}: onnxruntime refuses the converted file: "
+                         f"{' '.join(str(e).split())}")
+    diff, scale = check_onnx(onnx_path, nnp_path, inputs, scale=True)
+    if not diff <= CHECK_TOLERANCE * max(1.0, scale):
+        raise ValueError(f"{nnp_path}: the converted file computes other values than nnabla "
+                         f"(max |onnxruntime - nnabla| = {diff:.3g}, outputs up to {scale:.3g})")
+    return diff
+
+
+def check_onnx(onnx_path, nnp_path, inputs, network=None, scale=False):
     """Largest absolute difference between onnxruntime and nnabla on the same inputs.
 
     Args:
         onnx_path (str): the ONNX file.
         nnp_path (str): the .nnp it came from.
-        inputs (numpy.ndarray): a batch for the single input (batch size of the ONNX graph).
+        inputs (numpy.ndarray or dict): a batch for the single input, or input name -> batch
+            (batch size of the ONNX graph).
         network (str or None): network name (default: the first executor's).
+        scale (bool): also return the largest |nnabla output|.
 
     Returns:
-        float: max |onnxruntime - nnabla|.
+        float: max |onnxruntime - nnabla| over every output (with ``scale``: a pair).
     """
     import onnxruntime as ort
-    network = network or default_network(read_nnp(nnp_path))
-    with loaded_network(nnp_path, network, len(inputs)) as net:
-        xi, yo = list(net.inputs.values())[0], list(net.outputs.values())[0]
-        xi.d = inputs
-        yo.forward()
-        ref = yo.d.copy()
     sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-    got = sess.run(None, {sess.get_inputs()[0].name: inputs.astype(np.float32)})[0]
-    return float(np.max(np.abs(got.reshape(ref.shape) - ref)))
+    if not isinstance(inputs, dict):
+        inputs = {sess.get_inputs()[0].name: inputs}
+    inputs = {k: np.asarray(v, np.float32) for k, v in inputs.items()}
+    network = network or default_network(read_nnp(nnp_path))
+    batch = len(next(iter(inputs.values())))
+    with loaded_network(nnp_path, network, batch) as net:
+        for k, v in net.inputs.items():
+            v.d = inputs[k]
+        refs = {}
+        for k, v in net.outputs.items():
+            v.forward()
+            refs[k] = v.d.copy()
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
+    diff = max(float(np.max(np.abs(got[k].reshape(r.shape) - r))) for k, r in refs.items())
+    top = max(float(np.max(np.abs(r))) for r in refs.values())
+    return (diff, top) if scale else diff
