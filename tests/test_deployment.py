@@ -377,10 +377,10 @@ def test_onnx_export_matches_onnxruntime(tmp_path, rng):
     from nnabla_lutq.io.onnx import check_onnx, export_onnx
     x, y, path = _exported(tmp_path, rng)
     info = export_onnx(str(path), str(tmp_path / 'm.onnx'))
-    assert info['gather_layers'] == 3 and info['dense_names'] == ['net/fc/lutq_affine']
+    assert info['gather_layers'] == 4 and info['dense_names'] == []  # affine keeps its table
     import onnx
     graph = onnx.load(str(tmp_path / 'm.onnx')).graph
-    assert sum(n.op_type == 'Gather' for n in graph.node) == 3
+    assert sum(n.op_type == 'Gather' for n in graph.node) == 4
     for xb in (rng.rand(1, 1, 8, 8), rng.randn(1, 1, 8, 8)):
         assert check_onnx(str(tmp_path / 'm.onnx'), str(path), xb.astype(np.float32)) < 1e-5
 
