@@ -8,7 +8,8 @@ Layout (one package per concern):
   modes, graph forms of the rules;
 * :mod:`nnabla_lutq.kmeans` -- the k-means step behind one interface (host, device graph, CUDA);
 * :mod:`nnabla_lutq.training` -- ``LUTQSolver``, ``LCSolver``, ``initialize``,
-  ``load_float_parameters``;
+  ``load_float_parameters``; sensitivities from calibration data (``allocate_bits``,
+  ``initialize_weighted``);
 * :mod:`nnabla_lutq.io` -- .nnp, export, packed .lutq, post-training quantization, ONNX;
 * :mod:`nnabla_lutq.analysis` -- ``report``, ``footprint``;
 * :mod:`nnabla_lutq.integer` -- the integer-only executor (``verify_int``);
@@ -17,7 +18,7 @@ Layout (one package per concern):
 ``import nnabla_lutq`` loads what building and training a network needs (``core``, ``nn``,
 ``kmeans``, ``training``) and registers ``nnabla.parametric_functions.lutq_*`` and ``.mlbn``.
 The other subpackages and the names taken from them (``export_nnp``, ``convert``, ``report``,
-``verify_int``, ...) are imported on first use.
+``verify_int``, ``allocate_bits``, ...) are imported on first use.
 """
 import importlib as _importlib
 import os as _os
@@ -60,6 +61,10 @@ _LAZY = {
     'quantize_nnp': 'io.quantize', 'export_onnx': 'io.onnx',
     'LayerConfig': 'nn.convert', 'LUTQModifier': 'nn.convert', 'convert': 'nn.convert',
     'IntegerNetwork': 'integer', 'verify_int': 'integer',
+    'fisher_diagonal': 'training.sensitivity', 'allocate_bits': 'training.sensitivity',
+    'choose_bits': 'training.sensitivity', 'initialize_weighted': 'training.sensitivity',
+    'Budget': 'training.sensitivity', 'Fisher': 'training.sensitivity',
+    'BitReport': 'training.sensitivity',
 }
 #: subpackages imported on first use (``nnabla_lutq.io`` etc.)
 _SUBPACKAGES = ('analysis', 'cli', 'integer', 'io')

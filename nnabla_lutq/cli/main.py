@@ -237,22 +237,39 @@ def _cmd_unpack(args):
 
 def _cmd_convert(args):
     from ..io.quantize import quantize_nnp
-    data = None
+    import numpy as np
+    data = calibration = budget = None
     if args.eval_data:
-        import numpy as np
         try:
             with np.load(args.eval_data) as f:
                 data = (f['x'].astype(np.float32), f['y'])
         except (OSError, KeyError, ValueError) as e:
             raise ValueError(f"--eval-data {args.eval_data}: expected an .npz with arrays x "
                              f"(inputs) and y (labels) ({e})")
+    if args.calibration:
+        try:
+            with np.load(args.calibration) as f:
+                calibration = (f['x'].astype(np.float32), f['y'] if 'y' in f.files else None)
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"--calibration {args.calibration}: expected an .npz with an array "
+                             f"x (inputs) and optionally y (labels) ({e})")
+    if args.budget_bits is not None or args.bits_per_weight is not None:
+        from ..training.sensitivity import Budget
+        budget = Budget(args.budget_bits, args.bits_per_weight)
     r = quantize_nnp(args.input, args.output, n_values=args.n_values,
                      dictionary=args.dictionary, prune_ratio=args.prune_ratio, iters=args.iters,
-                     data=data, min_weights=args.min_weights, mlbn=args.mlbn)
+                     data=data, min_weights=args.min_weights, mlbn=args.mlbn,
+                     calibration=calibration, budget=budget,
+                     candidates=args.candidates, weighted=not args.unweighted,
+                     calibration_batch_size=args.calibration_batch_size)
     print(r['plan'].table())
     for layer in r['layers']:
         print(f"  {layer['name']:<40} K={layer['K']:<4} N={layer['n_weights']:<9} "
               f"mse {layer['mse']:.3g}")
+    if 'bits' in r:
+        print(r['bits'].table())
+    if r.get('weighted'):
+        print(f"sensitivity-weighted tables ({r['fisher'].n_batches} calibration minibatches)")
     print(f"wrote {args.output} ({len(r['layers'])} layers quantized)")
     if data is not None:
         print(f"accuracy on {len(data[0])} samples: float {r['accuracy_before']:.2%} -> "
@@ -390,6 +407,23 @@ def _parser():
                    help='multiplier-less batch normalization too (folded to x * a + b)')
     s.add_argument('--eval-data', metavar='NPZ', default=None,
                    help='.npz with arrays x (inputs) and y (labels): report the accuracy change')
+    s.add_argument('--calibration', metavar='NPZ', default=None,
+                   help='.npz with inputs x and optional labels y (without: the float model\'s '
+                        'predictions): sensitivity-weighted tables (softmax cross-entropy of '
+                        'the first output)')
+    b = s.add_mutually_exclusive_group()
+    b.add_argument('--bits-per-weight', metavar='BITS', type=float, default=None,
+                   help='budget: average bits per weight of the quantized layers, tables '
+                        'included; K is chosen per layer (needs --calibration)')
+    b.add_argument('--budget-bits', metavar='BITS', type=_at_least(1), default=None,
+                   help='budget: total bits of the quantized layers (needs --calibration)')
+    s.add_argument('--candidates', metavar='K', type=_at_least(2), nargs='+',
+                   default=[2, 4, 8, 16, 32, 64, 128, 256],
+                   help='the K a budget chooses from (default: %(default)s)')
+    s.add_argument('--unweighted', action='store_true',
+                   help='plain tables even with --calibration')
+    s.add_argument('--calibration-batch-size', metavar='N', type=_at_least(1), default=32,
+                   help='samples per calibration minibatch (default: %(default)s)')
     s.set_defaults(func=_cmd_convert)
     s = sub.add_parser('verify-int', help='run an exported LUT-Q .nnp with the integer, '
                        'multiplication-free executor beside nnabla: agreement and op counts')
