@@ -61,10 +61,10 @@ _LAZY = {
     'quantize_nnp': 'io.quantize', 'export_onnx': 'io.onnx',
     'LayerConfig': 'nn.convert', 'LUTQModifier': 'nn.convert', 'convert': 'nn.convert',
     'IntegerNetwork': 'integer', 'verify_int': 'integer',
-    'fisher_diagonal': 'training.sensitivity', 'allocate_bits': 'training.sensitivity',
-    'choose_bits': 'training.sensitivity', 'initialize_weighted': 'training.sensitivity',
-    'Budget': 'training.sensitivity', 'Fisher': 'training.sensitivity',
-    'BitReport': 'training.sensitivity',
+    'fisher_diagonal': 'training.sensitivity', 'allocate_bits': 'training.budget',
+    'choose_bits': 'training.budget', 'initialize_weighted': 'training.sensitivity',
+    'Budget': 'training.budget', 'Fisher': 'training.sensitivity',
+    'BitReport': 'training.budget',
 }
 #: subpackages imported on first use (``nnabla_lutq.io`` etc.)
 _SUBPACKAGES = ('analysis', 'cli', 'integer', 'io')

@@ -24,7 +24,8 @@ import pytest
 
 import nnabla_lutq
 from nnabla_lutq import cli
-from nnabla_lutq.cli.main import BROKEN_PIPE_STATUS, _cmd_plot
+from nnabla_lutq.cli.commands import cmd_plot
+from nnabla_lutq.cli.main import BROKEN_PIPE_STATUS
 from nnabla_lutq.io.nnp import read_nnp, write_nnp
 from nnabla_lutq.io.packed import pack, unpack
 from nnabla_lutq.io.quantize import quantize_nnp
@@ -52,7 +53,7 @@ def _writers(tmp_path, rng):
     _, _, fmodel = _float_model(tmp_path / 'float', rng)
 
     def plot(dest):
-        _cmd_plot(argparse.Namespace(model=str(model), output=dest, dpi=40))
+        cmd_plot(argparse.Namespace(model=str(model), output=dest, dpi=40))
     writers = {
         'export_nnp': (lambda d: nnabla_lutq.export_nnp(d, {'x': x}, {'y': y}), '.nnp'),
         'write_nnp': (lambda d: write_nnp(d, read_nnp(str(model))), '.nnp'),

@@ -19,9 +19,8 @@ from nnabla_lutq.core.config import make_config
 from nnabla_lutq.core.fit import fit_table, init_dictionary, table_sse
 from nnabla_lutq.io.nnp import read_nnp
 from nnabla_lutq.io.quantize import quantize_nnp
-from nnabla_lutq.training.sensitivity import (Budget, Fisher, choose_bits, fisher_diagonal,
-                                              initialize_weighted, layer_bits,
-                                              multiple_choice_knapsack)
+from nnabla_lutq.training.budget import Budget, choose_bits, layer_bits, multiple_choice_knapsack
+from nnabla_lutq.training.sensitivity import Fisher, fisher_diagonal, initialize_weighted
 from examples.common.models import Layers, digits_cnn
 
 

@@ -16,8 +16,8 @@ from ..core.fit import lloyd_bound
 from ..nn.convert import LayerConfig, convert
 from ..nn.state import STATE, inference_mode
 from ..training.initialization import initialize
-from ..training.sensitivity import (DEFAULT_CANDIDATES, Budget, choose_bits, fisher_diagonal,
-                                    initialize_weighted)
+from ..training.budget import DEFAULT_CANDIDATES, Budget, choose_bits
+from ..training.sensitivity import fisher_diagonal, initialize_weighted
 from .export import export_nnp
 from .nnp import NnpError, default_network, loaded_network, proto_network, read_nnp
 
