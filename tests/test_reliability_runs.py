@@ -25,6 +25,7 @@ from test_trainer_reliability import _assert_same, _params
 from examples.cifar10 import data as cifar_data
 from examples.cifar10 import train as cifar_train
 from examples.common import trainer
+from examples.common.checkpoint import SAVE_STAGES
 from examples.common.timelimit import CheckpointTimer
 
 #: 40 training images at batch 8: 5 iterations per epoch.
@@ -33,11 +34,13 @@ MONITORS = ('train_loss.series.txt', 'train_error.series.txt', 'val_error.series
 HANG_S = 300  # a bound for waits on a run's progress: only a hang reaches it
 
 
-def _start(out, *argv, log=None, module='examples.cifar10.train'):
-    """A training process, its console going to ``log`` (a file: no pipe to fill up)."""
+def _start(out, *argv, log=None, module='examples.cifar10.train', err=None):
+    """A training process, its console going to ``log`` (a file: no pipe to fill up), its
+    stderr to ``err`` if given."""
     log = open(log or f"{out}.log", 'w')
     return subprocess.Popen([sys.executable, '-m', module, '--output', str(out), *argv],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT, stdout=log,
+                            stderr=open(err, 'w') if err else subprocess.STDOUT,
                             preexec_fn=_default_sigint)
 
 
@@ -168,6 +171,57 @@ def test_checkpoint_timer_decisions():
     assert not CheckpointTimer(10, None, clock=lambda: 1e9).out_of_time(True)
 
 
+#: A process that saves checkpoints 1, 2 and 3 of a small solver and, in save 3, stops at the
+#: stage named by argv[2] (it writes RUN_DIR.paused and waits to be killed).
+_SAVER = """
+import os, sys, time
+import numpy as np, nnabla as nn, nnabla.solvers as S
+from examples.common.checkpoint import parameters_h5, save_checkpoint
+run_dir, pause_at = sys.argv[1:3]
+w = nn.parameter.get_parameter_or_create('w', (64, 64), np.zeros((64, 64), np.float32))
+solver = S.Momentum(0.1, 0.9)
+solver.set_parameters({'w': w})
+def stage(name):
+    if name == pause_at and it == 3:
+        open(run_dir + '.paused', 'w').close()
+        time.sleep(3600)
+for it in (1, 2, 3):
+    w.g = np.full((64, 64), it, np.float32)
+    solver.update()
+    save_checkpoint(run_dir, parameters_h5(), solver.save_states, {'iteration': it}, stage)
+"""
+
+
+@pytest.mark.parametrize('stage', SAVE_STAGES + ('after the save',))
+def test_kill_9_at_any_stage_of_a_save_leaves_a_whole_checkpoint(tmp_path, stage):
+    """A real process killed by SIGKILL while it saves checkpoint 3 at each stage of the save:
+    a whole checkpoint was on disk at that instant, and the run resumes from 2 (from 3 once it
+    is in place); after a save the folder holds it and the one before it, both whole."""
+    from examples.common.checkpoint import complete_checkpoint, load_state, recover_checkpoint
+    out = tmp_path / 'run'
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, '-c', _SAVER, str(out), stage], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'saver.log', 'w'))
+
+    def whole():
+        return {c: load_state(out / c)['iteration'] for c in ('checkpoint', 'checkpoint.old')
+                if complete_checkpoint(out / c)}
+    if stage in SAVE_STAGES:
+        _wait(lambda: (tmp_path / 'run.paused').exists(), proc, f"the stage {stage!r}")
+        seen = whole()
+        proc.kill()
+    assert proc.wait(HANG_S) in (0, -signal.SIGKILL), (tmp_path / 'saver.log').read_text()
+    want = {'moved to old': {'checkpoint.old': 2},
+            'in place': {'checkpoint': 3, 'checkpoint.old': 2},
+            'after the save': {'checkpoint': 3, 'checkpoint.old': 2}}.get(stage,
+                                                                           {'checkpoint': 2})
+    if stage in SAVE_STAGES:
+        assert seen == want  # the instant the process was killed
+    assert whole() == want
+    assert recover_checkpoint(str(out))
+    assert load_state(out / 'checkpoint')['iteration'] == max(want.values())
+
+
 # --- item 8: one owner per run folder ------------------------------------------------------
 
 def test_a_second_writer_is_refused_and_kill_9_frees_the_folder(tmp_path, official):
@@ -211,7 +265,7 @@ def _assert_clean_failure(r, out, before, reason):
 def test_a_full_disk_ends_the_run_with_one_line_and_keeps_the_checkpoint(tmp_path, official,
                                                                         free_kib):
     _, done = run(tmp_path, 'r', '--config', 'lutq4', data_dir=official[0], stop_at=2)
-    with tmpfs(tmp_path / 'disk', size='12m') as disk:
+    with tmpfs(tmp_path / 'disk', size='20m') as disk:  # two checkpoints and the final files
         out = shutil.copytree(done, os.path.join(disk, 'r'))
         before = {f: (done / 'checkpoint' / f).read_bytes() for f in os.listdir(done /
                                                                                'checkpoint')}
@@ -356,12 +410,20 @@ def test_a_damaged_checkpoint_falls_back_to_a_whole_old_one_or_is_refused(tmp_pa
         cifar_train.main(['--resume', str(out), '--no-progress'])
 
 
-def _assert_interrupted(proc, out, text):
+def _assert_interrupted(proc, out, text, sig=signal.SIGINT, console=None):
+    """The run ended with the status of ``sig``, one line on its console (or the file
+    ``console``), and no run folder."""
     proc.wait(HANG_S)
-    console = open(f"{out}.log").read()
-    assert proc.returncode == 130, console
-    assert console.strip().splitlines() == [f"train.py: {text}"], console
+    console = open(console or f"{out}.log").read()
+    assert proc.returncode == 128 + sig, console
+    line = f"train.py: {text}" if sig == signal.SIGINT else text  # SIGINT: console.py's line
+    assert console.strip().splitlines() == [line], console
     assert not out.exists()
+
+
+#: What a run stopped before its training loop prints (train.py, or the trainer for SIGTERM).
+BEFORE = {signal.SIGINT: 'interrupted (Ctrl-C) before training started; nothing was changed',
+          signal.SIGTERM: 'terminated (SIGTERM) before training started; nothing was changed'}
 
 
 def test_ctrl_c_during_the_imports_is_one_line(tmp_path, official, monkeypatch):
@@ -399,8 +461,10 @@ def _reader_of(fifos, proc):
     return fd[0]
 
 
-def test_ctrl_c_during_the_image_decode_is_one_line(tmp_path):
-    """The decode blocks reading an image that is a pipe; SIGINT arrives while it waits."""
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_image_decode_is_one_line(tmp_path, sig):
+    """The decode blocks reading an image that is a pipe; the signal arrives while it waits, in
+    the run folder the run has made (it holds the run's lock): the folder goes."""
     tree = tmp_path / 'tree'
     fifos = [tree / split / 'cat' / '0.png' for split in ('train', 'test')]
     for p in fifos:
@@ -409,13 +473,106 @@ def test_ctrl_c_during_the_image_decode_is_one_line(tmp_path):
     out = tmp_path / 'r'
     proc = _start(out, '--data-dir', str(tree), *TINY)
     fd = _reader_of(fifos, proc)
-    proc.send_signal(signal.SIGINT)
+    assert (out / 'run.lock').exists()
+    proc.send_signal(sig)
     try:
-        _assert_interrupted(proc, out, 'interrupted (Ctrl-C) before training started; nothing '
-                                       'was changed')
+        _assert_interrupted(proc, out, BEFORE[sig], sig)
     finally:
         os.close(fd)
     assert os.listdir(tmp_path / 'cache') == []  # no half-written cache file
+
+
+#: sitecustomize.py that sends the process $LUTQ_SIGNAL when the trainer calls $LUTQ_PHASE (a
+#: function or class of examples.common.trainer): a real signal at that point of a real run.
+_PHASE_HOOK = """
+import importlib.machinery, os, signal, sys
+PHASE, SIG = os.environ['LUTQ_PHASE'], getattr(signal, os.environ['LUTQ_SIGNAL'])
+class Finder:
+    def find_spec(self, name, path=None, target=None):
+        if name != 'examples.common.trainer':
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+        def exec_module(module):
+            load(module)
+            real = getattr(module, PHASE)
+            def phase(*a, **k):
+                os.kill(os.getpid(), SIG)
+                return real(*a, **k)
+            setattr(module, PHASE, phase)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Finder())
+"""
+
+
+def _signal_at(tmp_path, monkeypatch, phase, sig):
+    hook = tmp_path / 'hook'
+    hook.mkdir(exist_ok=True)
+    (hook / 'sitecustomize.py').write_text(_PHASE_HOOK)
+    monkeypatch.setenv('PYTHONPATH', str(hook))
+    monkeypatch.setenv('LUTQ_PHASE', phase)
+    monkeypatch.setenv('LUTQ_SIGNAL', signal.Signals(sig).name)
+
+
+@pytest.mark.parametrize('phase, sig', [
+    ('_load_data', signal.SIGTERM),  # the folder holds the lock only
+    ('_Loop', signal.SIGTERM),  # args.json written
+    ('CheckpointTimer', signal.SIGTERM),  # args.json and the monitor files written
+    ('CheckpointTimer', signal.SIGINT)])
+def test_a_signal_before_the_training_loop_removes_the_new_run(tmp_path, official, monkeypatch,
+                                                              phase, sig):
+    _signal_at(tmp_path, monkeypatch, phase, sig)
+    out = tmp_path / 'r'
+    proc = _start(out, '--data-dir', official[0], *TINY, '--config', 'float', '--max-iter', '2',
+                  err=tmp_path / 'stderr')
+    _assert_interrupted(proc, out, BEFORE[sig], sig, console=tmp_path / 'stderr')
+
+
+def test_a_signal_before_the_loop_keeps_an_existing_folder_as_it_was(tmp_path, official,
+                                                                     monkeypatch):
+    out = tmp_path / 'r'
+    out.mkdir()
+    (out / 'notes.txt').write_text('mine')
+    _signal_at(tmp_path, monkeypatch, 'CheckpointTimer', signal.SIGTERM)
+    proc = _start(out, '--data-dir', official[0], *TINY, '--config', 'float', '--max-iter', '2')
+    assert proc.wait(HANG_S) == 143
+    assert os.listdir(out) == ['notes.txt'] and (out / 'notes.txt').read_text() == 'mine'
+
+
+@pytest.mark.parametrize('phase, sig', [('_Loop', signal.SIGTERM), ('_finish', signal.SIGINT)])
+def test_a_signal_outside_the_loop_of_a_run_with_a_checkpoint_keeps_it(tmp_path, official,
+                                                                       monkeypatch, phase, sig):
+    """Resuming (before the loop) or writing the final files (after it): one line that says how
+    to continue, the status of the signal, the checkpoint unchanged; --resume then finishes."""
+    out = tmp_path / 'r'
+    argv = ['--output', str(out), '--data-dir', official[0], *TINY, '--config', 'float',
+            '--max-iter', '2']
+    before = None
+    if phase == '_Loop':
+        run(tmp_path, 'r', '--config', 'float', '--max-iter', '2', data_dir=official[0],
+            stop_at=1)
+        before = {f: (out / 'checkpoint' / f).read_bytes() for f in os.listdir(out /
+                                                                               'checkpoint')}
+        argv = ['--resume', str(out), '--no-progress']
+    _signal_at(tmp_path, monkeypatch, phase, sig)
+    proc = subprocess.Popen([sys.executable, '-m', 'examples.cifar10.train', *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    stderr = proc.communicate(timeout=HANG_S)[1]
+    assert proc.returncode == 128 + sig, stderr
+    what = 'interrupted (Ctrl-C)' if sig == signal.SIGINT else 'terminated (SIGTERM)'
+    prefix = 'train.py: ' if sig == signal.SIGINT else ''
+    assert stderr.strip().splitlines() == [
+        f"{prefix}{what} outside the training loop; the run's checkpoint is whole: continue "
+        f"with --resume {out}"]
+    assert not (out / 'run.lock').exists() and not (out / 'results.json').exists()
+    if before is not None:
+        assert {f: (out / 'checkpoint' / f).read_bytes() for f in before} == before
+    nn.clear_parameters()
+    res = cifar_train.main(['--resume', str(out), '--no-progress'])
+    assert res['history'][-1]['iteration'] == 2
 
 
 # --- item 12: decode workers die with the ImageNet run ---------------------------------------

@@ -151,7 +151,10 @@ def test_a_death_between_the_checkpoint_renames_is_recovered(tmp_path, official)
     res = cifar_train.main(['--resume', str(out), '--no-progress'])
     _assert_same(_params(), want)
     assert res['history'] == straight['history']
-    assert not (out / 'checkpoint.old').exists()
+    from examples.common.checkpoint import complete_checkpoint, load_state
+    assert complete_checkpoint(out / 'checkpoint.old')  # the one before the last, kept
+    assert load_state(out / 'checkpoint.old')['iteration'] == 5
+    assert not (out / 'checkpoint.tmp').exists()
 
 
 @pytest.mark.slow
@@ -307,6 +310,65 @@ def test_under_mpirun_only_rank_0_recovers_a_checkpoint_then_all_ranks_meet(tmp_
                       comm=_FakeComm(rank, log))
     assert log == ([('recover', 0), ('barrier', 0)] if rank == 0 else [('barrier', 1)])
     assert (out / 'checkpoint').exists() == (rank == 0)
+
+
+def _rank_until_stopped(rank, conn, argv, log_path):
+    """One data-parallel rank of a CIFAR-10 run (a forked process); its exit status is the
+    trainer's, its log lines go to ``log_path``."""
+    from test_imagenet_example import PipeComm
+    code = 99
+    with open(log_path, 'w', buffering=1) as log:
+        try:
+            args = trainer.parse_args(cifar_train.parser(), argv)
+            trainer.train(args, cifar_train.dataset, cifar_train.resnet20,
+                          comm=PipeComm(rank, conn), log=lambda line: print(line, file=log))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 98
+        except BaseException as e:
+            print(repr(e), file=log)
+    os._exit(code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signaled, sig', [(1, signal.SIGINT), (0, signal.SIGTERM)])
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path, official,
+                                                                     signaled, sig):
+    """Two data-parallel processes; a real signal reaches one of them only. Both stop at the
+    same iteration with the status of that signal, rank 0 having written the checkpoint (before,
+    the signaled rank stopped alone and the other waited in its next all-reduce for ever)."""
+    import multiprocessing
+    mp = multiprocessing.get_context('fork')
+    out = tmp_path / 'dp'
+    argv = ['--data-dir', official[0], '--output', str(out), '--config', 'float',
+            '--epochs', '1000', '--batch-size', '4', '--val-batch-size', '7', '--no-progress']
+    logs = [tmp_path / f'rank{r}.log' for r in range(2)]
+    a, b = mp.Pipe()
+    procs = [mp.Process(target=_rank_until_stopped, args=(r, c, argv, str(logs[r])))
+             for r, c in enumerate((a, b))]
+    for p in procs:
+        p.start()
+    try:
+        state = out / 'checkpoint' / 'state.json'
+        deadline = time.monotonic() + 300  # a hang guard, not a speed assumption
+        while not state.exists():
+            assert all(p.is_alive() for p in procs), [f.read_text() for f in logs]
+            assert time.monotonic() < deadline, 'no checkpoint'
+            time.sleep(0.05)
+        os.kill(procs[signaled].pid, sig)
+        for p in procs:
+            p.join(300)
+        assert [p.exitcode for p in procs] == [128 + sig] * 2, [f.read_text() for f in logs]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    stopped = json.loads(state.read_text())['iteration']
+    for f in logs:
+        assert f.read_text().strip().splitlines()[-1] == (
+            f"{signal.Signals(sig).name} at iteration {stopped}: checkpoint written; continue "
+            f"with --resume {out}")
 
 
 def test_barrier_of_a_communicator_without_one_is_an_all_reduce():

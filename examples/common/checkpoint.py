@@ -6,8 +6,10 @@ nnabla-examples' ``checkpoint.py`` saves parameters + solver states + the iterat
 
 * ``RUN_DIR/checkpoint/`` holds ``params.h5``, ``solver.h5`` and ``state.json`` (iteration,
   epoch, validation history, monitor state, and the size and SHA-256 of the two ``.h5`` files).
-* :func:`save_checkpoint` writes ``checkpoint.tmp``, syncs it and moves it into place by
-  renames; :func:`checkpoint_problem` recognises a truncated or damaged checkpoint, and
+* ``RUN_DIR/checkpoint.old/`` is the checkpoint before it, kept as the fallback:
+  :func:`save_checkpoint` writes ``checkpoint.tmp``, syncs it, reads it back, and only then
+  moves it into place by renames, so a whole checkpoint is on disk at every instant;
+  :func:`checkpoint_problem` recognises a truncated or damaged checkpoint, and
   :func:`recover_checkpoint` falls back to ``checkpoint.old`` when that one is whole.
 * Parameters are made in memory as the bytes of an ``.h5`` file (:func:`parameters_h5`): HDF5
   does not survive a write to a full disk, Python's write of the bytes fails cleanly.
@@ -30,7 +32,7 @@ import nnabla_lutq
 from . import configs
 from .runfolder import RunError, reserve, write_bytes, write_problem, writes_to
 
-__all__ = ['CHECKPOINT_FILES', 'parameters_h5', 'save_parameters', 'save_checkpoint',
+__all__ = ['CHECKPOINT_FILES', 'SAVE_STAGES', 'parameters_h5', 'save_parameters', 'save_checkpoint',
            'load_checkpoint', 'checkpoint_problem', 'complete_checkpoint', 'recover_checkpoint',
            'load_state', 'Checkpoints', 'load_init_nnp', 'complete_init']
 
@@ -48,6 +50,7 @@ def _digest(path):
 
 
 def _fsync(path):
+    """Sync a file, or a folder's entries (the renames in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -71,13 +74,25 @@ def save_parameters(path):
         write_bytes(tmp, data)
 
 
-def save_checkpoint(run_dir, params, save_solver, state):
-    """Write a checkpoint of the run and move it into place.
+#: The stages of :func:`save_checkpoint`, in order; a whole checkpoint is on disk after each
+#: (``checkpoint`` until ``'moved to old'``, ``checkpoint.old`` then, the new ``checkpoint``
+#: from ``'in place'`` on).
+SAVE_STAGES = ('old removed', 'params written', 'solver written', 'state written', 'verified',
+               'moved to old', 'in place')
 
-    ``checkpoint.tmp`` is written and synced first; then ``checkpoint`` becomes
-    ``checkpoint.old`` and ``checkpoint.tmp`` becomes ``checkpoint`` (a death between the renames
-    is undone by :func:`recover_checkpoint`). If writing fails, ``checkpoint.tmp`` is removed and
-    the previous checkpoint is untouched.
+
+def save_checkpoint(run_dir, params, save_solver, state, stage=None):
+    """Write a checkpoint of the run and move it into place; the previous one becomes
+    ``checkpoint.old``.
+
+    The one before the previous (``checkpoint.old``) is removed first (unless the previous one
+    is not whole: then it is the fallback and stays), so a save needs room for one checkpoint
+    more than the folder holds. ``checkpoint.tmp`` is written, synced and read
+    back against the sizes and SHA-256 recorded in its ``state.json`` (those of ``params.h5``
+    come from the bytes in memory); only then does ``checkpoint`` become ``checkpoint.old`` and
+    ``checkpoint.tmp`` become ``checkpoint``. At every instant a whole checkpoint is on disk (a
+    death between the renames is undone by :func:`recover_checkpoint`). If writing fails,
+    ``checkpoint.tmp`` is removed and the previous checkpoint is untouched.
 
     Args:
         run_dir (str): the run folder.
@@ -86,36 +101,56 @@ def save_checkpoint(run_dir, params, save_solver, state):
             space is reserved first (:func:`~examples.common.runfolder.reserve`): the size of the
             previous checkpoint's file, or twice the parameters' size for the first one.
         state (dict): the JSON state (iteration, history, ...); the files' digests are added.
+        stage (callable or None): ``stage(name)`` after each of :data:`SAVE_STAGES` (tests
+            stop the process there).
+
+    Raises:
+        OSError: a write failed; RuntimeError: the new checkpoint does not read back whole.
     """
+    reached = stage or (lambda name: None)
     tmp = os.path.join(run_dir, 'checkpoint.tmp')
     final = os.path.join(run_dir, 'checkpoint')
     old = os.path.join(run_dir, 'checkpoint.old')
     shutil.rmtree(tmp, ignore_errors=True)
+    previous_whole = complete_checkpoint(final)
+    if previous_whole:  # else checkpoint.old may be the only whole one: it stays
+        shutil.rmtree(old, ignore_errors=True)
+    reached('old removed')
     try:
         os.makedirs(tmp)
         write_bytes(os.path.join(tmp, 'params.h5'), params)
+        reached('params written')
         previous = os.path.join(final, 'solver.h5')
         need = os.path.getsize(previous) if os.path.isfile(previous) else 2 * len(params)
         reserve(os.path.join(tmp, 'solver.reserved'), need + (1 << 16))
         save_solver(os.path.join(tmp, 'solver.h5'))
         _fsync(os.path.join(tmp, 'solver.h5'))
-        files = {}
-        for name in CHECKPOINT_FILES[:2]:
-            path = os.path.join(tmp, name)
-            files[name] = {'bytes': os.path.getsize(path), 'sha256': _digest(path)}
+        reached('solver written')
+        path = os.path.join(tmp, 'solver.h5')
+        files = {'params.h5': {'bytes': len(params), 'sha256': hashlib.sha256(params).hexdigest()},
+                 'solver.h5': {'bytes': os.path.getsize(path), 'sha256': _digest(path)}}
         path = os.path.join(tmp, 'state.json')
         with open(path, 'w') as f:
             json.dump({**state, _DIGESTS: files}, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        _fsync(tmp)
+        reached('state written')
+        problem = checkpoint_problem(tmp)
+        if problem is not None:
+            raise RuntimeError(f"the checkpoint written does not read back ({problem})")
+        reached('verified')
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(final):
+    if previous_whole:
         os.replace(final, old)
+    else:
+        shutil.rmtree(final, ignore_errors=True)  # damaged (or none): not worth keeping
+    reached('moved to old')
     os.replace(tmp, final)  # a death before this line leaves checkpoint.old: recover_checkpoint
-    shutil.rmtree(old, ignore_errors=True)
+    reached('in place')
+    _fsync(run_dir)
 
 
 def load_checkpoint(run_dir, solver):

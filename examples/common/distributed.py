@@ -5,8 +5,10 @@ Rank 0 writes the monitors, checkpoints and exports; every rank starts from rank
 LUT-Q k-means step keeps the tables identical on every rank by construction
 (``LUTQSolver(comm=...)``). Each rank reads its own shard of every epoch's permutation, so the
 ranks together make one minibatch of ``batch_size * size`` images; the trainer scales ``--lr``
-by ``size`` (linear scaling rule; ``--no-lr-scaling`` opts out). With one process every method
-is a no-op.
+by ``size`` (linear scaling rule; ``--no-lr-scaling`` opts out). The ranks decide together
+whether to stop at each iteration boundary (:meth:`Distributed.agree_stop`): a Ctrl-C, a SIGTERM
+or the time limit of one rank stops every rank at the same iteration, with the same exit status,
+after rank 0 has written the checkpoint. With one process every method is a no-op.
 
 Why not ``nnabla.utils.communicator_util`` (``create_communicator`` / ``single_or_rankzero``),
 which nnabla-examples use: its ``create_communicator`` only recognises OpenMPI's ``mpirun``
@@ -20,6 +22,7 @@ wrapper that nnabla-examples' ``CommunicatorWrapper`` also is, on the same commu
 (``MultiProcessDataParallelCommunicator``).
 """
 import os
+import signal
 
 import numpy as np
 import nnabla as nn
@@ -111,8 +114,34 @@ class Distributed:
     def any_true(self, flag):
         """bool: whether ``flag`` is true on any rank; every rank gets the same answer (a
         decision to stop must be taken by all ranks at the same iteration)."""
+        return bool(self._counts([flag])[0])
+
+    def agree_stop(self, signum, out_of_time):
+        """Why every rank stops at this iteration boundary, if any rank has a reason.
+
+        A signal may reach one rank only (``kill`` of one process, a node's scheduler); the rank
+        that stopped alone would leave the others waiting in their next all-reduce. One
+        all-reduce per iteration gives every rank the same decision.
+
+        Args:
+            signum (int or None): the signal this rank received (SIGINT or SIGTERM).
+            out_of_time (bool): this rank's time-limit decision.
+
+        Returns:
+            tuple: ``(signum, out_of_time)`` of the ranks together: SIGTERM if any rank received
+            it, else SIGINT if any did, else None; and whether any rank ran out of time.
+        """
         if self.comm is None:
-            return bool(flag)
-        value = nn.NdArray.from_numpy_array(np.array([1.0 if flag else 0.0], np.float32))
+            return signum, bool(out_of_time)
+        sigint, sigterm, late = self._counts([signum == signal.SIGINT,
+                                              signum == signal.SIGTERM, out_of_time])
+        return (signal.SIGTERM if sigterm else signal.SIGINT if sigint else None), bool(late)
+
+    def _counts(self, flags):
+        """How many ranks have each of ``flags`` true (one all-reduce)."""
+        if self.comm is None:
+            return [int(bool(f)) for f in flags]
+        value = nn.NdArray.from_numpy_array(np.array([1.0 if f else 0.0 for f in flags],
+                                                     np.float32))
         self.comm.all_reduce([value], division=False, inplace=False)
-        return bool(value.data[0] > 0)
+        return [int(round(float(v))) for v in value.data]

@@ -5,7 +5,9 @@
   an exception, ``kill -9``, a crash), so a lock never outlives its owner and there is no stale
   pid file to remove by hand; a second process that asks for the folder (the same ``--output``,
   or ``--resume`` of a run that is training) is refused with one line. The file only names the
-  owner (pid and host) for that message, and is removed when the owner ends normally.
+  owner (pid and host) for that message, and is removed when the owner ends normally. A run
+  that ends without anything worth keeping (an error or a signal before its first checkpoint)
+  leaves the folder as it found it: what it wrote is removed, and so is the folder if it made it.
 * :func:`writes_to`: a failed write (full disk, quota, file size limit ``ulimit -f``, read-only
   file system) becomes one :class:`RunError` line saying what is intact and how to continue.
   :func:`write_bytes` and :func:`reserve` make the writes fail as a plain ``OSError``.
@@ -17,6 +19,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import socket
 
 __all__ = ['RunError', 'RunLock', 'writes_to', 'write_problem', 'reserve', 'write_bytes']
@@ -63,6 +66,7 @@ class RunLock:
         self.path = os.path.join(run_dir, LOCK_FILE)
         self.created = False
         self._fd = None
+        self._found = set()  # what the folder held when this process locked it
 
     def acquire(self):
         """Create the folder if needed and lock it.
@@ -85,6 +89,11 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 os.close(fd)
+            try:
+                self._found = set(os.listdir(self.run_dir)) - {LOCK_FILE}
+            except OSError:
+                os.close(fd)
+                raise
             self._fd = fd
             _HELD.add(fd)
             os.ftruncate(fd, 0)
@@ -117,12 +126,25 @@ class RunLock:
                         "it with a checkpoint) or choose another --output")
 
     def release(self, failed=False):
-        """Unlock (and remove the lock file); after a failure, also remove the folder if this
-        lock created it and nothing else was written into it.
+        """Unlock (and remove the lock file); after a failure, first remove what was written into
+        the folder while it was held (the entries it did not hold then), and then the folder if
+        this lock created it and nothing else is in it.
 
         Args:
             failed (bool): the run ended before it wrote anything worth keeping.
         """
+        if failed and self._fd is not None:  # only the owner removes anything
+            try:
+                written = set(os.listdir(self.run_dir)) - self._found - {LOCK_FILE}
+            except OSError:
+                written = set()
+            for name in written:
+                path = os.path.join(self.run_dir, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # before unlocking: a waiter then locks a new file

@@ -9,6 +9,7 @@ One run = one configuration trained in its own folder::
       checkpoint/          params.h5 + solver.h5 + state.json (iteration, epoch, validation
                            history, monitor state, the .h5 files' digests; the latest one,
                            replaced atomically: :mod:`examples.common.checkpoint`)
+      checkpoint.old/      the one before it (the fallback if checkpoint/ is damaged)
       *.series.txt         nnabla monitors: train_loss, train_error, val_error, time
       params.h5            final parameters (``--init`` of a LUT-Q run takes a float one)
       best.h5              parameters at the lowest validation error so far (not for LC runs,
@@ -24,9 +25,12 @@ to [-1, 1] itself.
 the restore of a checkpoint or the start of a new run (:func:`_restore`), the loop
 (:class:`_Loop`) and the files of a finished run (:func:`_finish`).
 
-Interruptions: Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop, ``timeout``) only set a flag; the
-run stops at the next iteration boundary, writes its checkpoint and exits (130 / 143), so
-``--resume`` continues bit-identically. Checkpoints are also written every
+Interruptions: in the training loop Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop, ``timeout``)
+only set a flag; the run stops at the next iteration boundary (every rank at the same one), writes
+its checkpoint and exits (130 / 143), so ``--resume`` continues bit-identically. Before the loop
+(the data, the graphs) and after it (the final files) they end the run at once with one line and
+the same status; a new run's folder is then removed unless it holds a checkpoint
+(:class:`examples.common.timelimit.Interrupts`). Checkpoints are also written every
 ``--checkpoint-interval`` seconds (so a ``kill -9`` or a crash loses minutes, not an epoch), and
 ``--time-limit`` stops the run with a checkpoint before a scheduler's limit (exit
 :data:`TIME_LIMIT_STATUS`). A run folder belongs to one process at a time
@@ -65,7 +69,7 @@ from .checkpoint import (Checkpoints, complete_checkpoint, complete_init, load_i
 from .distributed import Distributed, mpi_rank
 from .monitors import RunMonitors
 from .runfolder import RunError, RunLock
-from .timelimit import CheckpointTimer, Interrupts
+from .timelimit import CheckpointTimer, Interrupts, end_interrupted
 
 __all__ = ['add_arguments', 'parse_args', 'check_arguments', 'run_layers', 'check_context',
            'list_configs', 'scheduler', 'learning_rate', 'prepare', 'train', 'train_argv',
@@ -190,37 +194,59 @@ def train(args, dataset_fn, model_fn, stop_at=None, log=print, comm=None, epoch_
             process (nothing is changed then), or a write that failed (the last checkpoint
             stays).
         SystemExit: 130 (SIGINT) or 143 (SIGTERM) after checkpointing an interrupted run,
-            :data:`TIME_LIMIT_STATUS` after checkpointing at ``--time-limit``.
+            :data:`TIME_LIMIT_STATUS` after checkpointing at ``--time-limit``; 143 (with one
+            line on stderr) for a SIGTERM outside the training loop.
+        KeyboardInterrupt: for a SIGINT outside the training loop (the scripts print one line
+            and exit 130: :mod:`examples.common.console`).
     """
     began = time.monotonic()
-    args, layers, run_dir, resuming = prepare(
-        args, writer=(comm.rank if comm is not None else mpi_rank()) == 0)
-    ctx = get_extension_context(args.context)
-    dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
-    with _owned(run_dir, resuming, dist, log):
-        run = _Run(args, layers, run_dir, resuming, dist, log, Checkpoints(run_dir, dist.is_main))
-        _load_data(run, dataset_fn)
-        graphs = _build_graphs(run, ctx, model_fn)
-        solver, params = _build_solver(run)
-        state = _restore(run, solver)
-        if _Loop(run, graphs, solver, params, state, began).train(stop_at, epoch_lines):
-            return state  # stopped at stop_at, with a checkpoint
-        return _finish(run, model_fn, graphs.y_val, state) if dist.is_main else state
+    run_dir = resuming = None
+    with Interrupts() as interrupts:
+        try:
+            args, layers, run_dir, resuming = prepare(
+                args, writer=(comm.rank if comm is not None else mpi_rank()) == 0)
+            ctx = get_extension_context(args.context)
+            dist = Distributed(comm) if comm is not None else Distributed.create(ctx)
+            with _owned(run_dir, resuming, dist, log, interrupts):
+                run = _Run(args, layers, run_dir, resuming, dist, log,
+                           Checkpoints(run_dir, dist.is_main), interrupts)
+                _load_data(run, dataset_fn)
+                graphs = _build_graphs(run, ctx, model_fn)
+                solver, params = _build_solver(run)
+                state = _restore(run, solver)
+                if _Loop(run, graphs, solver, params, state, began).train(stop_at, epoch_lines):
+                    return state  # stopped at stop_at, with a checkpoint
+                return _finish(run, model_fn, graphs.y_val, state) if dist.is_main else state
+        except KeyboardInterrupt as e:  # outside the loop, or a second Ctrl-C
+            end_interrupted(e, run_dir if run_dir and holds_run(run_dir) else None)
 
 
 @contextlib.contextmanager
-def _owned(run_dir, resuming, dist, log):
-    """Hold the run folder (rank 0 locks it) with its last whole checkpoint in place."""
+def _owned(run_dir, resuming, dist, log, interrupts):
+    """Hold the run folder (rank 0 locks it) with its last whole checkpoint in place; a new run
+    that ends without a checkpoint (an error, a signal) leaves the folder as it found it."""
     flag = f"--resume {run_dir}" if resuming else f"--output {run_dir}"
-    with RunLock(run_dir, flag) if dist.is_main else contextlib.nullcontext():
-        if dist.is_main and not resuming and holds_run(run_dir):  # since prepare() looked
-            raise RunError(f"--output {run_dir} already holds a run: continue it with --resume "
-                           f"{run_dir} or choose another --output")
+    lock = RunLock(run_dir, flag) if dist.is_main else None
+    failed = False
+    try:
+        if lock is not None:
+            with interrupts.deferred():  # a signal waits until the lock knows what it made
+                lock.acquire()
+            if not resuming and holds_run(run_dir):  # since prepare() looked
+                raise RunError(f"--output {run_dir} already holds a run: continue it with "
+                               f"--resume {run_dir} or choose another --output")
         if resuming:  # one process renames; the others wait for it
             if dist.is_main:
                 recover_checkpoint(run_dir, log)
             dist.barrier()
         yield
+    except BaseException:
+        failed = not resuming and not holds_run(run_dir)
+        raise
+    finally:
+        if lock is not None:
+            with interrupts.deferred():  # the clean-up is not cut short
+                lock.release(failed=failed)
 
 
 @dataclasses.dataclass
@@ -233,6 +259,7 @@ class _Run:
     dist: Distributed
     log: object  # callable
     checkpoints: Checkpoints
+    interrupts: Interrupts
     dataset: object = None
     steps: int = 0  # iterations per epoch
     total: int = 0  # iterations of the run
@@ -440,7 +467,7 @@ class _Loop:
                           int(getattr(args, 'warmup_epochs', 0) * steps))
         bar = tqdm(total=total, initial=it, desc=args.config,
                    disable=not args.progress or not run.dist.is_main, ncols=90)
-        with Interrupts() as interrupts:
+        with run.interrupts.looping() as interrupts:
             while it < total:
                 self.step(it, sched.get_learning_rate(it))
                 it += 1
@@ -455,24 +482,29 @@ class _Loop:
                         bar.write(f"  epoch {it / steps:6.2f}  validation error {err:.4f}")
                 out_of_time = it < total and timer.out_of_time((it + 1) % steps == 0
                                                                or it + 1 == total)
-                if timer.time_limit is not None and run.dist.size > 1:  # all ranks stop together
-                    out_of_time = run.dist.any_true(out_of_time)
-                if it % steps == 0 or it == total or it == stop_at or interrupts.signum \
-                        or out_of_time or timer.checkpoint_due():
+                # every rank stops at the same iteration, whichever rank the signal reached
+                signum, out_of_time = run.dist.agree_stop(interrupts.signum, out_of_time)
+                if it % steps == 0 or it == total or it == stop_at or signum or out_of_time \
+                        or timer.checkpoint_due():
                     self.checkpoint(it)
-                if interrupts.signum or out_of_time or it == stop_at:
+                if signum or out_of_time or it == stop_at:
                     bar.close()
-                    return self._stopped(it, interrupts.signum, out_of_time)
-        bar.close()
-        if not self.state['history'] or self.state['history'][-1]['iteration'] != total:
-            self.validate(total)  # e.g. a checkpoint of an older version, written before it
-            self.checkpoint(total)
+                    return self._stopped(it, signum, out_of_time)
+            bar.close()
+            if not self.state['history'] or self.state['history'][-1]['iteration'] != total:
+                self.validate(total)  # e.g. a checkpoint of an older version, written before it
+                self.checkpoint(total)
+            signum, _ = run.dist.agree_stop(interrupts.signum, False)
+            if signum:  # during that validation: the checkpoint holds it
+                return self._stopped(total, signum, False)
         return False
 
     def _stopped(self, it, signum, out_of_time):
         """Say why the run stopped at ``it`` (its checkpoint written), and exit but for
-        ``stop_at``."""
+        ``stop_at``; every rank leaves once rank 0 has written the checkpoint (a launcher may
+        end the others when one exits)."""
         run = self.run
+        run.dist.barrier()
         if signum:
             run.log(f"{signal.Signals(signum).name} at iteration {it}: checkpoint written; "
                     f"continue with --resume {run.run_dir}")
