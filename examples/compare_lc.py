@@ -25,7 +25,7 @@ given in LUT-Q.
 Usage::
 
     python -m examples.compare_lc --dataset digits --seeds 0 1 2
-    python -m examples.compare_lc --dataset cifar10 --data-dir ../shared/data \\
+    python -m examples.compare_lc --dataset cifar10 --data-dir DATA \\
         --float-iters 300 --iters 100 --batch-size 64 --configs lutq1 lutq2-pow2 lutq-ternary
 """
 import argparse
