@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union, Sequence
 
 import nnabla.functions as F
-import nnabla.initializer as I
 import nnabla.parametric_functions as PF
 
 from nnabla_lutq.nn import layers as LPF
+from nnabla_lutq.nn.quantize import quantized_relu
 
 __all__ = ['Layers', 'digits_cnn', 'resnet20']
 
@@ -37,8 +37,9 @@ class Layers:
             (decay ``act_decay``) of the minibatch maximum (nnabla's ``PF.min_max_quantize`` with
             ``x_min_max=True, ema=True``); the inference graph uses the stored ``r``. The
             gradient is straight-through inside ``[0, r]`` and zero above ``r``. This is
-            ``act_quant='ema'``; its step ``r / (2**act_bits - 1)`` is in general not a power of
-            two.
+            ``act_quant='ema'`` (:func:`nnabla_lutq.nn.quantize.quantized_relu`: nnabla's graph
+            for inference, a cheaper one for training); its step ``r / (2**act_bits - 1)`` is in
+            general not a power of two.
         act_decay (float): decay of that moving average.
         act_quant (str): ``'ema'`` (default, the tracked range above) or ``'pow2'``: the
             integer-friendly choice, nnabla's fixed-point quantization
@@ -106,17 +107,17 @@ class Layers:
         return self.act_max / 2 ** self.act_bits
 
     def act(self, x, test, name):
-        """ReLU, followed by uniform ``act_bits`` quantization in scope ``name`` if enabled."""
+        """ReLU, followed by uniform ``act_bits`` quantization in scope ``name`` if enabled: the
+        tracked range by :func:`nnabla_lutq.nn.quantize.quantized_relu` (nnabla's
+        ``MinMaxQuantize`` in the inference graph, a few cheap functions in training), the
+        power-of-two step by ``F.fixed_point_quantize``."""
         step = self.act_step()  # validates act_quant / act_max
-        h = F.relu(x)
         if not self.act_bits:
-            return h
+            return F.relu(x)
         if step is not None:
-            return F.fixed_point_quantize(h, sign=False, n=self.act_bits, delta=step)
-        return PF.min_max_quantize(h, ql_min=0, ql_max=2 ** self.act_bits - 1,
-                                   decay=self.act_decay, x_min_max=not test, ema=True,
-                                   qr_min_init=I.ConstantInitializer(0.0),
-                                   qr_max_init=I.ConstantInitializer(6.0), name=name)
+            return F.fixed_point_quantize(F.relu(x), sign=False, n=self.act_bits, delta=step)
+        return quantized_relu(x, self.act_bits, track_range=not test, decay=self.act_decay,
+                              qr_max_init=6.0, name=name)
 
 
 def digits_cnn(x, layers, test=False):

@@ -19,7 +19,7 @@ from nnabla.parametric_functions import parametric_function_api
 
 from ..core.config import make_config
 from ..core.fit import init_dictionary
-from .functions import detached, float32_context, mlbn_scale
+from .functions import batch_variance, detached, float32_context, mlbn_batch_gamma, mlbn_scale
 from .params import scope_path
 from .state import STATE, LUTQLayer, MLBNLayer, WeightMode
 
@@ -296,10 +296,15 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
 
     * Inference (``batch_stat=False``): ``y = a·x + b`` with ``a = pow2(γ/√(var+ε))`` (exactly
       ``±2^k``) and ``b = β - a·mean`` from the running statistics (see :func:`fold_mlbn`).
-    * Training (``batch_stat=True``): nnabla's batch normalization with
-      ``γ̂ = pow2(γ/√(σ²_B+ε))·√(σ²_B+ε)``, where σ²_B is the (biased) batch variance the pass
-      normalizes with; the backward pass updates the full-precision ``γ`` straight through
-      (∂L/∂γ = ∂L/∂γ̂). Running statistics are updated as in ``PF.batch_normalization``.
+    * Training (``batch_stat=True``): batch normalization with
+      ``γ̂ = pow2(γ/√(σ²_B+ε))·√(σ²_B+ε)``, where σ²_B is the (biased) batch variance (the one
+      the pass normalizes with, to float rounding), so ``y = pow2(γ/σ_B)·(x - μ_B) + β``; the
+      backward pass is batch normalization's with ``γ̂`` and updates the full-precision ``γ``
+      straight through (∂L/∂γ = ∂L/∂γ̂). Running statistics are updated exactly as by
+      ``PF.batch_normalization``. The graph: ``F.batch_normalization`` with ``γ̂`` computed
+      once from σ²_B (:func:`~nnabla_lutq.nn.functions.batch_variance`: 7 functions, two fast
+      reductions each of ``x`` and ``x·x``; :func:`~nnabla_lutq.nn.functions.mlbn_batch_gamma`:
+      8 functions on one value per channel, the rounding exact).
 
     Args:
         inp (~nnabla.Variable): N-D array of input.
@@ -346,20 +351,9 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
     if not batch_stat:
         a, _ = mlbn_scale(gamma, var, eps)
         return inp * a + _mlbn_bias(a, beta, mean)
-    red = tuple(i for i in range(inp.ndim) if i not in axes)
-    mu = F.mean(inp, axis=red, keepdims=True)
-    sigma2 = F.mean(F.pow_scalar(inp - mu, 2.0), axis=red, keepdims=True)
-    g = None if gamma is None else detached(gamma)
-    a, std = mlbn_scale(g, sigma2, eps)
-    if gamma is None:
-        gamma_hat = a * std
-        gamma_hat.need_grad = False
-    else:
-        correction = a * std - g
-        correction.need_grad = False  # straight through: no gradient via the rounding or σ²_B
-        gamma_hat = gamma + correction
-    return F.batch_normalization(inp, beta, gamma_hat, mean, var, axes, decay_rate, eps,
-                                 batch_stat, output_stat)
+    sigma2 = batch_variance(inp, axes)
+    return F.batch_normalization(inp, beta, mlbn_batch_gamma(gamma, sigma2, eps), mean, var, axes,
+                                 decay_rate, eps, batch_stat, output_stat)
 
 
 def _mlbn_record(name, params, shape, eps, axes):
