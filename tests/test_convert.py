@@ -998,3 +998,20 @@ def test_unlinked_copies_follow_the_converted_graph(rng):
     logit = fake_q.d @ q['dis/lutq_affine/d'][q['dis/lutq_affine/A']] + q['dis/lutq_affine/b']
     want = np.mean(np.maximum(logit, 0) + np.log1p(np.exp(-np.abs(logit))))
     np.testing.assert_allclose(loss_dq.d, want, rtol=1e-5)
+
+
+def test_an_activation_quantizer_is_not_a_layer(rng):
+    """The tracked-range quantizer multiplies by a per-channel step computed from its range
+    (depthwise products): conversion does not take them for layers with weights and warns about
+    nothing; the quantizer's range parameters are one float entry of the plan."""
+    from nnabla_lutq.nn.quantize import quantized_relu
+    x = nn.Variable.from_numpy_array(rng.randn(2, 3, 8, 8).astype(np.float32))
+    h = PF.convolution(x, 4, (3, 3), name='c')
+    with nn.parameter_scope('q'):
+        h = quantized_relu(h, 8)
+    y = PF.affine(h, 2, name='fc')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        yq, plan = convert(y, LayerConfig(4), return_decisions=True)
+    assert [(d.name, d.action) for d in plan] == [('c', 'lutq'), ('q', 'float'), ('fc', 'lutq')]
+    yq.forward()

@@ -204,8 +204,11 @@ class Planner:
             if rec is not None:  # a LUT-Q layer built by its parametric function
                 self.existing(rec).functions.append(f)
                 return
-            pname = self.above(w, self.param_name)
-            name = self.display(_strip_scope(_split(pname)[0], own), own) if pname else None
+            pname = self.above(w, lambda u: self.param_name(u) if _non_singleton_dims(u.shape) >= 2
+                               else None)
+            if pname is None:  # computed from scalars or data (an activation quantizer's
+                return         # per-channel step): arithmetic, not a layer with weights
+            name = self.display(_strip_scope(_split(pname)[0], own), own)
             self.float_layer(f, t, 'weight', f"its weight is computed (by "
                              f"{w.parent.info.type_name}), not a parameter", w.size, name)
             return
@@ -323,15 +326,18 @@ class Planner:
             return
         full = _split(params[0][0])[0]
         scope = _strip_scope(full, _PF_SCOPES)
-        lay = self.layer((t,) + tuple(v.data for _, v in params),
-                         self.display(scope, _split(full)[1] or t), t,
+        # one entry per parameter scope, however many functions read it (a quantizer's range)
+        lay = self.layer(('other', full), self.display(scope, _split(full)[1] or t), t,
                          'other', int(max(v.size for _, v in params)))
+        lay.n_weights = max(lay.n_weights, int(max(v.size for _, v in params)))
         lay.functions.append(f)
         weights = [self.rel(n) for n, v in params if _non_singleton_dims(v.shape) >= 2]
-        lay.problem = f"{t} has no LUT-Q counterpart"
-        lay.unexpected = bool(weights)
-        if weights:
-            lay.problem += f" (it reads the weights {', '.join(weights)})"
+        if lay.problem is None or (weights and not lay.unexpected):
+            lay.function = t
+            lay.problem = f"{t} has no LUT-Q counterpart"
+            lay.unexpected = bool(weights)
+            if weights:
+                lay.problem += f" (it reads the weights {', '.join(weights)})"
 
     # -- decisions ----------------------------------------------------------------------------
     def requested(self, lay):
