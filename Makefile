@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 # `make demo` and `make test` work on a fresh machine: they create .venv from Python 3.10
 # (.python-version selects it through pyenv) and install the package with its extras.
 PYTHON ?= python3

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Helpers shared by the benchmarks: machine description and recording a result."""
 import os
 import platform

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Whole-network conversion time: float ResNet-20 (CIFAR-10 shape) and ResNet-50 (ImageNet shape).
 
 For each model, in a fresh parameter set per repetition: build the float training and test

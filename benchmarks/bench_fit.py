@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Table fit vs the exact optimum, on real pretrained weights that no one here trained.
 
 The models: the three float CNNs shipped inside the PyPI wheel ``rapidocr-onnxruntime==1.4.4``

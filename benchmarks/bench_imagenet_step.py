@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Training-step time of the ImageNet ResNets (examples/imagenet), float vs LUT-Q.
 
 Per network, the float net and its LUT-Q twins are built side by side in one process and their

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The integer executor on trained networks: agreement with nnabla and the op tables.
 
 1. Digits (the demo's recipe, :func:`examples.digits.demo.train`: shared trainer, cosine lr 0.1,

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """k-means step time vs N and K: nnabla-lutq's step against numpy sort + searchsorted + bincount.
 
 Both run in the same process on the same data; the ratio is what counts. With ``--context

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Images per second of the ImageNet example's loader alone (decode, random-resized crop, flip).
 
 A synthetic ImageNet-like folder is generated once (JPEGs of 500x375 with smooth content, the

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Training-step overhead of LUT-Q: ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float.
 
 Float and LUT-Q networks are built side by side in one process and their steps are timed

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 # The GPU checks and benchmarks of nnabla-lutq, most valuable first, on any machine with an NVIDIA
 # GPU and a Python environment that has nnabla, a matching nnabla-ext-cuda and this package with
 # its test extras (pip install -e '.[test]'). From the repository root:

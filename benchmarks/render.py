@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The benchmark records and BENCHMARKS.md, which is generated from them.
 
 Every run of a benchmark script adds one record (one JSON line) to

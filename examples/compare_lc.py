@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """LUT-Q vs learning-compression (LC), side by side: same layers, same schedule length.
 
 Every run is a run of the examples' shared trainer (:func:`examples.common.trainer.train`), so

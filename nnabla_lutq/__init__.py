@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """nnabla-lutq: LUT-Q (look-up table quantization) for Neural Network Libraries (nnabla).
 
 Layout (one package per concern):

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures.
 
 Contexts: tests that take the ``ctx`` argument run once per nnabla context, as nnabla's own

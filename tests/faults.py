@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Real faults for tests: a read-only folder and a small, full filesystem.
 
 Both are tmpfs mounts (the only way a read-only folder is read-only for root, as CI runs); a

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """A numpy model of the fused CUDA k-means step (nnabla_lutq/kmeans/cuda/kmeans.cu), bit for bit.
 
 Written from the kernels' description, not from their code, and independent of the package

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Independent brute-force numpy reference of the LUT-Q k-means step (float64, no searchsorted)."""
 import numpy as np
 

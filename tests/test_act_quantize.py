@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """quantized_relu: nnabla's ReLU + tracked-range MinMaxQuantize with a training graph of a few
 cheap functions (nnabla_lutq.nn.quantize).
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The package's import surface: what ``import nnabla_lutq`` loads, every public name, the
 ``python -m nnabla_lutq.cli`` command."""
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """BENCHMARKS.md is generated from the benchmark records (benchmarks/results/*.jsonl): per
 benchmark its latest table on top, earlier runs below under History, newest first."""
 import importlib.util

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The shared checks (nnabla_lutq.core.checks): one rule and one message for every caller."""
 import numpy as np
 import pytest

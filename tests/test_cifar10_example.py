@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The CIFAR-10 example end to end on tiny generated data (both layouts), resume, export, errors."""
 import io
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The CIFAR-10 slice runner on tiny generated data in the CPU context: deadline, resume, skip,
 failures, the paper160 float dependency, status, and moving run folders (pack/unpack)."""
 import json

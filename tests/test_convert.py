@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Whole-network conversion (nnabla_lutq.convert, LUTQModifier, conversion_plan).
 
 The reference for every conversion is the same network written with the LUT-Q parametric

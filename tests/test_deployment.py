@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Export and deployment: NNP (tables, folded mlbn, dense), the packed .lutq format, post-training
 LUT-Q, ONNX and the ``nnabla-lutq`` command, on small conv + affine + mlbn networks."""
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """End to end on real data shipped with scikit-learn (8x8 handwritten digits)."""
 import json
 import os

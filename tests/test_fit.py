@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Near-optimal table fitting (nnabla_lutq.core.fit) against independent references.
 
 References: exhaustive enumeration of every partition / every value set on small inputs (float64,

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The inference footprint (parameters at their bit widths + peak activations), by hand."""
 import numpy as np
 import pytest

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Regression tests of the foundation: owned state, one pow-2 rule, one k-means interface,
 the solver in nnabla's ecosystem, detached straight-through copies, self-describing exports."""
 import gc

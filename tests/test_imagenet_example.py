@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The ImageNet example on tiny generated image folders: data (both validation layouts, odd JPEG
 modes), models, train.py end to end for each Table-2 family, exact resume, export parity, two
 data-parallel ranks, clear errors, the DALI loader (when installed) and reproduce.py."""

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The integer executor (nnabla_lutq.integer): every integer operation against an independent float64
 re-computation of the exported network, agreement with nnabla's own float graph (digits test
 set, a briefly trained ResNet-20), hand-counted operations, the C program, refusals."""

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Deployment through nnabla's own tools: NNB (nnabla's NNB writer, ``nnabla_cli convert`` and
 ``nnb_template``, nnabla's C runtime where one is given) and ONNX (nnabla's ONNX exporter,
 onnxruntime), for every layer kind: convolution, grouped and depthwise convolution, affine,

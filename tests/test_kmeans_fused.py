@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The fused CUDA k-means step (``backend='fused'``).
 
 On the CPU the kernels of nnabla_lutq/kmeans/cuda/kmeans.cu run on a SIMT emulation

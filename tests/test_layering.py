@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The package's house of modules: imports point down the layers only, and no module imports
 another module's private names (read from the source with ``ast``, so nothing is imported)."""
 import ast
@@ -64,3 +66,17 @@ def test_the_walk_resolves_relative_imports():
     mods = {m for m, _ in _imports(g)}
     assert {'nnabla_lutq.nn.convert', 'nnabla_lutq.training.initialization',
             'nnabla_lutq.io.export'} <= mods
+
+
+def test_every_source_file_carries_the_license_header():
+    """Apache-2.0 (LICENSE), as nnabla and nnabla-examples; each source file says so in its first
+    lines: ``# Copyright ... The nnabla-lutq authors.`` and ``# SPDX-License-Identifier:
+    Apache-2.0`` (after a ``#!`` line)."""
+    import subprocess
+    files = subprocess.run(['git', 'ls-files', '*.py', '*.sh', '.ci/run', 'Makefile'], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert len(files) > 100
+    missing = [f for f in files if (ROOT / f).exists() and '# SPDX-License-Identifier: Apache-2.0'
+               not in (ROOT / f).read_text(encoding='utf-8').split('\n')[:3]]
+    assert not missing, f"no license header in {missing}"
+    assert 'Apache License' in (ROOT / 'LICENSE').read_text(encoding='utf-8')

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """LCSolver (learning-compression) against independent references.
 
 * the C step: an optimal 1-D k-means by dynamic programming, and the fixed-point conditions of

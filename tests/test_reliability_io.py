@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Files and the command line under real faults: permissions kept, read-only folders, a write that
 runs out of space, broken pipes, wrong arguments, missing extras, and the README's install lines
 run in a fresh virtual environment (the console of the demo: tests/test_end_to_end.py).

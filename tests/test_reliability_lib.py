@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Reliability of the library (issue 21): post-training files describe their own tables, reports
 count shared and deconvolution layers right, conversion notes die with their layers, solver
 states are checked in both formats, one naming rule, the README runs as printed, and a rebuilt

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The training scripts under real faults (issue 21): kill -9, a second writer, a full disk and
 the file size limit, damaged caches, archives and checkpoints, Ctrl-C at start-up and in the
 data decode, a time limit, wrong numbers. Every fault is the real one (a signal to a real

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Sensitivities from calibration data (issue 25, parts 2 and 3): the Fisher diagonal, K per
 layer under a memory budget, sensitivity-weighted tables, post-training quantization of an .nnp
 with both. Each is checked against an independent reference: gradients written out by hand,

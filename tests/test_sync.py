@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Data-parallel k-means: identical tables on every rank by construction, checked in one process
 with a communicator stand-in that implements nnabla's ``bcast``."""
 import numpy as np

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Training runs survive what happens to real runs: signals, deaths between renames, a resume with
 other flags, wrong inputs (each a one-line error), read-only output folders and quick runs."""
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """CIFAR-10 from the official pickled batches or from a JPEG tree, cached after the first decode.
 
 Looked for in ``--data-dir`` in this order:

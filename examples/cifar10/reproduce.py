@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Reproduce the paper's CIFAR-10 results: run configurations, then write RESULTS.md + Fig. 2.
 
 Examples::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Train the CIFAR-10 configurations of a recipe in time-limited sessions, and move run folders.
 
 For machines that are only yours for a while (a batch job's time limit, a preemptible or rented

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Train ResNet-20 on CIFAR-10, float or LUT-Q, and export the result.
 
 Examples::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The flags the examples share, and the settings of a new or resumed run.
 
 :func:`add_arguments` adds them to an example's parser (its own defaults may differ, e.g.

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """A run's parameters in and out: checkpoints (whole or not used, an exact resume), the
 parameter files, and the ``--init`` file a new run starts from.
 

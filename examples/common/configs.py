@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Named LUT-Q configurations: one naming pattern shared by every example.
 
 A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>]`` or ``lutq-binary|ternary[-mlbn]``:

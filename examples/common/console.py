@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """What the example scripts show on the console: progress and results, one line for a Ctrl-C.
 
 The helpers use the standard library only, so a script calls :func:`script_console` first in its

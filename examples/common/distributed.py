@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Data-parallel training on nnabla's communicator (``mpirun -n N python train.py ...``).
 
 Rank 0 writes the monitors, checkpoints and exports; every rank starts from rank 0's parameters

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Image-classification data shared by the examples.
 
 * :func:`read_image_tree`: a ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` tree, as a folder or

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Networks built from one function that takes the layer choice (float or LUT-Q).
 
 The same model function builds the float network (``PF.convolution`` / ``PF.affine`` /

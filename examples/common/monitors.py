@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The run's nnabla monitors, continued across ``--resume``.
 
 nnabla's ``MonitorSeries`` / ``MonitorTimeElapsed`` empty their file when they are created, so a

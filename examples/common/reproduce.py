@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """What the examples' ``reproduce.py`` scripts share: train the missing runs, collect their
 ``results.json``, group them by schedule and describe each schedule.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """A run folder: one owner at a time, and writes into it that fail cleanly.
 
 * :class:`RunLock`: the process that trains or resumes a run holds an OS file lock

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """When a run writes a checkpoint between epoch ends, and when it stops (a time limit, a signal).
 
 An ImageNet epoch takes hours: a run that checkpoints only at epoch ends loses them to a

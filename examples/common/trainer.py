@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The training loop shared by the examples: float or LUT-Q, checkpoints, exact resume, export.
 
 One run = one configuration trained in its own folder::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """scikit-learn's 8x8 handwritten digits: real data that ships with a package (no download).
 
 1797 grayscale 8x8 images of the digits 0-9; a stratified 80/20 split gives 1437 training and 360

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The main job, offline: float vs LUT-Q on scikit-learn's handwritten digits.
 
 Trains a small CNN float, then LUT-Q 4-bit, 2-bit power-of-two with multiplier-less BN and 4-bit

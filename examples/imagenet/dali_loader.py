@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """NVIDIA DALI decoding for the ImageNet example: used when installed, never required.
 
 :class:`DaliImageFolder` is :class:`~examples.imagenet.data.ImageFolder` (same folders, same

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """ImageNet-style image folders, decoded in parallel worker processes.
 
 Layout (``--data-dir``)::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """ResNet-18/34 (basic blocks) and ResNet-50 (bottleneck) for ImageNet, float or LUT-Q.
 
 Built through the shared layer choice (:class:`examples.common.models.Layers`), so the float

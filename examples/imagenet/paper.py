@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The paper's ImageNet numbers (Cardinaux, Uhlich et al., Table 2) and the float references.
 
 One place for ``train.py`` (``results.json`` puts the paper's footprint beside ours) and

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Reproduce the paper's ImageNet results (Table 2): run configurations, then write RESULTS.md.
 
 Examples::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Train ResNet-18/34/50 on ImageNet (any ImageFolder), float or LUT-Q, and export the result.
 
 Examples::

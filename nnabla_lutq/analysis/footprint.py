@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Memory footprint of a network for inference, as the LUT-Q paper counts it.
 
 ``footprint(y, act_bits)`` adds up

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Per-layer memory and multiplication report of a network's graph (``nnabla_lutq.report``)."""
 from dataclasses import dataclass, asdict
 from typing import Optional

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The ``nnabla-lutq`` command line (also ``python -m nnabla_lutq.cli``).
 
 The command starts with nnabla's INFO log off: importing :mod:`nnabla_lutq` for the command

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """What each ``nnabla-lutq`` command does (:mod:`.main` parses the arguments and reports
 errors)."""
 import json

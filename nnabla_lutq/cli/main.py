@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The ``nnabla-lutq`` command: info, plot, pack, unpack, convert (post-training), verify-int,
 onnx and nnb. Run it as ``nnabla-lutq`` or ``python -m nnabla_lutq.cli``.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Numpy-only rules of LUT-Q: layer settings, the power-of-two rule, the host k-means step,
 near-optimal table fitting, the C step of learning-compression."""
 from .config import LUTQConfig, make_config, pruned_count, bits_per_index

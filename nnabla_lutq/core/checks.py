@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The checks every entry point shares: integer arguments, finite values, look-up-table indices.
 
 One rule and one message each, so an argument or a damaged array is refused the same way by the

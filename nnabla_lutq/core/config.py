@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The settings of one LUT-Q layer, validated once (numpy only, no nnabla).
 
 Layout of ``d`` that every part of the package relies on (the k-means backends, the report, the

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Near-optimal look-up tables: exact 1-D k-means by dynamic programming, with LUT-Q's constraints.
 
 A LUT-Q table ``d`` with its assignment ``A`` minimizes ``||W - d[A]||²`` (the sum of squared

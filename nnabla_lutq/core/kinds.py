@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The one table of the layers LUT-Q knows: nnabla functions with a weight, and BN functions.
 
 Conversion, initialization, report, export, packing, post-training quantization and integer

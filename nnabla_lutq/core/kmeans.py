@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The 1-D k-means step of LUT-Q on the host (numpy only), exact to the bit.
 
 * :func:`assign` -- each weight to its nearest dictionary value (ties to the lower value; see

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The C step of learning-compression (LC) quantization, in numpy (exact).
 
 Carreira-Perpiñán & Idelbayev, "Model compression as constrained optimization, with application

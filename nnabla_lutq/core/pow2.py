@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The power-of-two rounding rule, written once.
 
 LUT-Q rounds a value to ``sign(x) * 2**k`` with ``k`` the exponent nearest to ``log2|x|`` (rounding

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """An integer, multiplication-free executor for exported LUT-Q networks.
 
 ``IntegerNetwork.from_nnp(path)`` lowers an exported .nnp (:func:`nnabla_lutq.export_nnp`) to

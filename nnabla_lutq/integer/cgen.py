@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """A stand-alone C program computing a lowered network's integer logits.
 
 :func:`write_c` writes one C99 file: the tables (indices, dictionary shifts, biases, thresholds,

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The lowering of the functions that only rescale, add, clamp or pool values (a mixin of the
 lowering in :mod:`.lowering`): ``Mul2``/``Add2`` (residual alignment), float and folded BN,
 ``ReLU``, scalar arithmetic, activation quantizers and pooling."""

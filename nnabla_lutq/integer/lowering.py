@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Lowering an exported LUT-Q network (.nnp) to integer operations (:mod:`.ops`).
 
 Every value of the exported graph is tracked as ``alpha[c] * X + beta[c]`` per channel ``c``:

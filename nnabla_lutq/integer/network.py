@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The integer executor: :class:`IntegerNetwork` and :func:`verify_int`."""
 from fractions import Fraction
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The integer operations of a lowered network: what each computes, how it is counted.
 
 Every operation maps integer arrays to an integer array (numpy int64, batch first) and knows

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Exact values of the integer lowering: :class:`Val` (``alpha[c] * X + beta[c]`` with exact
 rationals), rational helpers, requantization to codes (:func:`requant_op`) and the names of the
 exported graph's functions."""

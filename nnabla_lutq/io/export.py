@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Saving LUT-Q inference graphs to .nnp with nnabla's own writer."""
 
 import json

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Constant folding of an .nnp at the protobuf level: :func:`fold_constants` replaces every
 subgraph that depends on parameters only (for example the power-of-two scale ``a`` and bias ``b``
 of multiplier-less BN, or with ``dense=True`` the tied weights ``d[A]``) by a stored parameter with

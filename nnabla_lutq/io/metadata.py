@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The self-description that exported files carry (``lutq.json`` inside an .nnp, the manifest of a
 .lutq): which parameters are look-up tables and of what kind, which BN layers are multiplier-less.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """NNB export of LUT-Q .nnp files for nnabla's C runtime, through nnabla's own NNB writer.
 
 What nnabla's tools make of a LUT-Q .nnp (nnabla-converter 1.39; nnabla-c-runtime built from its

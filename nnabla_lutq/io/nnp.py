@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Reading, rewriting and writing .nnp files at the protobuf level.
 
 An .nnp is a zip archive holding ``nnp_version.txt``, the network definition (``*.nntxt`` text or

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """ONNX export of LUT-Q .nnp files through nnabla's own converter (the ``[onnx]`` extra).
 
 nnabla-converter (1.39) takes no LUT-Q graph as it is: its Affine exporter refuses a computed

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The packed look-up-table file (``.lutq``): an .nnp with its indices stored at ⌈log2 K⌉ bits.
 
 Format, version 1 (all integers little-endian)::

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Post-training LUT-Q of an existing float .nnp (no training): ``nnabla_lutq.quantize_nnp``.
 
 The file's network is loaded with nnabla's ``NnpLoader``, converted by the one conversion path

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The LUT-Q k-means step behind one interface (see :mod:`nnabla_lutq.kmeans.base`).
 
 ``backend_for(layers, iters)`` picks the backend for the current context: ``'host'`` (exact numpy)

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The k-means step interface: one validation path, interchangeable backends.
 
 A backend runs ``M`` iterations of the LUT-Q k-means step (:func:`nnabla_lutq.core.kmeans.kmeans_step`)

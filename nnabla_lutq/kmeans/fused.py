@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The k-means backend ``'fused'``: the LUT-Q step of all layers in a few CUDA kernel launches.
 
 The ``'graph'`` backend runs about ten small nnabla functions per layer per step; on a GPU each

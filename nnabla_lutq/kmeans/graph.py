@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The k-means backend ``'graph'``: the LUT-Q step as one nnabla graph, for devices (cudnn).
 
 On a GPU the weights must not travel to the host each minibatch, so the step of

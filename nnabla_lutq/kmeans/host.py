@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The exact host k-means backend: numpy on the parameters' host memory."""
 import numpy as np
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The k-means backend for data-parallel training: identical tables on every rank by construction.
 
 In data-parallel training every rank holds the same ``W`` after each update (the gradients are

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """LUT-Q layers (parametric functions), their state and graph functions."""
 from .state import (STATE, LUTQState, WeightMode, LUTQLayer, MLBNLayer, weight_mode,
                     inference_mode, lutq_layers, mlbn_layers)

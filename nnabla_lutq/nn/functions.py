@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Graph (nnabla function) forms of the package's rules, for layers and device backends.
 
 * :func:`pow2_round_graph`: the power-of-two rounding of :mod:`nnabla_lutq.core.pow2` with

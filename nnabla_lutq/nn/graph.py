@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Walking and rebuilding nnabla graphs: the function order, the outputs a ``GraphConverter``
 visits, and the base of this package's graph modifiers."""
 from nnabla.experimental.graph_converters import FunctionModifier

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """LUT-Q parametric functions: ``lutq_affine``, ``lutq_convolution``,
 ``lutq_depthwise_convolution`` and the multiplier-less batch normalization ``mlbn``.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """nnabla's parameter tree seen from its root: the one place that names, finds and moves parameters.
 
 nnabla names parameters relative to the current parameter scope (``nn.get_parameters()``); LUT-Q

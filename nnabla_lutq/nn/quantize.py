@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """A quantized ReLU with a tracked range (nnabla's min-max quantization) whose training graph
 is a few cheap functions.
 

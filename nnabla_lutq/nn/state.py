@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The LUT-Q state of a process: which layers are LUT-Q or multiplier-less BN, and the weight mode.
 
 One object, :data:`STATE` (an :class:`LUTQState`), owns the records of every LUT-Q layer

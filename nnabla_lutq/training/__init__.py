@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Training: the LUT-Q and learning-compression solver wrappers (and their state files), table
 initialization and loading float checkpoints; sensitivities from calibration data (bit widths
 per layer under a budget, sensitivity-weighted tables: :mod:`.sensitivity` and :mod:`.budget`,

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Bit widths per layer under a memory budget, from the sensitivities of
 :mod:`.sensitivity`.
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """(Re)initializing look-up tables and loading float checkpoints into LUT-Q networks."""
 import os
 

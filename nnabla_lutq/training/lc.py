@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """``LCSolver``: the learning-compression (LC) algorithm for LUT-Q layers.
 
 Carreira-Perpiñán & Idelbayev, "Model compression as constrained optimization, with application

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Sensitivity from calibration data: bit widths per layer under a memory budget, and
 sensitivity-weighted look-up tables.
 

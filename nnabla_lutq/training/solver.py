@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """``LUTQSolver``: any nnabla solver plus the per-minibatch LUT-Q k-means step; ``WrappingSolver``,
 its base and :class:`~nnabla_lutq.LCSolver`'s, with the one solver-state file format of both."""
 import os

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The one solver-state file format of the wrapping solvers (:class:`~nnabla_lutq.LUTQSolver`,
 :class:`~nnabla_lutq.LCSolver`): nnabla's own state file plus the wrapper's own state."""
 import hashlib

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Whole-network LUT-Q: convert any nnabla graph, with per-layer settings.
 
 :func:`convert` (or :class:`LUTQModifier` in nnabla's

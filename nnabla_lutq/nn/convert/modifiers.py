@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The rewrites, one ``FunctionModifier`` each, and the one-call API.
 
 * :class:`LUTQWeightModifier`: ``Convolution`` / ``Affine`` / ``DepthwiseConvolution`` on a

@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """What a conversion does with each layer: :class:`LayerDecision`, :class:`ConversionPlan`."""
 from dataclasses import dataclass, field
 from typing import Dict, Optional

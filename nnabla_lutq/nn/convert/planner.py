@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """The planner: finds the layers of a graph and decides what a conversion does with each, before
 anything changes (every error is raised here)."""
 import fnmatch

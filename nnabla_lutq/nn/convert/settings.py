@@ -1,3 +1,5 @@
+# Copyright 2026 The nnabla-lutq authors.
+# SPDX-License-Identifier: Apache-2.0
 """Conversion settings: :class:`LayerConfig` (one layer's LUT-Q arguments) and their checks."""
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
