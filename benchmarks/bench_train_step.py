@@ -1,18 +1,21 @@
 # Copyright 2026 The nnabla-lutq authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Training-step overhead of LUT-Q: ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float.
+"""Training-step overhead of LUT-Q: ResNet-20 (CIFAR-10 shape), every paper configuration vs float.
 
 Float and LUT-Q networks are built side by side in one process and their steps are timed
 alternately on the same random batch (forward, backward, weight decay, solver update including
-the k-means step). Reported: median step time of each and the ratio LUT-Q / float. Each run
-adds a record to benchmarks/results/ and writes BENCHMARKS.md again. Target: <= 1.10 on CPU and on
-GPU (cudnn).
+the k-means step). Reported: median step time of each, the ratio to float and the number of
+functions of each training graph. Two tables, each a record in benchmarks/results/ (BENCHMARKS.md
+is written again from them):
 
-With ``--backends graph fused`` one LUT-Q network per k-means backend is timed in the same run
-(each against the same float network).
+* LUT-Q K=16 M=1 per k-means backend (``--backends graph fused``: one network each);
+* the paper's configurations (``--configs``: names of :mod:`examples.common.configs`, with
+  ``+a8`` for 8-bit tracked-range activations and ``+a8pow2`` for a power-of-two step).
+
+Target: <= 1.10 on CPU and on GPU (cudnn).
 
 Usage: python benchmarks/bench_train_step.py [--context cpu|cudnn] [--batch-sizes 32 128] [--steps 5]
-           [--backends auto]
+           [--backends auto] [--configs float+a8 lutq4-pow2 ...]
 """
 import argparse
 import time
@@ -25,7 +28,28 @@ from nnabla.ext_utils import get_extension_context
 
 from _common import append, synchronizer
 import nnabla_lutq
+from examples.common import configs
 from examples.common.models import Layers, resnet20
+
+#: the configurations of the paper's tables (issue: "at float speed")
+PAPER_CONFIGS = ('float+a8', 'float+a8pow2', 'lutq4-pow2', 'lutq4-pow2+a8', 'lutq2-pow2-mlbn',
+                 'lutq2-pow2-mlbn+a8', 'lutq2-pow2-mlbn+a8pow2')
+
+
+def layers_of(spec):
+    """The Layers of ``<config>[+a8|+a8pow2]``."""
+    name, _, act = spec.partition('+')
+    if act not in ('', 'a8', 'a8pow2'):
+        raise SystemExit(f"--configs: {spec}: the suffix is +a8 or +a8pow2")
+    return configs.parse(name, act_bits=8 if act else None,
+                         act_quant='pow2' if act == 'a8pow2' else 'ema')
+
+
+def n_functions(loss):
+    """Functions of a training graph."""
+    found = []
+    loss.visit(found.append)
+    return len(found)
 
 
 def build(scope, layers, batch, rng, backend='auto'):
@@ -79,7 +103,10 @@ def main():
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
     p.add_argument('--steps', type=int, default=5, help='timed steps per network and batch size')
     add_backends_argument(p, 'k-means backends to time (one LUT-Q network each)')
+    p.add_argument('--configs', nargs='*', default=list(PAPER_CONFIGS),
+                   help='configurations timed against float (none: skip that table)')
     args = p.parse_args()
+    specs = [(c, layers_of(c)) for c in args.configs]  # a wrong name fails before any timing
     nn.set_default_context(get_extension_context(args.context))
     sync = synchronizer(args.context)
     rng = np.random.RandomState(0)
@@ -100,6 +127,25 @@ def main():
     append('Training step, ResNet-20 (CIFAR-10 shape), LUT-Q K=16 M=1 vs float', '\n'.join(rows),
            args.context, f'median of {args.steps} alternating steps after one warm-up step each; '
            'LUT-Q includes the per-minibatch k-means step of all 20 layers.')
+    if not specs:
+        return
+    rows = ['| batch | configuration | functions | step (ms) | ratio to float | target |',
+            '|---:|:---|---:|---:|---:|---:|']
+    for batch in args.batch_sizes:
+        nn.clear_parameters()
+        nets = [build('float', Layers(), batch, rng)]
+        nets += [build(f'c{i}', layers, batch, rng) for i, (_, layers) in enumerate(specs)]
+        times = median_step_ms(nets, args.steps, sync)
+        for (name, _), net, t in zip([('float', None)] + specs, nets, times):
+            row = (f'| {batch} | {name} | {n_functions(net[0])} | {t:.1f} | {t / times[0]:.3f} '
+                   f'| <= {target:.2f} |')
+            rows.append(row)
+            print(row, flush=True)
+    append("Training step, ResNet-20 (CIFAR-10 shape), the paper's configurations vs float",
+           '\n'.join(rows), args.context,
+           f'median of {args.steps} alternating steps (one per network in turn) after one warm-up '
+           'step each; +a8: 8-bit activations with a tracked range (the default), +a8pow2: with '
+           'a power-of-two step; functions: of the training graph.')
 
 
 if __name__ == '__main__':
