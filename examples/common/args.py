@@ -46,10 +46,12 @@ def add_arguments(parser, epochs=160):
     a('--act-bits', type=int, default=None,
       help='quantize activations after each ReLU to 2**bits uniform levels over [0, r], r '
            'tracked per layer (e.g. 8; default: float activations)')
-    a('--act-quant', choices=['ema', 'pow2'], default='ema',
+    a('--act-quant', choices=['ema', 'pow2'], default=None,
       help='with --act-bits: ema (the range r tracked as above) or pow2 (a fixed power-of-two '
            'step --act-max / 2**bits, nnabla\'s fixed-point quantization: integer-friendly, see '
-           'nnabla_lutq.integer) (default: %(default)s)')
+           'nnabla_lutq.integer) (default: pow2 for the fully multiplier-less configurations, '
+           '-pow2-mlbn and binary/ternary-mlbn, so that they need no multiplication; ema '
+           'otherwise)')
     a('--act-max', type=float, default=8.0,
       help='--act-quant pow2: the bound of the activation range, a power of two '
            '(default: %(default)s)')

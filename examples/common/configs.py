@@ -13,8 +13,10 @@ A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>]`` or ``lutq-binary|terna
 * ``lutq-binary`` / ``lutq-ternary``: the fixed dictionaries ``{-1, 1}`` / ``{-1, 0, 1}`` (used as
   given by LUT-Q; ``--solver lc --lc-learn-scale`` fits a scale ``a·c``).
 
-Activation quantization is not part of the name: it is the ``--act-bits`` flag (and
-``act_quant='pow2'`` of :func:`parse` for a power-of-two step, see
+Activation quantization is not part of the name: it is the ``--act-bits`` flag, with a
+power-of-two step by default for the fully multiplier-less configurations (``-pow2-mlbn``,
+``lutq-binary|ternary-mlbn``: then the integer network needs no multiplication at all, the
+residual sums included) and a tracked range otherwise (``act_quant`` of :func:`parse`, see
 :class:`~examples.common.models.Layers`).
 """
 import math
@@ -39,7 +41,7 @@ _FIXED = re.compile(r'^lutq-(?P<fixed>binary|ternary)(?P<mlbn>-mlbn)?$')
 FIXED = {'binary': (-1.0, 1.0), 'ternary': (-1.0, 0.0, 1.0)}
 
 
-def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_range=None,
+def parse(name, act_bits=None, quantize_first_last=True, act_quant=None, pow2_range=None,
           act_max=8.0):
     """The :class:`~examples.common.models.Layers` of a configuration name.
 
@@ -47,8 +49,10 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
         name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]`` (see the module docs).
         act_bits (int or None): bits of the uniform activation quantization (``None``: float).
         quantize_first_last (bool): quantize the first convolution and the last affine layer.
-        act_quant (str): ``'ema'`` (tracked range, the default) or ``'pow2'`` (fixed power-of-two
-            step, integer-friendly; see :class:`~examples.common.models.Layers`).
+        act_quant (str or None): ``'ema'`` (tracked range) or ``'pow2'`` (fixed power-of-two
+            step, integer-friendly; see :class:`~examples.common.models.Layers`); None: ``'pow2'``
+            for a fully multiplier-less configuration (power-of-two or ±1/0 weights and
+            multiplier-less BN), ``'ema'`` otherwise.
         pow2_range (tuple or None): ``(min, max)`` exponents of ``-pow2`` dictionaries; a bounded
             span ``R = max - min`` keeps integer accumulators provably small (int32 needs
             ``fan_in * 255 * 2**R < 2**31``).
@@ -63,6 +67,8 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
     """
     if act_bits is not None and not (isinstance(act_bits, int) and 2 <= act_bits <= 16):
         raise ValueError(f"--act-bits must be an integer in [2, 16] (got {act_bits!r})")
+    if act_quant is None:
+        act_quant = 'pow2' if _multiplier_less(name) else 'ema'
     if act_quant not in ('ema', 'pow2'):
         raise ValueError(f"act_quant must be 'ema' or 'pow2' (got {act_quant!r})")
     if name == 'float':
@@ -95,6 +101,12 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant='ema', pow2_r
                   pow2_range=tuple(pow2_range) if pow2_range is not None else None,
                   quantize_first_last=quantize_first_last, act_bits=act_bits,
                   act_quant=act_quant, act_max=act_max)
+
+
+def _multiplier_less(name):
+    """Whether a configuration name is fully multiplier-less (weights and BN)."""
+    m, f = _PATTERN.match(name), _FIXED.match(name)
+    return bool((m and m['pow2'] and m['mlbn']) or (f and f['mlbn']))
 
 
 def describe(layers):
