@@ -725,6 +725,22 @@ def test_pow2_activation_option(rng):
     assert 'step 2^-5' in configs.describe(c)
 
 
+def test_fully_multiplier_less_configurations_default_to_a_pow2_activation_step():
+    """With --act-bits, -pow2-mlbn and binary/ternary-mlbn get the power-of-two step (no
+    multiplication left); every other configuration keeps the tracked range; a choice given
+    explicitly wins; a run folder of an older version (no act_quant recorded) stays ema."""
+    from examples.common.args import setting
+    for name, want in (('lutq2-pow2-mlbn', 'pow2'), ('lutq4-pow2-mlbn-prune50', 'pow2'),
+                       ('lutq-ternary-mlbn', 'pow2'), ('lutq-binary-mlbn', 'pow2'),
+                       ('lutq4-pow2', 'ema'), ('lutq4-mlbn', 'ema'), ('lutq-ternary', 'ema'),
+                       ('lutq2', 'ema'), ('float', 'ema')):
+        assert configs.parse(name, act_bits=8).act_quant == want, name
+    assert configs.parse('lutq2-pow2-mlbn', act_bits=8, act_quant='ema').act_quant == 'ema'
+    assert configs.parse('lutq4', act_bits=8, act_quant='pow2').act_quant == 'pow2'
+    import argparse
+    assert setting(argparse.Namespace(), 'act_quant') == 'ema'
+
+
 @pytest.mark.slow
 def test_verify_int_command(digits, tmp_path, capsys):
     """`nnabla-lutq verify-int`: the agreement and op table, as text and JSON, a C file; a float
