@@ -290,6 +290,41 @@ def post_training_accuracy(nnp, data):
     return rows
 
 
+def digits_seeds(n):
+    """Post-training accuracy of the previous and the new fit on ``n`` float digits CNNs trained
+    with the demo's recipe (seeds 0..n-1, each evaluated on its own 360 test images).
+
+    Returns:
+        tuple: ``(table, notes)`` for :func:`append`.
+    """
+    from examples.common.console import quiet_nnabla
+    from examples.digits.data import digits_dataset
+    from examples.digits.demo import train
+    per = {}
+    with tempfile.TemporaryDirectory() as tmp, quiet_nnabla():
+        for seed in range(n):
+            run = os.path.join(tmp, f'float{seed}')
+            train('float', 30, run, seed=seed, progress=False)
+            ds = digits_dataset(seed)
+            rows = post_training_accuracy(os.path.join(run, 'model.nnp'),
+                                          (ds.x_test.astype(np.float32), ds.y_test))
+            for k, kind, f, a, b in rows:
+                per.setdefault((k, kind), []).append((f, a, b))
+    table = ['| K | table | float (mean) | previous fit, per seed | new fit, per seed | '
+             'previous mean | new mean | new - previous (images) |',
+             '|---:|---|---:|---|---|---:|---:|---:|']
+    for (k, kind), vals in per.items():
+        f, a, b = (np.array(v) for v in zip(*vals))
+        table.append(f"| {k} | {kind} | {f.mean():.2%} | {' '.join(f'{x:.1%}' for x in a)} | "
+                     f"{' '.join(f'{x:.1%}' for x in b)} | {a.mean():.2%} | {b.mean():.2%} | "
+                     f"{round((b - a).sum() * 360):+d} |")
+    notes = (f'{n} float digits CNNs (`examples.digits.demo` recipe, 30 epochs, seeds 0..{n - 1}, '
+             'each with its own 80/20 split: 360 test images, one image = 0.28 points); '
+             '`quantize_nnp` of every weight layer with the previous fit (quantile start + 10 '
+             'k-means steps) and the new one; last column: images gained over all seeds.')
+    return '\n'.join(table), notes
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--models', nargs='*', default=['det', 'rec', 'cls'], choices=list(MODELS))
@@ -298,6 +333,9 @@ def main():
     p.add_argument('--cifar10', help='a CIFAR-10 float model.nnp of examples/cifar10/train.py: '
                                      'post-training accuracy on 1,000 test images')
     p.add_argument('--cifar10-data', help='--data-dir of the CIFAR-10 example')
+    p.add_argument('--digits-seeds', type=int, default=0, metavar='N',
+                   help='train N float digits CNNs (the demo recipe, seeds 0..N-1) and compare '
+                        'the post-training accuracy of the previous and the new fit on each')
     p.add_argument('--no-timing', action='store_true')
     p.add_argument('--reference-cache', default=os.path.join(CACHE, 'fit_optimum.json'),
                    help='where the optima (slow to compute) are kept between runs')
@@ -344,6 +382,10 @@ def main():
         append(f'Table fit: post-training accuracy, {name}', '\n'.join(table),
                notes=f'`quantize_nnp` of `{nnp}` (every weight layer, no training), '
                      f'{len(data[1])} test images.')
+    if args.digits_seeds:
+        table, notes = digits_seeds(args.digits_seeds)
+        append('Table fit: post-training accuracy, digits, several float models', table,
+               notes=notes)
     if not args.no_timing and models:
         rows = timing(models['PP-OCR rec'] if 'PP-OCR rec' in models
                       else next(iter(models.values())))
