@@ -331,8 +331,10 @@ def main():
     p.add_argument('--nnp', nargs='*', default=[], help='our own trained float .nnp files')
     p.add_argument('--digits', help="the digits demo's float model.nnp: post-training accuracy")
     p.add_argument('--cifar10', help='a CIFAR-10 float model.nnp of examples/cifar10/train.py: '
-                                     'post-training accuracy on 1,000 test images')
+                                     'post-training accuracy (--cifar10-images test images)')
     p.add_argument('--cifar10-data', help='--data-dir of the CIFAR-10 example')
+    p.add_argument('--cifar10-images', type=int, default=1000,
+                   help='evenly spaced CIFAR-10 test images to evaluate on (default: %(default)s)')
     p.add_argument('--digits-seeds', type=int, default=0, metavar='N',
                    help='train N float digits CNNs (the demo recipe, seeds 0..N-1) and compare '
                         'the post-training accuracy of the previous and the new fit on each')
@@ -375,7 +377,7 @@ def main():
     for name, nnp in (('digits', args.digits), ('cifar10', args.cifar10)):
         if not nnp:
             continue
-        data = evaluation_data(name, args.cifar10_data)
+        data = evaluation_data(name, args.cifar10_data, args.cifar10_images)
         rows = post_training_accuracy(nnp, data)
         table = ['| K | table | float | previous fit | new fit |', '|---:|---|---:|---:|---:|']
         table += [f'| {k} | {kind} | {f:.2%} | {a:.2%} | {b:.2%} |' for k, kind, f, a, b in rows]
