@@ -16,7 +16,7 @@ from ..nn.layers import fold_mlbn
 from ..nn.params import all_parameters, isolated
 from ..nn.state import STATE, LUTQLayer, MLBNLayer
 from . import metadata
-from .fold import common_prefix
+from .fold import folded_name, folded_use
 from .nnp import atomic_output, describe_float_bn, describe_float_layers
 
 __all__ = ['export_nnp']
@@ -104,7 +104,8 @@ def _constants(functions, params, dense):
             ``d``, as :func:`~nnabla_lutq.io.nnp.lut_embeds` finds them in a file).
 
     Returns:
-        list: ``(variable, producing function, names of the parameters it comes from)``.
+        list: ``(variable, producing function, names of the parameters it comes from, types of
+        the functions that read it with data)``.
     """
     sources = {v: {k} for k, v in params.items()}
     leaves = set(params.values())
@@ -116,46 +117,30 @@ def _constants(functions, params, dense):
         if ins and len(outs) == 1 and all(i in sources for i in ins) and (dense or not table):
             sources[outs[0]] = set().union(*(sources[i] for i in ins))
             producer[outs[0]] = f
-    frontier, seen = [], set()
+    uses = {}  # frontier variable -> types of the functions reading it with data, in order
     for f in functions:
         if len(f.outputs) == 1 and f.outputs[0] in producer:
             continue  # computed from parameters only: folded with its consumer
+        data = not all(i in sources for i in f.inputs)
         for i in f.inputs:
-            if i in producer and i not in seen:
-                seen.add(i)
-                frontier.append((i, producer[i], sources[i]))
-    return frontier
+            if i in producer:
+                types = uses.setdefault(i, set())
+                if data:
+                    types.add(f.info.type_name)
+    return [(v, producer[v], sources[v], types) for v, types in uses.items()]
 
 
-def _folded_name(v, f, sources, functions, used):
-    """The stored name of a folded value: ``<layer>/W`` for the tied weights ``d[A]``, else the
-    common scope of its parameters plus ``/a`` when data is multiplied by it, ``/b`` when added,
-    ``/c`` otherwise (multiplier-less BN becomes ``x * a + b``)."""
-    a_name = next(iter(sorted(sources)), '')
-    if f.info.type_name == 'Embed' and len(sources) == 2 and any(
-            k.endswith('/A') for k in sources):
-        name = next(k for k in sources if k.endswith('/A'))[:-2] + '/W'
-    else:
-        kinds = {g.info.type_name for g in functions if any(i is v or i == v for i in g.inputs)}
-        suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {'Add2', 'Sub2'} else 'c'
-        name = f"{common_prefix(sorted(sources)) or a_name.rsplit('/', 1)[0] or 'folded'}/{suffix}"
-    base, k = name, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    used.add(name)
-    return name
-
-
-def _value(v, sources, params, suffix):
-    """The value of a folded variable: a multiplier-less BN's inference scale and bias as
+def _value(v, sources, params, use):
+    """The value of a folded variable: a multiplier-less BN's inference scale and bias (``use``
+    ``'a'`` / ``'b'``, :func:`~nnabla_lutq.io.fold.folded_use`) as
     :func:`~nnabla_lutq.fold_mlbn` computes them (in float32), anything else as the graph does."""
-    recs = {id(STATE.part_of(params[k])[0]): STATE.part_of(params[k])[0] for k in sources}
-    if len(recs) == 1 and suffix in ('a', 'b'):
-        rec = next(iter(recs.values()))
+    recs = {STATE.part_of(params[k])[0] for k in sources}
+    if len(recs) == 1 and use in ('a', 'b'):
+        rec = recs.pop()
         if isinstance(rec, MLBNLayer):
             a, b = fold_mlbn(rec)
             if v.shape == a.shape:
-                return a if suffix == 'a' else b
+                return a if use == 'a' else b
     v.forward()
     return np.asarray(v.d, np.float32).copy()
 
@@ -178,10 +163,12 @@ class _FoldModifier(GraphModifier):
 def _fold(outputs, params, functions, dense):
     """The outputs of the graph with every constant folded, and the new parameters by name."""
     used = set(params)
+    names = {v.data: k for k, v in params.items()}
     folded, new = {}, {}
-    for v, f, sources in _constants(functions, params, dense):
-        name = _folded_name(v, f, sources, functions, used)
-        value = _value(v, sources, params, name.rsplit('/', 1)[-1][:1])
+    for v, f, sources, uses in _constants(functions, params, dense):
+        table_a = names.get(f.inputs[0].data) if f.info.type_name == 'Embed' else None
+        name = folded_name(sources, uses, used, table_a)
+        value = _value(v, sources, params, folded_use(uses))
         p = nn.Variable.from_numpy_array(value, need_grad=False)
         folded[v], new[name] = p, p
     if not folded:

@@ -13,7 +13,7 @@ import nnabla as nn
 
 from .nnp import lut_embeds, loaded_network, sync_executor_parameters, write_nnp
 
-__all__ = ['fold_constants', 'common_prefix']
+__all__ = ['fold_constants', 'common_prefix', 'folded_use', 'folded_name']
 
 
 def _consumers(net):
@@ -50,6 +50,38 @@ def _evaluate(nnp, net_name, names):
                 v.forward()
                 values[n] = v.d.copy()
     return values
+
+
+def folded_use(consumers):
+    """How data uses a folded value, from the types of the functions that read it with data:
+    ``'a'`` multiplied (``Mul2``/``Div2``), ``'b'`` added (``Add2``/``Sub2``), ``'c'`` otherwise
+    (multiplier-less BN becomes ``x * a + b``)."""
+    return 'a' if consumers & {'Mul2', 'Div2'} else 'b' if consumers & {'Add2', 'Sub2'} else 'c'
+
+
+def folded_name(sources, consumers, used, table_a=None):
+    """The stored name of a folded value (the one naming rule of file and live-graph folding).
+
+    Args:
+        sources (set): names of the parameters it is computed from.
+        consumers (set): types of the functions that read it with data (:func:`folded_use`).
+        used (set): names taken so far; the new name is added.
+        table_a (str or None): for the output of ``Embed(A, d)``, the name of ``A``.
+
+    Returns:
+        str: ``<layer>/W`` for the tied weights of ``<layer>/A``; else the common scope of the
+        sources (``folded`` if none) plus ``/a``, ``/b`` or ``/c``; ``_1``, ``_2``, ... appended
+        to a name already taken.
+    """
+    if table_a is not None and table_a.endswith('/A'):
+        name = table_a[:-2] + '/W'
+    else:
+        name = f"{common_prefix(sorted(sources)) or 'folded'}/{folded_use(consumers)}"
+    base, k = name, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    used.add(name)
+    return name
 
 
 def fold_constants(nnp, dense=False):
@@ -101,18 +133,9 @@ def fold_constants(nnp, dense=False):
         rename = {}
         for v in sorted(frontier):
             f = producer[v]
-            if f.type == 'Embed' and f.input[0].endswith('/A'):
-                name = f.input[0][:-2] + '/W'
-            else:
-                kinds = {g.type for g in cons[v] if not all(i in const for i in g.input)}
-                suffix = 'a' if kinds & {'Mul2', 'Div2'} else 'b' if kinds & {
-                    'Add2', 'Sub2'} else 'c'
-                prefix = common_prefix(sorted(sources[v])) or 'folded'
-                name = f"{prefix}/{suffix}"
-            base, k = name, 1
-            while name in used_names:
-                name, k = f"{base}_{k}", k + 1
-            used_names.add(name)
+            table_a = f.input[0] if f.type == 'Embed' else None
+            uses = {g.type for g in cons[v] if not all(i in const for i in g.input)}
+            name = folded_name(sources[v], uses, used_names, table_a)
             rename[v] = name
             out.params[name] = values[v].astype(np.float32)
             out.need_grad[name] = False
