@@ -23,6 +23,7 @@ from ..core.checks import is_integer
 from ..core.config import bits_per_index
 from ..core.fit import fit_table, lloyd_bound, table_sse
 from ..nn.convert import LayerConfig
+from ..nn.convert.plan import text_table
 from ..nn.convert.settings import as_layer_config, normalize_overrides
 from .sensitivity import Fisher, fisher_diagonal
 
@@ -255,12 +256,7 @@ class BitReport:
                          for r in self.layers]
         rows.append(('total', str(self.n_weights), '', '', f"{self.bits_per_weight:.3f}",
                      str(self.total_bits), f"{self.error:.3g}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        right = (False, True, True, True, True, True, True)
-        lines = ['  '.join((c.rjust(w) if rj else c.ljust(w)) for c, w, rj in
-                           zip(r, widths, right)).rstrip() for r in rows]
-        lines.insert(1, '  '.join('-' * w for w in widths))
-        lines.insert(len(lines) - 1, lines[1])
+        lines = [text_table(rows, right=range(1, len(head)), rules=(1, len(rows) - 1))]
         lines.append(f"budget {self.budget.describe()} = {self.budget_bits} bits; used "
                      f"{self.total_bits} bits ({self.bits_per_weight:.3f} bits per weight); "
                      f"tables {'Fisher-weighted' if self.weighted else 'unweighted'}")

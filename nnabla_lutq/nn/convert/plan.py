@@ -6,7 +6,29 @@ from typing import Dict, Optional
 
 from ...core.config import LUTQConfig
 
-__all__ = ['LayerDecision', 'ConversionPlan']
+__all__ = ['LayerDecision', 'ConversionPlan', 'text_table']
+
+
+def text_table(rows, right=(), rules=(1,)):
+    """Rows of strings as a text table: columns as wide as their widest cell, two spaces apart.
+
+    Args:
+        rows (list): tuples of strings, the header first.
+        right (collection): indices of the columns aligned right (the others: left).
+        rules (collection): before which rows (indices into ``rows``) a dashed line goes.
+
+    Returns:
+        str: the table.
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    rule = '  '.join('-' * w for w in widths)
+    lines = []
+    for i, r in enumerate(rows):
+        if i in rules:
+            lines.append(rule)
+        lines.append('  '.join(c.rjust(w) if j in right else c.ljust(w)
+                               for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+    return '\n'.join(lines)
 
 
 @dataclass
@@ -69,11 +91,7 @@ class ConversionPlan(list):
     def table(self):
         """str: one row per layer: name, function, action, weights, settings, reason."""
         head = ('layer', 'function', 'action', 'weights', 'settings', 'reason')
-        rows = [head] + [d.row() for d in self]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, '  '.join('-' * w for w in widths))
-        return '\n'.join(lines)
+        return text_table([head] + [d.row() for d in self])
 
     def __str__(self):
         return self.table()
