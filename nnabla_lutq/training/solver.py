@@ -70,7 +70,8 @@ class SolverGroup:
     def set_states(self, states):
         """Give each held solver the states of its parameters."""
         for p in self.parts:
-            p.set_states({k: v for k, v in states.items() if k in p.get_parameters()})
+            own = p.get_parameters()  # once per solver, not once per state
+            p.set_states({k: v for k, v in states.items() if k in own})
 
     def _single(self):
         self._check()
