@@ -60,6 +60,29 @@ def ref_means(w, a, d, cfg):
     return new
 
 
+def ref_group_slices(shape, out_axis, group_size):
+    """For each group, the flat indices (in the layer's order) of its weights, in the order the
+    package lists them: the group's output channels first, then the layer's order."""
+    idx = np.arange(int(np.prod(shape))).reshape(shape)
+    n_out = shape[out_axis]
+    out = []
+    for g in range(n_out // group_size):
+        part = np.take(idx, np.arange(g * group_size, (g + 1) * group_size), axis=out_axis)
+        out.append(np.moveaxis(part, out_axis, 0).ravel())
+    return out
+
+
+def ref_grouped_step(w, d, cfg):
+    """The k-means step of a grouped layer as the one-table reference run group by group."""
+    w = np.asarray(w, np.float32).ravel()
+    one = cfg.one_group()
+    new = np.array(d, np.float32).reshape(cfg.n_groups, -1).copy()
+    a = np.zeros(w.size, np.int32)
+    for g, ix in enumerate(ref_group_slices(cfg.shape, cfg.out_axis, cfg.group_size)):
+        new[g], a[ix] = ref_step(w[ix], new[g], one)
+    return new, a
+
+
 def assert_tables_fitted(layers):
     """Every LUT-Q layer's table is what the solver's last k-means step leaves: each value the
     (constrained) mean of the weights assigned to it, the pruned weights exactly the smallest |W|,
@@ -67,6 +90,17 @@ def assert_tables_fitted(layers):
     assert layers, 'no LUT-Q layer'
     for s in layers:
         w, d, a = s.W.d, s.d.d, s.A.d
+        if s.config.group_size is not None:
+            one = s.config.one_group()
+            assert a.dtype == np.int32 and a.min() >= 0 and a.max() < d.shape[1], s.name
+            for g, ix in enumerate(ref_group_slices(s.config.shape, s.config.out_axis,
+                                                    s.config.group_size)):
+                wg, ag = w.ravel()[ix], a.ravel()[ix]
+                np.testing.assert_allclose(d[g], ref_means(wg, ag, d[g], one), rtol=1e-6,
+                                           atol=1e-12, err_msg=f"{s.name} group {g}")
+                if one.pruned:
+                    np.testing.assert_array_equal(ag == 0, ref_pruned(wg, one.n_pruned))
+            continue
         assert a.dtype == np.int32 and a.min() >= 0 and a.max() < d.size, s.name
         np.testing.assert_allclose(d, ref_means(w, a, d, s.config), rtol=1e-6, atol=1e-12,
                                    err_msg=s.name)

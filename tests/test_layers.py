@@ -157,10 +157,12 @@ def test_fix_parameters_computes_with_tables_only(rng):
 # --- nnabla's arguments: the PF signatures are nnabla's plus the LUT-Q arguments ------------------
 
 @pytest.mark.parametrize('ours,theirs,extra', [
-    ('lutq_affine', 'affine', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
-    ('lutq_convolution', 'convolution', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
+    ('lutq_affine', 'affine', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range',
+                               'group_size']),
+    ('lutq_convolution', 'convolution', ['n_values', 'dictionary', 'prune_ratio', 'pow2_range',
+                                         'group_size']),
     ('lutq_depthwise_convolution', 'depthwise_convolution',
-     ['n_values', 'dictionary', 'prune_ratio', 'pow2_range']),
+     ['n_values', 'dictionary', 'prune_ratio', 'pow2_range', 'group_size']),
     ('mlbn', 'batch_normalization', []),
 ])
 def test_signature_is_nnabla_s_plus_the_lutq_arguments(ours, theirs, extra):

@@ -360,7 +360,8 @@ def fit_table(w, config, weight=None, lloyd_iters=1000):
         lloyd_iters (int): bound on the Lloyd iterations of a free fit.
 
     Returns:
-        tuple: ``(d, A)``, float32 of shape (K,) and int32 of the shape of ``w``.
+        tuple: ``(d, A)``, float32 of shape (K,) (``(n_groups, K)`` with grouped tables: each
+        group's table fitted to its own weights) and int32 of the shape of ``w``.
 
     Raises:
         ValueError: if ``w`` (or ``weight``) has non-finite values.
@@ -373,6 +374,8 @@ def fit_table(w, config, weight=None, lloyd_iters=1000):
         if weight.shape != w.shape or not all_finite(weight) or np.any(weight < 0):
             raise ValueError('the importance of the weights must be finite, >= 0 and have the '
                              'shape of the weights')
+    if config.group_size is not None:
+        return _fit_groups(w, config, weight, lloyd_iters, shape)
     if config.kind == 'fixed':
         d = np.asarray(config.fixed_values, dtype=np.float32)
         return d, assign(w, d, config).reshape(shape)
@@ -387,6 +390,18 @@ def fit_table(w, config, weight=None, lloyd_iters=1000):
         free = fit_free(sw, k, lloyd_iters)
     d = np.concatenate([np.zeros(first, np.float32), free]).astype(np.float32)
     return d, assign(w, d, config).reshape(shape)
+
+
+def _fit_groups(w, config, weight, lloyd_iters, shape):
+    """:func:`fit_table` of each group of a grouped layer, as a layer of its own."""
+    one = config.one_group()
+    rows = config.group_view(w)
+    wrows = None if weight is None else config.group_view(weight)
+    d = np.empty(config.table_shape, np.float32)
+    a = np.empty(rows.shape, np.int32)
+    for g in range(config.n_groups):
+        d[g], a[g] = fit_table(rows[g], one, None if wrows is None else wrows[g], lloyd_iters)
+    return d, config.layer_order(a).reshape(shape)
 
 
 def init_dictionary(w, config, iters=None, weight=None):
@@ -424,7 +439,7 @@ def lloyd_bound(iters):
     return int(iters)
 
 
-def table_sse(w, d, a, weight=None):
+def table_sse(w, d, a, weight=None, config=None):
     """``sum weight·(w - d[a])²`` in float64: the error a table leaves.
 
     Args:
@@ -432,10 +447,16 @@ def table_sse(w, d, a, weight=None):
         d (numpy.ndarray): table values.
         a (numpy.ndarray): indices into ``d`` (shape of ``w``).
         weight (numpy.ndarray or None): importance of each weight.
+        config (LUTQConfig or None): the layer's settings; needed for grouped tables (each index
+            is read in its group's row).
 
     Returns:
         float: the (weighted) sum of squared errors.
     """
-    e = np.asarray(w, np.float64).ravel() - np.asarray(d, np.float64)[np.asarray(a).ravel()]
+    if config is not None and config.group_size is not None:
+        q = config.lookup(d, a).astype(np.float64)
+    else:
+        q = np.asarray(d, np.float64)[np.asarray(a)]
+    e = np.asarray(w, np.float64).ravel() - q.ravel()
     e = e * e
     return float(e.sum() if weight is None else np.dot(np.asarray(weight, np.float64).ravel(), e))

@@ -14,7 +14,9 @@ Each :class:`WeightLayer` ties together the names one layer has in different pla
   file's description;
 * ``lutq_scope`` / ``lutq_function``: the scope and the name of the LUT-Q parametric function
   (``'lutq_conv'``, ``'lutq_convolution'``), or None for a weight layer without a LUT-Q
-  counterpart (it stays float, and is reported as such).
+  counterpart (it stays float, and is reported as such);
+* ``out_axis``: the output-channel axis of the weight, along which grouped tables are cut (0 for
+  convolutions, -1 for affine layers).
 """
 from dataclasses import dataclass
 from typing import Optional
@@ -32,11 +34,13 @@ class WeightLayer:
         kind (str): scope of nnabla's float parametric function, e.g. ``'conv'``.
         lutq_scope (str or None): scope of the LUT-Q parametric function, e.g. ``'lutq_conv'``.
         lutq_function (str or None): name of the LUT-Q parametric function.
+        out_axis (int): the output-channel axis of the weight (negative: from the end).
     """
     function: str
     kind: str
     lutq_scope: Optional[str] = None
     lutq_function: Optional[str] = None
+    out_axis: int = 0
 
     @property
     def convertible(self):
@@ -49,8 +53,8 @@ WEIGHT_LAYERS = (
     WeightLayer('Convolution', 'conv', 'lutq_conv', 'lutq_convolution'),
     WeightLayer('DepthwiseConvolution', 'depthwise_conv', 'lutq_depthwise_conv',
                 'lutq_depthwise_convolution'),
-    WeightLayer('Affine', 'affine', 'lutq_affine', 'lutq_affine'),
-    WeightLayer('Deconvolution', 'deconv'),
+    WeightLayer('Affine', 'affine', 'lutq_affine', 'lutq_affine', out_axis=-1),
+    WeightLayer('Deconvolution', 'deconv', out_axis=1),
 )
 #: function type -> :class:`WeightLayer`
 BY_FUNCTION = {w.function: w for w in WEIGHT_LAYERS}

@@ -12,12 +12,20 @@ The tables themselves start near-optimal: :mod:`nnabla_lutq.core.fit`.
 
 The k-means update keeps the layout of ``d`` (see :mod:`nnabla_lutq.core.config`): a cluster's
 mean lies between its neighbours' boundaries, so ``A`` never needs re-labelling.
+
+Grouped tables (``config.group_size``) run the same rules on every group in one pass, without a
+loop over groups: the thresholds of all groups are searched at once (each float32 mapped to an
+order-preserving integer and offset by its group), the sums and counts of all groups come from one
+``bincount``, pruning selects each group's smallest ``|W|`` by one partition along the rows. The
+results equal the one-table step run on each group's weights (:meth:`LUTQConfig.group_view`)
+bit for bit.
 """
 import numpy as np
 
 from .pow2 import pow2_round
 
-__all__ = ['pruned_mask', 'midpoint_thresholds', 'boundaries', 'assign', 'kmeans_step']
+__all__ = ['pruned_mask', 'pruned_rows', 'midpoint_thresholds', 'boundaries', 'assign',
+           'kmeans_step']
 
 
 def pruned_mask(w, n_pruned):
@@ -40,6 +48,51 @@ def pruned_mask(w, n_pruned):
     if missing:
         mask[np.flatnonzero(a == t)[:missing]] = True
     return mask
+
+
+def pruned_rows(w, n_pruned):
+    """:func:`pruned_mask` of every row of a 2-D array at once (ties to the lower index).
+
+    Args:
+        w (numpy.ndarray): ``(G, m)`` float32 weights.
+        n_pruned (int): how many to select in each row.
+
+    Returns:
+        numpy.ndarray: bool mask with exactly ``n_pruned`` True entries per row.
+    """
+    if n_pruned <= 0:
+        return np.zeros(w.shape, dtype=bool)
+    a = np.abs(w)
+    t = np.partition(a, n_pruned - 1, axis=1)[:, n_pruned - 1:n_pruned]
+    mask = a < t
+    missing = n_pruned - mask.sum(axis=1, keepdims=True)
+    tie = a == t
+    return mask | (tie & (np.cumsum(tie, axis=1) <= missing))
+
+
+def _ordered_keys(x, rows):
+    """int64 keys ordering float32 ``x`` (2-D, finite) first by row, then by value, exactly.
+
+    The float32 bits are mapped to an unsigned integer of the same order (-0 counts as +0) and the
+    row index is put above them, so one sorted search serves every row."""
+    u = (np.asarray(x, np.float32) + np.float32(0.0)).view(np.uint32)  # -0 + 0 = +0
+    u = np.where(u >= np.uint32(0x80000000), ~u, u | np.uint32(0x80000000))
+    return u.astype(np.int64) | (np.arange(rows, dtype=np.int64)[:, None] << 32)
+
+
+def _assign_rows(w, d, config):
+    """:func:`_assign` of every group at once: ``w`` ``(G, m)``, ``d`` ``(G, K)``."""
+    first = config.first_free
+    g = w.shape[0]
+    b = midpoint_thresholds(d[:, first:-1], d[:, first + 1:])  # (G, K - first - 1)
+    n_b = b.shape[1]
+    keys = _ordered_keys(b, g).ravel()
+    a = np.searchsorted(keys, _ordered_keys(w, g), side='left')
+    a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
+    if first:
+        a += 1
+        a[pruned_rows(w, config.n_pruned)] = 0
+    return a
 
 
 def midpoint_thresholds(lo, hi):
@@ -74,18 +127,24 @@ def assign(w, d, config):
     means are recomputed and lets duplicated values separate again.
 
     Args:
-        w (numpy.ndarray): flat float32 weights.
-        d (numpy.ndarray): the dictionary in the layout described in the module docstring.
+        w (numpy.ndarray): float32 weights (flat; with grouped tables flat in the layer's order
+            or of the shape of ``W``).
+        d (numpy.ndarray): the dictionary in the layout described in the module docstring
+            (``(n_groups, K)`` with grouped tables).
         config (LUTQConfig): the layer's configuration.
 
     Returns:
-        numpy.ndarray: int32 indices into ``d``, shape of ``w``.
+        numpy.ndarray: int32 indices into ``d`` (into each group's row), shape of ``w``.
     """
     return _assign(w, d, config).astype(np.int32)
 
 
 def _assign(w, d, config):
     """:func:`assign` with native integer indices (what ``np.bincount`` takes without a copy)."""
+    if config.group_size is not None:
+        rows = _assign_rows(config.group_view(np.asarray(w, np.float32)),
+                            np.asarray(d, np.float32).reshape(config.n_groups, -1), config)
+        return config.layer_order(rows).reshape(np.shape(w))
     first = config.first_free
     b = boundaries(np.asarray(d, dtype=np.float32)[first:])
     a = np.searchsorted(b, w, side='left')
@@ -101,15 +160,19 @@ def _means(w, a, d, config):
     if config.kind == 'fixed':
         return d.copy()
     k = config.n_values
-    counts = np.bincount(a, minlength=k)
-    sums = np.bincount(a, weights=w, minlength=k)
+    if config.group_size is not None:  # rows of groups: one bincount over every group's K bins
+        g = config.n_groups
+        a = a + np.arange(g, dtype=a.dtype)[:, None] * k
+        k = g * k
+    counts = np.bincount(a.ravel(), minlength=k).reshape(d.shape)
+    sums = np.bincount(a.ravel(), weights=w.ravel(), minlength=k).reshape(d.shape)
     empty = counts == 0
     new = np.divide(sums, counts, out=d.astype(np.float64), where=~empty).astype(np.float32)
     if config.kind == 'pow2':
         new = pow2_round(new, config.pow2_range)
         new[empty] = d[empty]  # an empty cluster keeps its value, unrounded
     if config.pruned:
-        new[0] = 0.0
+        new[..., 0] = 0.0
     return new
 
 
@@ -117,13 +180,19 @@ def kmeans_step(w, d, config):
     """One LUT-Q k-means iteration (the paper's step 4) on the host.
 
     Args:
-        w (numpy.ndarray): flat float32 weights.
-        d (numpy.ndarray): current dictionary (K,).
+        w (numpy.ndarray): flat float32 weights (with grouped tables: flat in the layer's order,
+            or of the shape of ``W``).
+        d (numpy.ndarray): current dictionary (K,), or ``(n_groups, K)``.
         config (LUTQConfig): the layer's configuration.
 
     Returns:
         tuple: ``(d_new, a)`` -- the new float32 dictionary and the int32 assignment that was made
-        *before* the means were recomputed.
+        *before* the means were recomputed (shape of ``w``).
     """
+    if config.group_size is not None:
+        wg = config.group_view(np.asarray(w, np.float32))
+        d = np.asarray(d, np.float32).reshape(config.n_groups, -1)
+        a = _assign_rows(wg, d, config)
+        return _means(wg, a, d, config), config.layer_order(a.astype(np.int32)).reshape(np.shape(w))
     a = _assign(w, d, config)
     return _means(w, a, d, config), a.astype(np.int32)

@@ -67,9 +67,12 @@ def c_step(v, d, config, learn_scale=False, max_iters=10000):
       ``learn_scale`` the values are ``a·c`` with the best scale ``a > 0`` (see the paper's
       scaled binarization and ternarization).
 
+    With grouped tables (``config.group_size``) each group gets its own C step (a fixed set with
+    ``learn_scale``: one scale per group).
+
     Args:
         v (numpy.ndarray): the layer's ``W - lambda/mu`` (any shape; flattened, float32).
-        d (numpy.ndarray): the current table (K,), the warm start.
+        d (numpy.ndarray): the current table (K,) or ``(n_groups, K)``, the warm start.
         config (LUTQConfig): the layer's settings.
         learn_scale (bool): fit a scale of a fixed dictionary.
         max_iters (int): bound on the Lloyd iterations of each phase.
@@ -81,6 +84,8 @@ def c_step(v, d, config, learn_scale=False, max_iters=10000):
     shape = np.shape(v)
     v = np.ascontiguousarray(v, dtype=np.float32).ravel()
     d = np.asarray(d, np.float32)
+    if config.group_size is not None:
+        return _c_step_groups(v, d, config, learn_scale, max_iters, shape)
     if config.kind == 'fixed':
         if learn_scale:
             new, a = _scaled_fixed(v, d, config, max_iters)
@@ -106,3 +111,17 @@ def c_step(v, d, config, learn_scale=False, max_iters=10000):
         seen.add(new.tobytes())
         d = new
     return d, assign(v, d, config).reshape(shape), converged
+
+
+def _c_step_groups(v, d, config, learn_scale, max_iters, shape):
+    """:func:`c_step` of each group of a grouped layer, as a layer of its own."""
+    one = config.one_group()
+    rows = config.group_view(v)
+    d = d.reshape(config.table_shape)
+    new = np.empty(config.table_shape, np.float32)
+    a = np.empty(rows.shape, np.int32)
+    converged = True
+    for g in range(config.n_groups):
+        new[g], a[g], ok = c_step(rows[g], d[g], one, learn_scale, max_iters)
+        converged = converged and ok
+    return new, config.layer_order(a).reshape(shape), converged

@@ -80,22 +80,29 @@ def validate(layers, values=True):
     """
     for s in layers:
         cfg = s.config
-        if s.d.shape != (cfg.n_values,) or s.A.shape != s.W.shape:
+        if s.d.shape != cfg.table_shape or s.A.shape != s.W.shape:
             raise ValueError(
-                f"{s.name}: d has shape {s.d.shape} and A {s.A.shape}, expected ({cfg.n_values},) "
-                f"and {s.W.shape}; rebuild the layer or load a matching parameter file")
+                f"{s.name}: d has shape {s.d.shape} and A {s.A.shape}, expected "
+                f"{cfg.table_shape} and {s.W.shape}; rebuild the layer or load a matching "
+                "parameter file")
         if s.A.data.dtype != np.int32:
             raise ValueError(
                 f"{s.name}: A has dtype {np.dtype(s.A.data.dtype).name}, it must stay int32; write "
                 "it with A.data.cast(numpy.int32)[...] = ... or call nnabla_lutq.initialize()")
         if not values:
             continue
-        d = s.d.data.get_data('r', np.float32)
-        v = d[cfg.first_free:]
-        if not all_finite(d) or np.any(v[1:] < v[:-1]) or (cfg.pruned and d[0] != 0):
+        d = s.d.data.get_data('r', np.float32).reshape(-1, cfg.n_values)
+        v = d[:, cfg.first_free:]
+        bad = ~np.all(np.isfinite(d), axis=1) | np.any(v[:, 1:] < v[:, :-1], axis=1)
+        if cfg.pruned:
+            bad |= d[:, 0] != 0
+        if bad.any():
+            g = int(np.flatnonzero(bad)[0])
+            where = f"d[{g}]" if cfg.group_size is not None else "d"
             raise ValueError(
-                f"{s.name}: d = {d.tolist()} is not a LUT-Q dictionary (finite, sorted ascending, "
-                "d[0] = 0 with pruning); call nnabla_lutq.initialize() after editing or loading it")
+                f"{s.name}: {where} = {d[g].tolist()} is not a LUT-Q dictionary (finite, sorted "
+                "ascending, d[0] = 0 with pruning); call nnabla_lutq.initialize() after editing "
+                "or loading it")
 
 
 class KMeansBackend(abc.ABC):

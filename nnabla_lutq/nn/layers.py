@@ -21,6 +21,7 @@ from nnabla.parametric_functions import parametric_function_api
 
 from ..core.config import make_config
 from ..core.fit import init_dictionary
+from ..core.kinds import BY_KIND
 from .functions import batch_variance, detached, float32_context, mlbn_batch_gamma, mlbn_scale
 from .params import scope_path
 from .state import STATE, LUTQLayer, MLBNLayer, WeightMode
@@ -29,21 +30,23 @@ __all__ = ['lutq_affine', 'lutq_convolution', 'lutq_depthwise_convolution', 'mlb
 
 
 def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
-                 pow2_range):
+                 pow2_range, group_size=None):
     """Create/get W, d and A in the current scope, register the layer and return the weight the
     layer computes with (by the current :class:`~nnabla_lutq.nn.state.WeightMode`)."""
     scope = nn.parameter.get_current_parameter_scope()
     name = scope_path(scope) or '?'
-    cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name)
+    cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name,
+                      group_size, tuple(w_shape), BY_KIND[kind].out_axis % len(w_shape))
     k = cfg.n_values
     d_old = nn.parameter.get_parameter("d")
     a_old = nn.parameter.get_parameter("A")
     if (d_old is None) != (a_old is None):
         raise ValueError(f"{name}: only one of 'd' and 'A' exists; load both or neither")
-    if d_old is not None and d_old.shape != (k,):
+    if d_old is not None and d_old.shape != cfg.table_shape:
         raise ValueError(
-            f"{name}: the existing dictionary 'd' has {d_old.shape} values but the layer asks for "
-            f"{k}; build it with n_values={d_old.shape[0]} or clear the parameters")
+            f"{name}: the existing dictionary 'd' has shape {d_old.shape} but the layer asks for "
+            f"{cfg.table_shape} ({_table_text(cfg)}); build it with "
+            f"{_settings_of_table(d_old.shape)} or clear the parameters")
     if a_old is not None and a_old.shape != tuple(w_shape):
         raise ValueError(
             f"{name}: the existing assignment 'A' has shape {a_old.shape}, the weights "
@@ -59,7 +62,7 @@ def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, pr
         d_init, a_init = init_dictionary(w.d, cfg)
     else:
         d_init = a_init = None
-    d = get_parameter_or_create("d", (k,), d_init, False)
+    d = get_parameter_or_create("d", cfg.table_shape, d_init, False)
     a = get_parameter_or_create("A", tuple(w_shape), a_init, False)
     if a.data.dtype != np.int32:
         a.data.cast(np.int32)
@@ -67,12 +70,54 @@ def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, pr
     mode = STATE.mode
     if mode is WeightMode.FLOAT:
         return w
-    q = F.embed(a, d)
+    q = F.embed(a, d) if cfg.group_size is None else grouped_lookup(a, d, cfg)
     if mode is WeightMode.TABLES or not w.need_grad:
         return q
     # (W - W) is exactly 0 forward and passes the gradient of Q to W backward; the detached copy
     # has its own gradient array (W.grad appears once in the graph).
     return (w - detached(w)) + q
+
+
+def _table_text(cfg):
+    """``K=16`` or ``K=16 per group of 2 output channels`` for messages."""
+    if cfg.group_size is None:
+        return f"n_values={cfg.n_values}, one table"
+    return f"n_values={cfg.n_values}, group_size={cfg.group_size}"
+
+
+def _settings_of_table(shape):
+    """The layer arguments that give a table of ``shape``."""
+    if len(shape) == 1:
+        return f"n_values={shape[0]}, group_size=None"
+    return f"n_values={shape[1]} and the group_size that gives {shape[0]} groups"
+
+
+def grouped_lookup(a, d, cfg):
+    """``Q = d[A]`` of a grouped layer as nnabla functions: each index read in its group's row.
+
+    The ``(n_groups, K)`` table is repeated to one row per output channel (no copy for one channel
+    per group) and read by ``F.gather`` with the output axis as batch axis; for a layer whose
+    output axis is not the first (affine), the indices are read with that axis moved to the
+    front and the result moved back. ``A`` stays int32 (gather reads indices as integers).
+
+    Args:
+        a (~nnabla.Variable): int32 indices, shape of ``W``.
+        d (~nnabla.Variable): the tables, ``(n_groups, K)``.
+        cfg (LUTQConfig): the layer's settings.
+
+    Returns:
+        ~nnabla.Variable: the tied weights, shape of ``W``.
+    """
+    g, k, gs = cfg.n_groups, cfg.n_values, cfg.group_size
+    table = d
+    if gs > 1:
+        table = F.reshape(F.broadcast(F.reshape(d, (g, 1, k)), (g, gs, k)), (g * gs, k))
+    axis = cfg.out_axis
+    if axis == 0:
+        return F.gather(table, a, axis=1, batch_dims=1)
+    perm = (axis,) + tuple(i for i in range(a.ndim) if i != axis)
+    back = tuple(int(i) for i in np.argsort(perm))
+    return F.transpose(F.gather(table, F.transpose(a, perm), axis=1, batch_dims=1), back)
 
 
 _LUTQ_DOC_ARGS = """
@@ -85,7 +130,11 @@ _LUTQ_DOC_ARGS = """
             smallest-|W| weights and the other K-1 values are fitted to the rest
             (then ``d[0] = 0``).
         pow2_range (tuple of int): ``(min_exp, max_exp)`` clipping the exponents of a ``'pow2'``
-            dictionary; None for no clipping."""
+            dictionary; None for no clipping.
+        group_size (int or None): None: one table for the layer, ``d`` of shape ``(K,)``; an
+            integer g: one table per g consecutive output channels (it must divide their
+            number), ``d`` of shape ``(outmaps / g, K)``, ``A`` indices into its group's table.
+            Every rule (k-means, pow-2 values, pruning) applies per group."""
 
 
 _APPLY_DOC_ARGS = """
@@ -122,13 +171,13 @@ def _bias(shape, b_init, fix_parameters, with_bias, apply_b):
 @parametric_function_api("lutq_affine", [
     ('W', 'Weight matrix in float (trained)', '(inmaps, outmaps)', True),
     ('b', 'Bias vector', '(outmaps,)', True),
-    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('d', 'Dictionary (look-up table)', '(n_values,), or (n_groups, n_values)', False),
     ('A', 'Assignment, int32 indices into d', '(inmaps, outmaps)', False),
 ])
 @_lutq_doc
 def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_parameters=False,
                 rng=None, with_bias=True, apply_w=None, apply_b=None, n_values=16,
-                dictionary='free', prune_ratio=0.0, pow2_range=None):
+                dictionary='free', prune_ratio=0.0, pow2_range=None, group_size=None):
     """LUT-Q affine layer: ``F.affine`` with the tied weights ``d[A]``.
 
     The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
@@ -165,7 +214,7 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
     if with_bias and b_init is None:
         b_init = ConstantInitializer()
     q = _lutq_weight('affine', [inmaps] + n_outmaps, w_init, fix_parameters, n_values,
-                     dictionary, prune_ratio, pow2_range)
+                     dictionary, prune_ratio, pow2_range, group_size)
     b = _bias(n_outmaps, b_init, fix_parameters, with_bias, apply_b)
     return F.affine(inp, _applied(apply_w, q), b, base_axis)
 
@@ -175,14 +224,15 @@ def lutq_affine(inp, n_outmaps, base_axis=1, w_init=None, b_init=None, fix_param
      '(outmaps, inmaps // group, *kernel); channel-last: (outmaps, *kernel, inmaps // group)',
      True),
     ('b', 'Bias vector', '(outmaps,)', True),
-    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('d', 'Dictionary (look-up table)', '(n_values,), or (n_groups, n_values)', False),
     ('A', 'Assignment, int32 indices into d', 'the shape of W', False),
 ])
 @_lutq_doc
 def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None, group=1,
                      channel_last=False, w_init=None, b_init=None, base_axis=1,
                      fix_parameters=False, rng=None, with_bias=True, apply_w=None, apply_b=None,
-                     n_values=16, dictionary='free', prune_ratio=0.0, pow2_range=None):
+                     n_values=16, dictionary='free', prune_ratio=0.0, pow2_range=None,
+                     group_size=None):
     """LUT-Q N-D convolution: ``F.convolution`` with the tied weights ``d[A]``.
 
     The forward pass computes with exactly ``d[A]``; ``W`` receives the gradient of the tied
@@ -227,7 +277,7 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
     w_shape = ((outmaps,) + kernel + (inmaps // group,) if channel_last
                else (outmaps, inmaps // group) + kernel)
     q = _lutq_weight('conv', w_shape, w_init, fix_parameters, n_values, dictionary, prune_ratio,
-                     pow2_range)
+                     pow2_range, group_size)
     b = _bias((outmaps,), b_init, fix_parameters, with_bias, apply_b)
     return F.convolution(inp, _applied(apply_w, q), b, base_axis, pad, stride, dilation, group,
                          channel_last)
@@ -236,14 +286,14 @@ def lutq_convolution(inp, outmaps, kernel, pad=None, stride=None, dilation=None,
 @parametric_function_api("lutq_depthwise_conv", [
     ('W', 'Filter weights in float (trained)', '(inmaps * multiplier, *kernel)', True),
     ('b', 'Bias vector', '(inmaps * multiplier,)', True),
-    ('d', 'Dictionary (look-up table)', '(n_values,)', False),
+    ('d', 'Dictionary (look-up table)', '(n_values,), or (n_groups, n_values)', False),
     ('A', 'Assignment, int32 indices into d', '(inmaps * multiplier, *kernel)', False),
 ])
 @_lutq_doc
 def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None, multiplier=1,
                                w_init=None, b_init=None, base_axis=1, fix_parameters=False,
                                rng=None, with_bias=True, n_values=16, dictionary='free',
-                               prune_ratio=0.0, pow2_range=None):
+                               prune_ratio=0.0, pow2_range=None, group_size=None):
     """LUT-Q depthwise convolution: ``F.depthwise_convolution`` with the tied weights ``d[A]``.
 
     Args:
@@ -277,7 +327,7 @@ def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None
     if with_bias and b_init is None:
         b_init = ConstantInitializer()
     q = _lutq_weight('depthwise_conv', (inmaps * multiplier,) + kernel, w_init, fix_parameters,
-                     n_values, dictionary, prune_ratio, pow2_range)
+                     n_values, dictionary, prune_ratio, pow2_range, group_size)
     b = _bias((inmaps * multiplier,), b_init, fix_parameters, with_bias, None)
     return F.depthwise_convolution(inp, q, b, base_axis, pad, stride, dilation, multiplier)
 
