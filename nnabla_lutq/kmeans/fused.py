@@ -31,7 +31,8 @@ the optional finiteness check. They are loaded from ``cuda/kmeans.ptx`` (built f
 NVRTC, see :func:`build_ptx`) through the CUDA driver API with :mod:`ctypes`: nothing beyond
 nnabla-ext-cuda and the NVIDIA driver is needed.
 
-Layers with more than :data:`MAX_K` values go to the ``'graph'`` backend within the same step.
+Layers with more than :data:`MAX_K` values or with grouped tables (``d`` of shape ``(n_groups, K)``:
+the kernels know one table per layer) go to the ``'graph'`` backend within the same step.
 """
 import ctypes
 import ctypes.util
@@ -79,15 +80,15 @@ KERNELS = ('lutq_absmax', 'lutq_prune_hist', 'lutq_prune_select', 'lutq_prune_co
 
 
 def fused_supported(config):
-    """Whether the kernels handle a layer (at most :data:`MAX_K` values).
+    """Whether the kernels handle a layer: one table (no groups) of at most :data:`MAX_K` values.
 
     Args:
         config (LUTQConfig): the layer's configuration.
 
     Returns:
-        bool: True when the ``'fused'`` backend computes this layer itself.
+        bool: True when the ``'fused'`` backend computes this layer itself (else ``'graph'``).
     """
-    return 2 <= config.n_values <= MAX_K
+    return config.group_size is None and 2 <= config.n_values <= MAX_K
 
 
 def layer_table(configs, pointers=None):
@@ -321,8 +322,8 @@ class FusedKMeans(KMeansBackend):
     """All layers' k-means steps as three CUDA kernel launches per step (see the module text).
 
     Needs a CUDA context (``cudnn`` or ``cuda``, any type config: the weights are read as
-    float32) and the NVIDIA driver. Layers with more than :data:`MAX_K` values are stepped by the
-    ``'graph'`` backend in the same call.
+    float32) and the NVIDIA driver. Layers with more than :data:`MAX_K` values or with grouped
+    tables are stepped by the ``'graph'`` backend in the same call.
     """
     name = 'fused'
 

@@ -14,6 +14,14 @@ Differences from the host step, documented rather than hidden:
 * cluster sums use float32 atomics on the GPU, so the means may differ from the float64 host means
   in the last bits and between runs (the host step is deterministic);
 * with pruning, ties in |W| at the threshold are broken by the device sort's order.
+
+Grouped tables (``group_size``, ``d`` of shape ``(n_groups, K)``) are built into the same graph
+with the same functions, without a loop over groups: ``W`` is viewed as ``(n_groups, N_g)`` rows
+in the order of :meth:`~nnabla_lutq.core.config.LUTQConfig.group_view` (a transposition puts the
+output axis first), the thresholds of all groups form one ``(n_groups, K - 1)`` sorted sequence
+for ``searchsorted``, the sums and counts of all groups come from one ``scatter_add`` each over
+the flat indices ``a + g·K``, and pruning sorts |W| along the rows; ``A`` is written back in the
+layer's shape. A layer without groups is the one-row case.
 """
 import numpy as np
 import nnabla as nn
@@ -29,42 +37,89 @@ def _const(value):
     return nn.Variable.from_numpy_array(np.asarray(value, dtype=np.float32))
 
 
-def _layer_step(spec, iters):
-    """Build the graph of ``iters`` k-means iterations for one layer; returns its sink inputs."""
+def _moved(cfg):
+    """``(perm, back)``: the transposition putting the output axis of ``W`` first, and its
+    inverse; None for a layer whose rows are a plain reshape (no groups, or output axis 0)."""
+    if cfg.group_size is None or cfg.out_axis == 0:
+        return None
+    perm = (cfg.out_axis,) + tuple(i for i in range(len(cfg.shape)) if i != cfg.out_axis)
+    return perm, tuple(int(i) for i in np.argsort(perm))
+
+
+def _rows(w, cfg):
+    """``W`` as ``(n_groups, N_g)`` rows in the order of :meth:`LUTQConfig.group_view`."""
+    moved = _moved(cfg)
+    if moved is not None:
+        w = F.transpose(w, moved[0])
+    return F.reshape(w, (cfg.n_groups, cfg.group_weights), inplace=False)
+
+
+def _layer_order(rows, spec):
+    """The inverse of :func:`_rows`: ``(n_groups, N_g)`` back to the shape of ``A``."""
     cfg = spec.config
-    n, k, first = cfg.n_weights, cfg.n_values, cfg.first_free
-    w = F.reshape(spec.W, (1, n), inplace=False)
-    w_flat = F.reshape(spec.W, (n,), inplace=False)
-    ones = _const(np.ones(n))
-    zeros_k = _const(np.zeros(k))
-    keep_first = _const(np.arange(k) < first)  # 1 where the fixed zero sits
+    moved = _moved(cfg)
+    if moved is None:
+        return F.reshape(rows, spec.A.shape)
+    perm, back = moved
+    return F.transpose(F.reshape(rows, tuple(spec.A.shape[i] for i in perm)), back)
+
+
+def _pruned_rows(w, cfg):
+    """1 where a weight is among the ``n_pruned`` smallest |W| of its row (``(G, N_g)``)."""
+    g, m, p = cfg.n_groups, cfg.group_weights, cfg.n_pruned
+    order = F.sort(F.abs(w), axis=1, only_index=True)
+    smallest = F.reshape(F.slice(order, (0, 0), (g, p)), (1, g * p))
+    if g == 1:
+        return F.reshape(F.scatter_nd(_const(np.ones(p)), smallest, shape=(m,)), (1, m))
+    # (row, column) of each row's smallest: column indices stay below N_g (exact in float32)
+    where = F.concatenate(_const(np.repeat(np.arange(g), p)[None, :]), smallest, axis=0)
+    return F.scatter_nd(_const(np.ones(g * p)), where, shape=(g, m))
+
+
+def _layer_step(spec, iters):
+    """Build the graph of ``iters`` k-means iterations for one layer; returns its sink inputs.
+
+    Every group is a row of one ``(n_groups, N_g)`` array (one row without groups): one sorted
+    search of all rows, one ``scatter_add`` of the sums and one of the counts over the flat
+    indices ``a + g·K``, one sort of |W| per row for pruning."""
+    cfg = spec.config
+    g, m, k, first = cfg.n_groups, cfg.group_weights, cfg.n_values, cfg.first_free
+    shape = cfg.table_shape
+    w = _rows(spec.W, cfg)
+    w_flat = F.reshape(w, (g * m,), inplace=False)
+    ones = _const(np.ones(g * m))
+    zeros_k = _const(np.zeros(g * k))
+    zeros_d = _const(np.zeros(shape))
+    keep_first = _const(np.broadcast_to(np.arange(k) < first, shape))  # the fixed zeros
+    offsets = _const(np.arange(g)[:, None] * k) if g > 1 else None
     if first:
-        order = F.sort(F.abs(w), axis=1, only_index=True)
-        smallest = F.slice(order, (0, 0), (1, cfg.n_pruned))
-        pruned = F.scatter_nd(_const(np.ones(cfg.n_pruned)), smallest, shape=(n,))
-        pruned = F.reshape(pruned, (1, n))
+        pruned = _pruned_rows(w, cfg)
     d = spec.d
+    kk = k - first
     idx = None
     for _ in range(iters):
-        vals = F.slice(d, (first,), (k,)) if first else d
-        kk = k - first
-        mid = (F.slice(vals, (0,), (kk - 1,)) + F.slice(vals, (1,), (kk,))) * 0.5
-        idx = F.searchsorted(F.reshape(mid, (1, kk - 1)), w)
+        rows = d if len(shape) == 2 else F.reshape(d, (1, k), inplace=False)
+        vals = F.slice(rows, (0, first), (g, k)) if first else rows
+        if kk > 1:
+            mid = (F.slice(vals, (0, 0), (g, kk - 1)) + F.slice(vals, (0, 1), (g, kk))) * 0.5
+            idx = F.searchsorted(mid, w)
+        else:  # one free value (K = 2 with pruning): every unpruned weight takes it
+            idx = F.constant(0.0, (g, m))
         if first:
-            idx = F.where(pruned, F.constant(0.0, (1, n)), idx + 1.0)
+            idx = F.where(pruned, F.constant(0.0, (g, m)), idx + 1.0)
         if cfg.kind == 'fixed':
             continue
-        i_flat = F.reshape(idx, (n,))
-        sums = F.scatter_add(zeros_k, i_flat, w_flat, axis=0)
-        counts = F.scatter_add(zeros_k, i_flat, ones, axis=0)
+        i_flat = F.reshape(idx if offsets is None else idx + offsets, (g * m,))
+        sums = F.reshape(F.scatter_add(zeros_k, i_flat, w_flat, axis=0), shape)
+        counts = F.reshape(F.scatter_add(zeros_k, i_flat, ones, axis=0), shape)
         mean = sums / F.maximum_scalar(counts, 1.0)
         if cfg.kind == 'pow2':
             mean = pow2_round_graph(mean, cfg.pow2_range)
         empty = F.less_scalar(counts, 0.5)
         d = F.where(empty, d, mean)
         if first:
-            d = F.where(keep_first, zeros_k, d)
-    outs = [F.identity(F.reshape(idx, spec.A.shape), outputs=[spec.A.data])]
+            d = F.where(keep_first, zeros_d, d)
+    outs = [F.identity(_layer_order(idx, spec), outputs=[spec.A.data])]
     if cfg.kind != 'fixed':
         outs.append(F.assign(spec.d, d))
     return outs

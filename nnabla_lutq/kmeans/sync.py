@@ -8,7 +8,8 @@ atomics add the cluster sums in any order, so two ranks can compute means that d
 bit and then drift apart. :class:`SyncKMeans` makes the tables identical by construction:
 
 * it runs the wrapped backend one iteration at a time;
-* after each iteration it broadcasts every layer's ``d`` from rank 0 (K numbers per layer);
+* after each iteration it broadcasts every layer's ``d`` from rank 0 (K numbers per layer, or
+  the ``(n_groups, K)`` array of a layer with grouped tables, sent as it is);
 * the assignment ``A`` of an iteration is a deterministic function of ``W`` and the previous
   ``d`` (midpoints and a binary search; no atomics), both identical on every rank, so it needs no
   communication.

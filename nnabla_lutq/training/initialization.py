@@ -19,8 +19,9 @@ def initialize(layers=None, iters=None):
     """Re-initialize ``d`` and ``A`` of LUT-Q layers from their current ``W``.
 
     Deterministic and near-optimal (:func:`nnabla_lutq.core.fit.init_dictionary`: the exact
-    dynamic program of 1-D k-means under the layer's constraint, then Lloyd iterations). Call it
-    after loading or editing ``W``.
+    dynamic program of 1-D k-means under the layer's constraint, then Lloyd iterations). A layer
+    with grouped tables (``group_size``) gets each group's table fitted to that group's weights
+    (``d`` of shape ``(n_groups, K)``). Call it after loading or editing ``W``.
 
     Args:
         layers (list): :class:`~nnabla_lutq.nn.state.LUTQLayer` records or their names,

@@ -17,6 +17,11 @@ LUT-Q. Each layer's float weights ``W`` are constrained to ``d[A]`` (``d`` its l
   ``lambda <- lambda - mu·(W - d[A])``;
 * ``mu`` grows geometrically, ``mu_j = mu0·a^j`` for the ``j``-th LC step.
 
+Layers with grouped tables (``group_size``: ``d`` of shape ``(n_groups, K)``) are constrained to
+``d[A]`` read in each weight's group's table: the C step runs on each group's weights as a layer of
+its own (one learned scale per group of a fixed set), the penalty and the multipliers stay those
+of the whole ``W``.
+
 When the schedule ends, :meth:`LCSolver.finalize` leaves the layers computing with ``d[A]``; the
 tied, inference and export paths of the package are unchanged.
 
@@ -33,6 +38,7 @@ from ..core.lc import c_step
 from ..core.checks import integer_at_least, positive_number
 from ..kmeans import validate, nonfinite_error, nonfinite_layers
 from ..nn.functions import detached, float32_context
+from ..nn.layers import grouped_lookup
 from .solver import WrappingSolver
 
 __all__ = ['LCSolver', 'c_step', 'lc_schedule', 'TOOLKIT_SCHEDULE']
@@ -68,6 +74,18 @@ def lc_schedule(total_updates, n_lc_steps=TOOLKIT_SCHEDULE['n_lc_steps'],
                          f"{n_lc_steps}")
     return {'mu0': float(mu0), 'mu_growth': float(mu_growth),
             'steps_per_lc': max(1, int(total_updates) // int(n_lc_steps))}
+
+
+def _tied(s):
+    """``d[A]`` of a layer on the host (float32, shape of ``W``; grouped tables read per group)."""
+    return s.config.lookup(s.d.data.get_data('r', np.float32), s.A.data.get_data('r', np.int32))
+
+
+def _lookup_graph(s):
+    """``d[A]`` of a layer as an nnabla function on detached copies of ``d`` and ``A``."""
+    if s.config.group_size is None:
+        return F.embed(detached(s.A), detached(s.d))
+    return grouped_lookup(detached(s.A), detached(s.d), s.config)
 
 
 # -- the solver ----------------------------------------------------------------------------------
@@ -196,7 +214,7 @@ class LCSolver(WrappingSolver):
             outs, grads = [], []
             for s in self._layers:
                 w = detached(s.W)
-                q = F.embed(detached(s.A), detached(s.d))
+                q = _lookup_graph(s)
                 g = nn.Variable(s.W.shape, need_grad=False)
                 pen = F.reshape(mu, (1,) * len(s.W.shape)) * (w - q)
                 if self.augmented_lagrangian:
@@ -238,8 +256,7 @@ class LCSolver(WrappingSolver):
     def _residual(s):
         """``W - d[A]`` of a layer in float64."""
         w = s.W.data.get_data('r', np.float32).astype(np.float64)
-        d = s.d.data.get_data('r', np.float32).astype(np.float64)
-        return w - d[s.A.data.get_data('r', np.int32)]
+        return w - _tied(s).astype(np.float64)
 
     def update(self, update_pre_hook=None, update_post_hook=None):
         """One L-step update; every ``steps_per_lc`` updates also :meth:`lc_step`.
@@ -346,8 +363,7 @@ class LCSolver(WrappingSolver):
             r = self._residual(s)
             out[s.name] = float(np.mean(r ** 2))
             if set_weights:
-                d = s.d.data.get_data('r', np.float32)
-                s.W.d = d[s.A.data.get_data('r', np.int32)]
+                s.W.d = _tied(s)
         return out
 
     # -- states -------------------------------------------------------------------------------

@@ -234,8 +234,10 @@ def initialize_weighted(fisher, layers=None, iters=None):
     constraint, by :func:`nnabla_lutq.core.fit.fit_table`: the exact dynamic program on the
     weighted sums, then weighted Lloyd iterations, so a free table's values are the exact
     ``F``-weighted means of their clusters at the fixed point; the assignment stays the nearest
-    value. A layer whose ``F`` is all zero (no gradient on the calibration data) gets the
-    unweighted fit. :func:`nnabla_lutq.initialize` is the unweighted counterpart.
+    value. A layer with grouped tables (``group_size``) gets each group's table fitted to that
+    group's weights, counted by their ``F``. A layer whose ``F`` is all zero (no gradient on the
+    calibration data) gets the unweighted fit. :func:`nnabla_lutq.initialize` is the unweighted
+    counterpart.
 
     Layers are matched by name: the layer :func:`fisher_diagonal` called ``'conv1'`` is the
     LUT-Q layer ``'conv1'`` (``conv1/lutq_conv``) seen from the same parameter scope, e.g. after

@@ -341,7 +341,9 @@ class LUTQSolver(WrappingSolver):
     made before the means were recomputed -- exactly the paper's per-minibatch step 4.
 
     The step runs on a backend of :mod:`nnabla_lutq.kmeans` chosen per context: exact numpy on
-    the host in ``cpu`` contexts, one nnabla graph on the device (float32) elsewhere.
+    the host in ``cpu`` contexts, one nnabla graph on the device (float32) elsewhere. Layers with
+    grouped tables (``group_size``) are stepped by every backend, each group's table on its own
+    weights (the ``'fused'`` backend hands them to the graph backend in the same step).
 
     It is an ``nn.solver.Solver`` for code that checks (nnabla-examples' checkpoint helpers), and
     every other solver method (``zero_grad``, ``weight_decay``, ``set_learning_rate``,
