@@ -4,10 +4,11 @@
 
 ``footprint(y, act_bits)`` adds up
 
-* **parameters at their bit widths**: per LUT-Q layer K·32 + N·⌈log2 K⌉ bits, per float weight
-  32 bits, per batch-normalization channel two 32-bit numbers (the folded scale and bias, for
-  float BN and mlbn alike), biases 32 bits (these are :func:`nnabla_lutq.report`'s memory
-  numbers plus the biases);
+* **parameters at their bit widths**: per LUT-Q layer T·K·32 + N·⌈log2 K⌉ bits (T tables of K
+  values: one per group of output channels, 1 without ``group_size``), per float weight 32
+  bits, per batch-normalization channel two 32-bit numbers (the folded scale and bias, for float
+  BN and mlbn alike), biases 32 bits (these are :func:`nnabla_lutq.report`'s memory numbers
+  plus the biases);
 * **activations at their bit width**: the peak, over a sequential execution of the graph for one
   sample, of the activations that must be held at the same time (the inputs a later function
   still needs, a residual branch's input included, plus the output being computed), at

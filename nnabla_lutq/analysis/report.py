@@ -13,7 +13,44 @@ from ..core.pow2 import is_pow2_array
 from ..core.kinds import BY_FUNCTION
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
 
-__all__ = ['report', 'LayerRecord', 'Report']
+__all__ = ['report', 'LayerRecord', 'Report', 'tied_weights']
+
+
+def tied_weights(d, a, out_axis, where='layer', hint=''):
+    """The weights ``d[A]`` of a look-up table, each index read in its group's row.
+
+    Args:
+        d (numpy.ndarray): one table ``(K,)``, or one per group of output channels
+            ``(n_groups, K)`` (group ``g``: channels ``g·s ... (g+1)·s - 1``, ``s`` the channels
+            per group).
+        a (numpy.ndarray): the indices, of the shape of the weight.
+        out_axis (int): the output-channel axis of the weight (0, or -1 for affine).
+        where (str): the layer, for the message.
+        hint (str): what to do, appended to the message.
+
+    Returns:
+        numpy.ndarray: the tied weights, the shape of ``a``.
+
+    Raises:
+        ValueError: if the number of tables does not divide the output channels.
+    """
+    if d.ndim == 1:
+        return d[a]
+    axis = out_axis % a.ndim
+    n_out, n_groups = a.shape[axis], d.shape[0]
+    if n_groups < 1 or n_out % n_groups:
+        raise ValueError(f"{where}: {n_groups} look-up tables for {n_out} output channels{hint}")
+    rows = np.arange(n_out) // (n_out // n_groups)
+    return d[rows.reshape([n_out if i == axis else 1 for i in range(a.ndim)]), a]
+
+
+def _products(d, n_out, values, fan):
+    """The products of a LUT-Q layer for ``values`` output values: per output value one per
+    distinct non-zero value of its table, at most the fan-in."""
+    if d.ndim == 1:
+        return values * min(np.unique(d[d != 0]).size, fan)
+    per_table = sum(min(np.unique(row[row != 0]).size, fan) for row in d)
+    return values // n_out * (n_out // d.shape[0]) * per_table
 
 
 @dataclass
@@ -24,18 +61,21 @@ class LayerRecord:
         name (str): parameter prefix of the layer.
         type (str): ``conv``, ``depthwise_conv``, ``affine``, ``deconv`` or ``bn``.
         lutq (bool): whether the layer is LUT-Q (or multiplier-less BN).
-        n_values (int or None): K.
+        n_values (int or None): K, the values of each table.
         n_weights (int): N (for BN: channels).
         bits (int): bits per weight index, ceil(log2 K) (32 for float weights).
         sparsity (float): fraction of weights tied to a zero value.
         pow2 (bool): whether every dictionary value (or BN scale) is 0 or ±2^k.
-        memory_bits (int): K·32 + N·ceil(log2 K) for LUT-Q, N·32 for float (BN: 2·C·32).
+        memory_bits (int): T·K·32 + N·ceil(log2 K) for LUT-Q with T tables, N·32 for float
+            (BN: 2·C·32).
         float_memory_bits (int): N·32 (BN: 2·C·32).
         mults (int): multiplications of this layer (over all its calls).
         shifts (int): multiplications by ±2^k, i.e. shifts.
         float_mults (int): multiplications of the float layer.
         calls (int): how often the graph calls the layer; a layer whose parameters are shared by
             several calls is one row, its memory counted once and its multiplications per call.
+        n_tables (int): T, the look-up tables of a LUT-Q layer (its groups of output channels;
+            1 without ``group_size``), 0 for a layer without tables.
     """
     name: str
     type: str
@@ -51,6 +91,7 @@ class LayerRecord:
     shifts: int
     float_mults: int
     calls: int = 1
+    n_tables: int = 0
 
     def add_call(self, other):
         """Count one more call of this layer (``other``: the row that call alone would make)."""
@@ -77,21 +118,22 @@ class Report(list):
 
     def table(self):
         """str: the report as a fixed-width table with a totals line."""
-        head = (f"{'layer':<28} {'type':<8} {'K':>4} {'N':>9} {'bits':>4} {'sparse':>6} "
-                f"{'pow2':>4} {'mem kbit':>9} {'float kbit':>10} {'mults':>11} {'shifts':>11} "
-                f"{'float mults':>12}")
+        head = (f"{'layer':<28} {'type':<8} {'K':>4} {'tables':>6} {'N':>9} {'bits':>4} "
+                f"{'sparse':>6} {'pow2':>4} {'mem kbit':>9} {'float kbit':>10} {'mults':>11} "
+                f"{'shifts':>11} {'float mults':>12}")
         lines = [head, '-' * len(head)]
         for r in self:
             name = r.name if r.calls == 1 else f"{r.name} x{r.calls}"
             lines.append(
-                f"{name[-28:]:<28} {r.type[:8]:<8} {r.n_values or '-':>4} {r.n_weights:>9} "
+                f"{name[-28:]:<28} {r.type[:8]:<8} {r.n_values or '-':>4} {r.n_tables or '-':>6} "
+                f"{r.n_weights:>9} "
                 f"{r.bits:>4} {r.sparsity:>6.1%} {'yes' if r.pow2 else 'no':>4} "
                 f"{r.memory_bits / 1e3:>9.1f} {r.float_memory_bits / 1e3:>10.1f} {r.mults:>11,} "
                 f"{r.shifts:>11,} {r.float_mults:>12,}")
         t = self.totals
         lines.append('-' * len(head))
         lines.append(
-            f"{'total':<28} {'':<8} {'':>4} {'':>9} {'':>4} {'':>6} {'':>4} "
+            f"{'total':<28} {'':<8} {'':>4} {'':>6} {'':>9} {'':>4} {'':>6} {'':>4} "
             f"{t['memory_bits'] / 1e3:>9.1f} {t['float_memory_bits'] / 1e3:>10.1f} "
             f"{t['mults']:>11,} {t['shifts']:>11,} {t['float_mults']:>12,}")
         lines.append(f"memory {t['float_memory_bits'] / 8e3:.1f} kB float -> "
@@ -131,7 +173,7 @@ class _Facts:
                     self.by_param[p] = ('bn', layer, b)
 
     def table(self, w):
-        """``(name, d Variable, A Variable, K, kind)`` of the LUT-Q layer computing ``w``, or None."""
+        """``(name, d Variable, A Variable, K)`` of the LUT-Q layer computing ``w``, or None."""
         for leaf in _leaves(w):
             if self.meta is None:
                 rec, part = STATE.part_of(leaf)
@@ -169,10 +211,11 @@ class _Facts:
 def report(output, meta=None):
     """Report memory and multiplications per layer of the graph that computes ``output``.
 
-    For a LUT-Q layer with K values the memory is K·32 + N·ceil(log2 K) bits (float: N·32).
-    Per output value it sums its inputs per dictionary value and then needs one multiplication
-    per distinct non-zero dictionary value (at most the fan-in); with a power-of-two dictionary
-    those are counted as shifts. A float layer needs one multiplication per input per output
+    For a LUT-Q layer with T tables of K values (T groups of output channels, 1 without
+    ``group_size``) the memory is T·K·32 + N·ceil(log2 K) bits (float: N·32). Per output value
+    it sums its inputs per dictionary value and then needs one multiplication per distinct
+    non-zero value of its table (at most the fan-in); with a power-of-two dictionary those are
+    counted as shifts. A float layer needs one multiplication per input per output
     value (a deconvolution: one per input value and weight of its output channels). Batch
     normalization needs one multiplication per element at inference (a shift for ``mlbn``).
     Counts are per sample. A layer whose parameters several calls share (the same ``name=``
@@ -229,16 +272,19 @@ def report(output, meta=None):
             name, d_var, a_var, k = found
             d = d_var.data.get_data('r', np.float32)
             a = a_var.data.get_data('r').astype(np.int64)
-            check_indices(a, len(d), name, ", not a valid look-up table; re-fit it with "
-                          "nnabla_lutq.initialize() and export the model again")
-            nonzero = np.unique(d[d != 0]).size
+            hint = (", not a valid look-up table; re-fit it with nnabla_lutq.initialize() and "
+                    "export the model again")
+            check_indices(a, d.shape[-1], name, hint)
+            q = tied_weights(d, a, BY_FUNCTION[t].out_axis, name, hint)
             pow2 = is_pow2_array(d)
-            products = values * min(nonzero, fan)
+            products = _products(d, a.shape[BY_FUNCTION[t].out_axis], values, fan)
             bits = bits_per_index(k)
+            tables = 1 if d.ndim == 1 else d.shape[0]
             return name, LayerRecord(name, BY_FUNCTION[t].kind, True, k, n, bits,
-                                     float(np.mean(d[a] == 0)), pow2, 32 * k + n * bits, 32 * n,
+                                     float(np.mean(q == 0)), pow2,
+                                     32 * k * tables + n * bits, 32 * n,
                                      0 if pow2 else products, products if pow2 else 0,
-                                     float_mults)
+                                     float_mults, n_tables=tables)
         if t in ('BatchNormalization', 'FusedBatchNormalization') and facts.bn(f) is None:
             gamma = f.inputs[2]  # a float BN
             c = int(np.prod(gamma.shape))

@@ -116,7 +116,9 @@ def cmd_info(args):
     print(f"{args.model}: network {name!r}, {size:,} bytes on disk")
     print(rep.table())
     tables = len(meta.get('tables', {}))
-    print(f"\n{tables} look-up table layer(s); {len(floats)} layer(s) kept float" +
+    n_tables = sum(r.n_tables for r in rep)
+    grouped = f" ({n_tables} tables)" if n_tables > tables else ''
+    print(f"\n{tables} look-up table layer(s){grouped}; {len(floats)} layer(s) kept float" +
           (':' if floats else ''))
     for layer, function, n, reason in floats:
         print(f"  {layer:<28} {function:<20} " + (f"{n:>9,} weights  " if n else ' ' * 18) +
@@ -169,19 +171,21 @@ def cmd_plot(args):
         raise
     for ax, (name, d, a, w) in zip(axes.ravel(), tables):
         d = np.asarray(d, np.float64)
-        counts = np.bincount(np.asarray(a).ravel().astype(np.int64), minlength=len(d))
+        values, counts = _usage(name, d, a)
         if w is not None:
             ax.hist(np.asarray(w).ravel(), bins=80, color='0.6')
-            for v in d:
-                ax.axvline(v, color='tab:red', lw=0.9)
+            for v in values:  # every table's values (grouped tables: thinner lines)
+                ax.axvline(v, color='tab:red', lw=0.9 if d.ndim == 1 else 0.4)
             ax.set_ylabel('weights')
         else:
-            width = (np.ptp(d) / max(1, len(d)) * 0.6) or 0.1
-            ax.bar(d, counts, width=width, color='tab:blue')
+            width = (np.ptp(values) / max(1, len(values)) * 0.6) or 0.1
+            ax.bar(values, counts, width=width, color='tab:blue')
             ax.set_ylabel('count')
-        bits = bits_per_index(len(d))
+        k = d.shape[-1]
+        groups = f", {d.shape[0]} tables" if d.ndim > 1 else ''
         short = name.split('/')
-        ax.set_title(f"{'/'.join(short[-3:-1]) or name}  K={len(d)} ({bits} bit)", fontsize=8)
+        ax.set_title(f"{'/'.join(short[-3:-1]) or name}  K={k} ({bits_per_index(k)} bit"
+                     f"{groups})", fontsize=8)
         ax.set_xlabel('weight value', fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[n:]:
@@ -196,6 +200,21 @@ def cmd_plot(args):
     finally:
         plt.close(fig)
     print(f"wrote {output} ({n} layers)")
+
+
+def _usage(name, d, a):
+    """``(values, counts)`` of a layer's tables for the plot: each table value and how many
+    weights use it (one table: every value of ``d``, unused ones with 0; grouped tables ``(G,
+    K)``: each distinct value of the tied weights, the output axis told by the layer's scope)."""
+    import numpy as np
+    from ..analysis.report import tied_weights
+    from ..core.kinds import WEIGHT_LAYERS
+    a = np.asarray(a).astype(np.int64)
+    if d.ndim == 1:
+        return d, np.bincount(a.ravel(), minlength=len(d))
+    scope = name.rsplit('/', 1)[-1]
+    axis = next((w.out_axis for w in WEIGHT_LAYERS if scope in (w.kind, w.lutq_scope)), 0)
+    return np.unique(tied_weights(d, a, axis, name), return_counts=True)
 
 
 def cmd_pack(args):
@@ -239,7 +258,8 @@ def cmd_convert(args):
                      data=data, min_weights=args.min_weights, mlbn=args.mlbn,
                      calibration=calibration, budget=budget,
                      candidates=args.candidates, weighted=not args.unweighted,
-                     calibration_batch_size=args.calibration_batch_size)
+                     calibration_batch_size=args.calibration_batch_size,
+                     group_size=args.group_size)
     print(r['plan'].table())
     for layer in r['layers']:
         print(f"  {layer['name']:<40} K={layer['K']:<4} N={layer['n_weights']:<9} "

@@ -10,6 +10,7 @@ Examples::
     nnabla-lutq pack model.nnp model.lutq      # indices at ceil(log2 K) bits
     nnabla-lutq unpack model.lutq model.nnp
     nnabla-lutq convert float.nnp lutq.nnp --n-values 16 --dictionary pow2
+    nnabla-lutq convert float.nnp lutq.nnp --n-values 8 --group-size 4   # a table per 4 channels
     nnabla-lutq verify-int model.nnp --eval-data images.npz   # integer-only executor vs nnabla
     nnabla-lutq onnx model.nnp model.onnx      # needs the [onnx] extra
     nnabla-lutq nnb model.nnp model.nnb        # for nnabla's C runtime
@@ -70,6 +71,20 @@ def _deploy_parser(sub, name, suffix, what, **texts):
     return s
 
 
+def _candidate(text):
+    """An argparse type: a budget candidate ``K`` (an integer >= 2) or ``K:G`` (``(K, G)``, G an
+    integer >= 1: K values per table of G output channels)."""
+    k, sep, g = text.partition(':')
+    try:
+        pair = (int(k), int(g)) if sep else (int(k), None)
+    except ValueError:
+        pair = None
+    if pair is None or pair[0] < 2 or (pair[1] is not None and pair[1] < 1):
+        raise argparse.ArgumentTypeError(
+            f"expected K (an integer >= 2) or K:G (G an integer >= 1), got {text!r}")
+    return pair if sep else pair[0]
+
+
 #: The largest ``plot --dpi``: print quality; more only fills the memory (4 layers a row at
 #: 14 x 2.6 inches per row is already 16800 pixels wide at this resolution).
 MAX_DPI = 1200
@@ -107,6 +122,10 @@ def _parser():
     s.add_argument('--n-values', type=int, default=16, help='K, values per dictionary')
     s.add_argument('--dictionary', choices=['free', 'pow2'], default='free')
     s.add_argument('--prune-ratio', type=float, default=0.0)
+    s.add_argument('--group-size', metavar='G', type=_at_least(1), default=None,
+                   help='one table per G output channels of every converted layer (G must '
+                        'divide each one\'s output channels; 1: per-channel tables; default: '
+                        'one table per layer)')
     s.add_argument('--iters', type=_at_least(0), default=None,
                    help='bound on the Lloyd iterations after the optimal table fit (default: '
                         'to the fixed point)')
@@ -126,9 +145,10 @@ def _parser():
                         'included; K is chosen per layer (needs --calibration)')
     b.add_argument('--budget-bits', metavar='BITS', type=_at_least(1), default=None,
                    help='budget: total bits of the quantized layers (needs --calibration)')
-    s.add_argument('--candidates', metavar='K', type=_at_least(2), nargs='+',
+    s.add_argument('--candidates', metavar='K[:G]', type=_candidate, nargs='+',
                    default=[2, 4, 8, 16, 32, 64, 128, 256],
-                   help='the K a budget chooses from (default: %(default)s)')
+                   help='the K a budget chooses from, or K:G pairs (K values per table of G '
+                        'output channels, G chosen too) (default: %(default)s)')
     s.add_argument('--unweighted', action='store_true',
                    help='plain tables even with --calibration')
     s.add_argument('--calibration-batch-size', metavar='N', type=_at_least(1), default=32,

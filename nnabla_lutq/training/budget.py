@@ -5,10 +5,11 @@
 
 For every layer and every candidate K the Fisher-weighted table is fitted and its error
 ``S(K) = Σ_i F_i (w_i - q_K(w_i))²`` measured; :func:`choose_bits` minimizes
-``Σ_layers S(K_layer)`` subject to ``Σ_layers (K·32 + N·⌈log2 K⌉) <= budget``, exactly
-(:func:`multiple_choice_knapsack`); :func:`allocate_bits` measures the sensitivities and chooses
-in one call. The result is the ``overrides`` that :func:`nnabla_lutq.convert` takes, and a
-:class:`BitReport`.
+``Σ_layers S(K_layer)`` subject to ``Σ_layers (T·K·32 + N·⌈log2 K⌉) <= budget``, exactly
+(:func:`multiple_choice_knapsack`), T the layer's tables (one per ``group_size`` output channels,
+1 without groups; a candidate may also be a ``(K, group_size)`` pair, the group size then chosen
+too); :func:`allocate_bits` measures the sensitivities and chooses in one call. The result is
+the ``overrides`` that :func:`nnabla_lutq.convert` takes, and a :class:`BitReport`.
 """
 import fnmatch
 import glob
@@ -24,7 +25,7 @@ from ..core.config import bits_per_index
 from ..core.fit import fit_table, lloyd_bound, table_sse
 from ..nn.convert import LayerConfig
 from ..nn.convert.plan import text_table
-from ..nn.convert.settings import as_layer_config, normalize_overrides
+from ..nn.convert.settings import as_layer_config, normalize_overrides, table_count
 from .sensitivity import Fisher, fisher_diagonal
 
 __all__ = ['Budget', 'LayerBits', 'BitReport', 'choose_bits', 'allocate_bits',
@@ -36,17 +37,21 @@ DEFAULT_CANDIDATES = (2, 4, 8, 16, 32, 64, 128, 256)
 VALUE_BITS = 32
 
 
-def layer_bits(n_values, n_weights):
-    """The memory of one LUT-Q layer in bits: ``K·32 + N·⌈log2 K⌉`` (the packed format's layout).
+def layer_bits(n_values, n_weights, n_tables=1):
+    """The memory of one LUT-Q layer in bits: ``T·K·32 + N·⌈log2 K⌉`` (the packed format's
+    layout).
 
     Args:
         n_values (int): K.
         n_weights (int): N.
+        n_tables (int): T, the layer's tables (its groups of output channels; 1 without
+            ``group_size``).
 
     Returns:
         int: bits.
     """
-    return int(n_values) * VALUE_BITS + int(n_weights) * bits_per_index(int(n_values))
+    return (int(n_tables) * int(n_values) * VALUE_BITS
+            + int(n_weights) * bits_per_index(int(n_values)))
 
 
 # -- budget ------------------------------------------------------------------------------------
@@ -185,10 +190,13 @@ class LayerBits:
         n_weights (int): N.
         fisher (float): ``Σ_i F_i``, the layer's total sensitivity.
         n_values (int): the chosen K.
-        bits (int): its memory, ``K·32 + N·⌈log2 K⌉``.
+        bits (int): its memory, ``T·K·32 + N·⌈log2 K⌉``.
         error (float): ``S(K) = Σ_i F_i (w_i - q_K(w_i))²`` at the chosen K.
-        options (dict): every candidate K -> ``(bits, S(K))``.
+        options (dict): every candidate the layer can use (K, or a ``(K, group_size)`` pair) ->
+            ``(bits, S)``.
         config (LayerConfig): the settings for :func:`nnabla_lutq.convert`.
+        group_size (int or None): the chosen output channels per table (None: one table).
+        n_tables (int): T, the chosen number of tables.
     """
     name: str
     n_weights: int
@@ -196,8 +204,10 @@ class LayerBits:
     n_values: int
     bits: int
     error: float
-    options: Dict[int, Tuple[int, float]] = field(default_factory=dict)
+    options: Dict[object, Tuple[int, float]] = field(default_factory=dict)
     config: Optional[LayerConfig] = None
+    group_size: Optional[int] = None
+    n_tables: int = 1
 
 
 @dataclass
@@ -243,18 +253,20 @@ class BitReport:
         return {glob.escape(r.name): r.config for r in self.layers}
 
     def records(self):
-        """list: one dict per layer (name, n_weights, fisher, n_values, bits, error)."""
+        """list: one dict per layer (name, n_weights, fisher, n_values, group_size, n_tables,
+        bits, error)."""
         return [{'name': r.name, 'n_weights': r.n_weights, 'fisher': r.fisher,
-                 'n_values': r.n_values, 'bits': r.bits, 'error': r.error} for r in self.layers]
+                 'n_values': r.n_values, 'group_size': r.group_size, 'n_tables': r.n_tables,
+                 'bits': r.bits, 'error': r.error} for r in self.layers]
 
     def table(self):
-        """str: per layer the weights, the sensitivity ``Σ F``, K, bits per index, the memory
-        and ``S(K)``; then the totals against the budget."""
-        head = ('layer', 'weights', 'sum F', 'K', 'bits/idx', 'memory bits', 'S(K)')
+        """str: per layer the weights, the sensitivity ``Σ F``, K, the tables, bits per index,
+        the memory and ``S(K)``; then the totals against the budget."""
+        head = ('layer', 'weights', 'sum F', 'K', 'tables', 'bits/idx', 'memory bits', 'S(K)')
         rows = [head] + [(r.name, str(r.n_weights), f"{r.fisher:.3g}", str(r.n_values),
-                          str(bits_per_index(r.n_values)), str(r.bits), f"{r.error:.3g}")
-                         for r in self.layers]
-        rows.append(('total', str(self.n_weights), '', '', f"{self.bits_per_weight:.3f}",
+                          str(r.n_tables), str(bits_per_index(r.n_values)), str(r.bits),
+                          f"{r.error:.3g}") for r in self.layers]
+        rows.append(('total', str(self.n_weights), '', '', '', f"{self.bits_per_weight:.3f}",
                      str(self.total_bits), f"{self.error:.3g}"))
         lines = [text_table(rows, right=range(1, len(head)), rules=(1, len(rows) - 1))]
         lines.append(f"budget {self.budget.describe()} = {self.budget_bits} bits; used "
@@ -266,11 +278,45 @@ class BitReport:
         return self.table()
 
 
+def _candidate(c):
+    """A candidate as K, or a ``(K, group_size)`` pair; None if it is neither."""
+    if isinstance(c, (tuple, list)):
+        if len(c) == 2 and is_integer(c[0]) and c[0] >= 2 and (
+                c[1] is None or (is_integer(c[1]) and c[1] >= 1)):
+            return int(c[0]), None if c[1] is None else int(c[1])
+        return None
+    return int(c) if is_integer(c) and c >= 2 else None
+
+
 def _candidates(candidates):
-    ks = list(candidates)
-    if not ks or not all(is_integer(k) and k >= 2 for k in ks):
-        raise ValueError(f"candidates must be integers K >= 2, got {list(candidates)!r}")
-    return sorted(set(int(k) for k in ks))
+    ks = [_candidate(c) for c in candidates]
+    if not ks or any(k is None for k in ks):
+        raise ValueError(f"candidates must be integers K >= 2 or (K, group_size) pairs (group_size "
+                         f"an integer >= 1 or None), got {list(candidates)!r}")
+    return sorted(set(ks), key=lambda k: (k[0], k[1] or 0, 1) if isinstance(k, tuple)
+                  else (k, 0, 0))
+
+
+def _layer_options(ks, base):
+    """``[(key, K, group_size)]``: the candidates of one layer (a fixed dictionary: its own K,
+    once per group size)."""
+    fixed = None if isinstance(base.dictionary, str) else len(base.dictionary)
+    out = {}
+    for key in ks:
+        k, g = key if isinstance(key, tuple) else (key, base.group_size)
+        k = fixed or k
+        if fixed:
+            key = (k, g) if isinstance(key, tuple) else k
+        out.setdefault(key, (key, k, g))
+    return list(out.values())
+
+
+def _out_axis(axes, name):
+    """The output-channel axis of a layer's W, from ``out_axes``."""
+    if name not in axes:
+        raise ValueError(f"{name}: grouped tables are cut along the output channels of W; give "
+                         f"the axis with out_axes={{{name!r}: 0 (convolution) or -1 (affine)}}")
+    return axes[name]
 
 
 def _requested(name, n, config, overrides, min_weights):
@@ -283,30 +329,38 @@ def _requested(name, n, config, overrides, min_weights):
 
 
 def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfig(),
-                overrides=None, min_weights=0, weighted=True, iters=None):
+                overrides=None, min_weights=0, weighted=True, iters=None, out_axes=None):
     """K per layer, from the sensitivities of :func:`fisher_diagonal`, under a memory budget.
 
     For every layer and candidate K the layer's table is fitted (with each weight counted by its
     ``F_i`` when ``weighted``) and ``S(K) = Σ_i F_i (w_i - q_K(w_i))²`` measured; the choice
-    minimizes ``Σ S`` subject to ``Σ (K·32 + N·⌈log2 K⌉) <= budget`` over the chosen layers,
-    exactly (:func:`multiple_choice_knapsack`).
+    minimizes ``Σ S`` subject to ``Σ (T·K·32 + N·⌈log2 K⌉) <= budget`` over the chosen layers,
+    exactly (:func:`multiple_choice_knapsack`); T is the layer's number of tables (one per
+    ``group_size`` output channels of its settings, 1 without). A candidate ``(K, group_size)``
+    tries that group size (None: one table) whatever the settings say, so that the group size is
+    chosen with K.
 
     Which layers take part follows :func:`nnabla_lutq.convert`: an ``overrides`` pattern
     matching a layer gives its settings (the dictionary kind, pruning and ``pow2_range``; K is
     chosen; a fixed dictionary is its one option) or None (the layer stays float, outside the
     budget); the other layers take ``config``'s settings, unless ``config`` is None or they have
     fewer than ``min_weights`` weights (they stay float). Candidates a layer cannot use (K > N,
-    too few weights left after pruning, a too narrow ``pow2_range``) are skipped for it.
+    too few weights left after pruning, a too narrow ``pow2_range``, a candidate's group size
+    that does not divide its output channels) are skipped for it; a ``group_size`` of the
+    settings that does not divide them is an error naming the sizes that do.
 
     Args:
         fisher (Fisher): the sensitivities and weights.
         budget (Budget or float): a :class:`Budget`, or average bits per weight.
-        candidates (iterable): the K to choose from.
+        candidates (iterable): the K to choose from, or ``(K, group_size)`` pairs.
         config (LayerConfig or None): default settings (its ``n_values`` is not used).
         overrides (dict or None): layer-name pattern -> LayerConfig or None, as for ``convert``.
         min_weights (int): layers with fewer weights stay float.
         weighted (bool): fit Fisher-weighted tables (else plain ones; ``S`` is weighted either way).
         iters (int or None): bound on the Lloyd iterations of each fit (None: to the fixed point).
+        out_axes (dict or None): layer name -> the output-channel axis of its ``W`` (0, or -1
+            for affine), needed for grouped tables (default: the Fisher's ``out_axes`` where it
+            records them).
 
     Returns:
         tuple: ``(overrides, report)``: layer name -> :class:`LayerConfig` for every chosen layer
@@ -326,6 +380,7 @@ def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfi
     if unmatched:
         raise ValueError(f"override pattern(s) {unmatched} match no layer; the layers are "
                          f"{list(fisher)}")
+    axes = dict(getattr(fisher, 'out_axes', None) or {}) if out_axes is None else dict(out_axes)
     rows, costs, errors = [], [], []
     for name in fisher:
         w, f = fisher.weights[name], fisher[name]
@@ -333,20 +388,25 @@ def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfi
         if base is None:
             continue
         weight = fisher.importance(name) if weighted else None
-        fixed = not isinstance(base.dictionary, str)
+        layer_options = _layer_options(ks, base)
+        if base.group_size is not None and any(not isinstance(o[0], tuple) for o in layer_options):
+            # the settings' group size must fit the layer (a candidate's may skip it)
+            table_count(base.group_size, w.shape, _out_axis(axes, name), name)
         options = {}
-        for k in ([len(base.dictionary)] if fixed else ks):
+        for key, k, g in layer_options:
+            axis = 0 if g is None else _out_axis(axes, name)
             try:
-                lcfg = LayerConfig(k, base.dictionary, base.prune_ratio, base.pow2_range)
-                cfg = lcfg.resolve(w.size, name)
+                lcfg = LayerConfig(k, base.dictionary, base.prune_ratio, base.pow2_range, g)
+                cfg = lcfg.resolve(w.size, name, w.shape, axis)
             except ValueError:
                 continue
             d, a = fit_table(w, cfg, weight, lloyd_iters=lloyd)
-            options[k] = (layer_bits(k, w.size), table_sse(w, d, a, f), lcfg)
+            options[key] = (layer_bits(k, w.size, cfg.n_groups),
+                            table_sse(w, d, a, f, config=cfg), lcfg, cfg.n_groups)
         if not options:
             raise ValueError(f"{name}: none of the candidates K={ks} fits its {w.size} weights "
                              f"with {base.kwargs()}; keep it float with overrides={{{name!r}: "
-                             "None}} or min_weights")
+                             "None} or min_weights")
         rows.append((name, w.size, fisher.trace(name), options))
         costs.append([o[0] for o in options.values()])
         errors.append([o[1] for o in options.values()])
@@ -364,16 +424,17 @@ def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfi
     choice, _, _ = multiple_choice_knapsack(costs, errors, total)
     layers = []
     for (name, n, trace, options), i in zip(rows, choice):
-        k = list(options)[i]
-        bits, err, lcfg = options[k]
-        layers.append(LayerBits(name, int(n), trace, k, bits, float(err),
-                                {kk: (o[0], float(o[1])) for kk, o in options.items()}, lcfg))
+        bits, err, lcfg, tables = list(options.values())[i]
+        layers.append(LayerBits(name, int(n), trace, lcfg.n_values, bits, float(err),
+                                {kk: (o[0], float(o[1])) for kk, o in options.items()}, lcfg,
+                                lcfg.group_size, tables))
     report = BitReport(layers, budget, total, bool(weighted))
     return report.overrides, report
 
 
 def allocate_bits(loss, batches, budget, inputs=None, candidates=DEFAULT_CANDIDATES,
-                  config=LayerConfig(), overrides=None, min_weights=0, weighted=True, iters=None):
+                  config=LayerConfig(), overrides=None, min_weights=0, weighted=True, iters=None,
+                  out_axes=None):
     """One call: sensitivities from calibration data, then K per layer under a memory budget.
 
     :func:`fisher_diagonal` of ``loss`` on the calibration minibatches, then
@@ -386,7 +447,8 @@ def allocate_bits(loss, batches, budget, inputs=None, candidates=DEFAULT_CANDIDA
         batches (iterable): calibration minibatches (see :func:`fisher_diagonal`).
         budget (Budget or float): a :class:`Budget`, or average bits per weight.
         inputs (list or None): input Variables of tuple minibatches.
-        candidates, config, overrides, min_weights, weighted, iters: as :func:`choose_bits`.
+        candidates, config, overrides, min_weights, weighted, iters, out_axes: as
+            :func:`choose_bits`.
 
     Returns:
         tuple: ``(overrides, report)`` as :func:`choose_bits`; ``report.fisher`` is the
@@ -398,10 +460,12 @@ def allocate_bits(loss, batches, budget, inputs=None, candidates=DEFAULT_CANDIDA
         >>> y_q = nnabla_lutq.convert(y, config=None, overrides=overrides)
         >>> nnabla_lutq.initialize_weighted(report.fisher)
     """
-    Budget.of(budget)  # wrong budgets are refused before the minibatches run
+    Budget.of(budget)  # wrong budgets and candidates are refused before the minibatches run
+    candidates = list(candidates)
+    _candidates(candidates)
     fisher = fisher_diagonal(loss, batches, inputs)
     out, report = choose_bits(fisher, budget, candidates, config, overrides, min_weights,
-                              weighted, iters)
+                              weighted, iters, out_axes)
     report.fisher = fisher
     return out, report
 

@@ -10,7 +10,8 @@ LUT-Q parametric functions would build:
 * every ``Convolution``, ``Affine`` and ``DepthwiseConvolution`` whose weight is a registered
   parameter becomes ``PF.lutq_convolution`` / ``PF.lutq_affine`` /
   ``PF.lutq_depthwise_convolution``, called in the layer's parameter scope with the function's
-  arguments. The float parameters are *moved*, not copied: ``conv1/conv/W`` becomes
+  arguments (and the :class:`LayerConfig`'s, ``group_size`` included: one table per that many
+  output channels). The float parameters are *moved*, not copied: ``conv1/conv/W`` becomes
   ``conv1/lutq_conv/W`` (the same :class:`~nnabla.Variable`, so every other function reading it
   reads the trained weights), the bias moves alike, and ``d`` / ``A`` are initialized from ``W``
   exactly as the parametric function does. The result (parameters, outputs, training steps) is
@@ -34,8 +35,9 @@ name='res1/conv1')`` builds layer ``'res1/conv1'`` (parameters ``res1/conv1/conv
 built without a name is called by its function's scope (``'conv'``).
 
 The package: :mod:`.settings` (:class:`LayerConfig`, the checks), :mod:`.plan` (decisions and
-graph walks), :mod:`.planner` (finding and deciding), :mod:`.modifiers` (the rewrites and this
-API). The weight layers it knows are those of :mod:`nnabla_lutq.core.kinds`.
+graph walks), :mod:`.planner` (finding the layers) and :mod:`.decide` (deciding them),
+:mod:`.modifiers` (the rewrites and this API). The weight layers it knows are those of
+:mod:`nnabla_lutq.core.kinds`.
 """
 from .modifiers import LUTQModifier, LUTQWeightModifier, MLBNModifier, conversion_plan, convert
 from .plan import ConversionPlan, LayerDecision

@@ -24,7 +24,8 @@ from ..graph import GraphModifier, follow_unlinked, terminal_outputs
 from ..params import all_parameters, current_path, move, restore, scope_at, snapshot, to_end
 from ..state import STATE
 from .plan import ConversionPlan
-from .planner import GROUPS, clean_float, make_plan
+from .decide import GROUPS, clean_float
+from .planner import make_plan
 from .settings import LayerConfig, as_outputs, check_settings
 
 __all__ = ['LUTQWeightModifier', 'MLBNModifier', 'LUTQModifier', 'convert', 'conversion_plan']

@@ -62,6 +62,8 @@ class LayerDecision:
     def row(self):
         """tuple: the columns of :meth:`ConversionPlan.table`."""
         settings = self.config.describe() if self.config is not None else ''
+        if self.config is not None and self.config.group_size is not None:
+            settings += f" ({self.config.n_groups} tables)"
         return (self.name, self.function, self.action, str(self.n_weights), settings, self.reason)
 
 
