@@ -361,3 +361,20 @@ def test_command_candidates_take_group_sizes():
     for bad in ('1', '4:0', '4:x', ':2'):
         with pytest.raises(SystemExit):
             cli.main(['convert', 'a.nnp', 'b.nnp', '--candidates', bad])
+
+
+def test_fisher_records_each_layers_output_axis_for_grouped_budgets(rng):
+    """fisher_diagonal records the output axis of every layer, so a budget can choose group
+    sizes without being told the axes; the chosen groups divide the right axis."""
+    x = nn.Variable.from_numpy_array(rng.randn(4, 3, 6, 6).astype(np.float32))
+    t = nn.Variable.from_numpy_array(rng.randint(0, 6, (4, 1)))
+    h = PF.convolution(x, 8, (3, 3), name='c')
+    y = PF.affine(h, 6, name='fc')
+    loss = F.mean(F.softmax_cross_entropy(y, t))
+    fisher = nnabla_lutq.fisher_diagonal(loss, [{}])
+    assert fisher.out_axes == {'c': 0, 'fc': -1}
+    chosen, report = choose_bits(fisher, 4.0, [(4, 2), (4, 3)])
+    assert chosen['c'].group_size == 2           # 3 does not divide the 8 output channels
+    assert chosen['fc'].group_size in (2, 3)     # both divide fc's 6 outputs (its last axis)
+    for row in report.layers:
+        assert row.n_tables == {'c': 8, 'fc': 6}[row.name] // row.group_size

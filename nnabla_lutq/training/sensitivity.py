@@ -22,7 +22,7 @@ import nnabla as nn
 
 from ..core.checks import all_finite
 from ..core.fit import fit_table, lloyd_bound
-from ..core.kinds import CONVERTIBLE
+from ..core.kinds import BY_FUNCTION, CONVERTIBLE
 from ..nn.convert import LayerConfig, conversion_plan
 from ..nn.convert.settings import layer_config_of
 from ..nn.graph import graph_functions
@@ -41,13 +41,16 @@ class Fisher(Mapping):
     Args:
         layers (dict): name -> ``(W, F)`` numpy arrays of one shape (``F >= 0``).
         n_batches (int): calibration minibatches averaged.
+        out_axes (dict or None): name -> the output-channel axis of the layer's ``W`` (0 for
+            convolutions, -1 for affine), which grouped tables are cut along.
 
     Attributes:
         weights (dict): name -> float32 copy of ``W``.
         n_batches (int): minibatches averaged.
+        out_axes (dict): name -> output-channel axis (the layers whose axis is known).
     """
 
-    def __init__(self, layers, n_batches=0):
+    def __init__(self, layers, n_batches=0, out_axes=None):
         self._f, self.weights = {}, {}
         for name, (w, f) in layers.items():
             w = np.array(w, dtype=np.float32)
@@ -57,6 +60,7 @@ class Fisher(Mapping):
                                  f"shape of W {w.shape}, got {f.shape}")
             self._f[name], self.weights[name] = f, w
         self.n_batches = int(n_batches)
+        self.out_axes = {k: int(v) for k, v in (out_axes or {}).items() if k in self._f}
 
     def __getitem__(self, name):
         return self._f[name]
@@ -182,9 +186,11 @@ def fisher_diagonal(loss, batches, inputs=None):
     pins = [(glob.escape(n), layer_config_of(r.config)) for n, (r, _) in records.items()]
     plan = conversion_plan(loss, LayerConfig(2), pins, min_weights=2)
     layers = []
+    axes = {}
     for d in plan:
         if d.action != 'lutq':
             continue
+        axes[d.name] = BY_FUNCTION[d.function].out_axis
         if d.name in records:
             layers.append((d.name, records[d.name][1]))
             continue
@@ -223,7 +229,7 @@ def fisher_diagonal(loss, batches, inputs=None):
             w.need_grad = ng
     if not n:
         raise ValueError("no calibration minibatch was given")
-    return Fisher({name: (w.d, a / n) for a, (name, w) in zip(acc, layers)}, n)
+    return Fisher({name: (w.d, a / n) for a, (name, w) in zip(acc, layers)}, n, axes)
 
 
 # -- the choice of K per layer --------------------------------------------------------------------
