@@ -7,6 +7,8 @@ import os
 import pickle
 import tarfile
 
+import itertools
+
 import numpy as np
 import pytest
 import nnabla as nn
@@ -183,6 +185,35 @@ def test_config_names_follow_one_pattern():
             configs.parse(bad)
     with pytest.raises(ValueError, match='act-bits'):
         configs.parse('lutq4', act_bits=1)
+
+
+def test_group_size_suffix_gives_grouped_tables_that_fit_every_layer():
+    """``-g<G>``: one table per G output channels; a layer whose channels G does not divide, or
+    whose groups would hold fewer than K weights, gets the nearest size that works."""
+    import nnabla as nn
+    import nnabla_lutq
+    from examples.common.models import digits_cnn, fitting_group_size
+    c = configs.parse('lutq4-pow2-g8')
+    assert (c.n_values, c.dictionary, c.group_size) == (16, 'pow2', 8)
+    assert configs.parse('lutq-ternary-mlbn-g1').group_size == 1
+    assert 'one table per 8 channels' in configs.describe(c)
+    with pytest.raises(ValueError, match='at least 1'):
+        configs.parse('lutq4-g0')
+    # brute force: the largest divisor <= G whose groups hold >= K weights, else the smallest
+    for n_out, per, k, g in itertools.product((6, 10, 16), (1, 9, 48), (2, 16), (1, 4, 8, 32)):
+        ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and s * per >= k]
+        if not ok:  # the whole layer holds fewer than K weights: no table can work
+            continue
+        want = max([s for s in ok if s <= g], default=min(ok))
+        assert fitting_group_size(g, n_out, per, k) == (None if want == n_out else want)
+    nn.clear_parameters()
+    digits_cnn(nn.Variable((2, 1, 8, 8)), c)
+    shapes = {r.name.split('/')[0]: (r.config.group_size, r.d.shape)
+              for r in nnabla_lutq.lutq_layers()}
+    # conv1: 16 channels of 9 weights, K = 16 needs 2 channels per group; fc: 10 outputs -> 5
+    assert shapes == {'conv1': (8, (2, 16)), 'conv2': (8, (4, 16)), 'conv3': (8, (4, 16)),
+                      'fc': (5, (2, 16))}
+    nn.clear_parameters()
 
 
 def test_learning_rate_schedules():

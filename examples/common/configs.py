@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Named LUT-Q configurations: one naming pattern shared by every example.
 
-A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>]`` or ``lutq-binary|ternary[-mlbn]``:
+A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>][-g<G>]`` or
+``lutq-binary|ternary[-mlbn][-g<G>]``:
 
 * ``lutq<B>``: every convolution/affine layer is LUT-Q with ``K = 2**B`` values (``B`` bits per
   weight index), a free (k-means) dictionary;
@@ -11,7 +12,9 @@ A name is ``float``, ``lutq<B>[-pow2][-mlbn][-prune<P>]`` or ``lutq-binary|terna
   ``-pow2`` this is the paper's "fully multiplier-less" network, without it "quasi";
 * ``-prune<P>``: a value fixed at 0 that takes the ``P`` % smallest-magnitude weights;
 * ``lutq-binary`` / ``lutq-ternary``: the fixed dictionaries ``{-1, 1}`` / ``{-1, 0, 1}`` (used as
-  given by LUT-Q; ``--solver lc --lc-learn-scale`` fits a scale ``a·c``).
+  given by LUT-Q; ``--solver lc --lc-learn-scale`` fits a scale ``a·c``);
+* ``-g<G>``: one look-up table per ``G`` output channels of every layer (``-g1``: per channel;
+  see ``group_size`` of :class:`~examples.common.models.Layers`).
 
 Activation quantization is not part of the name: it is the ``--act-bits`` flag, with a
 power-of-two step by default for the fully multiplier-less configurations (``-pow2-mlbn``,
@@ -35,8 +38,8 @@ NAMED = (['float', 'lutq4', 'lutq2', 'lutq4-pow2', 'lutq2-pow2', 'lutq4-pow2-mlb
          ['lutq-binary', 'lutq-ternary'])
 
 _PATTERN = re.compile(r'^lutq(?P<bits>\d+)(?P<pow2>-pow2)?(?P<mlbn>-mlbn)?'
-                      r'(?:-prune(?P<prune>\d+))?$')
-_FIXED = re.compile(r'^lutq-(?P<fixed>binary|ternary)(?P<mlbn>-mlbn)?$')
+                      r'(?:-prune(?P<prune>\d+))?(?:-g(?P<group>\d+))?$')
+_FIXED = re.compile(r'^lutq-(?P<fixed>binary|ternary)(?P<mlbn>-mlbn)?(?:-g(?P<group>\d+))?$')
 #: the fixed dictionaries of ``lutq-binary`` / ``lutq-ternary``
 FIXED = {'binary': (-1.0, 1.0), 'ternary': (-1.0, 0.0, 1.0)}
 
@@ -46,7 +49,8 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant=None, pow2_ra
     """The :class:`~examples.common.models.Layers` of a configuration name.
 
     Args:
-        name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>]`` (see the module docs).
+        name (str): ``float`` or ``lutq<B>[-pow2][-mlbn][-prune<P>][-g<G>]`` (see the module
+            docs).
         act_bits (int or None): bits of the uniform activation quantization (``None``: float).
         quantize_first_last (bool): quantize the first convolution and the last affine layer.
         act_quant (str or None): ``'ema'`` (tracked range) or ``'pow2'`` (fixed power-of-two
@@ -80,11 +84,13 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant=None, pow2_ra
         values = FIXED[f['fixed']]
         return Layers(lutq=True, n_values=len(values), dictionary=list(values),
                       mlbn=bool(f['mlbn']), quantize_first_last=quantize_first_last,
-                      act_bits=act_bits, act_quant=act_quant, act_max=act_max)
+                      act_bits=act_bits, act_quant=act_quant, act_max=act_max,
+                      group_size=_group(name, f['group']))
     m = _PATTERN.match(name)
     if m is None:
         raise ValueError(
-            f"unknown configuration {name!r}: use 'float', 'lutq<B>[-pow2][-mlbn][-prune<P>]' "
+            f"unknown configuration {name!r}: use 'float', "
+            "'lutq<B>[-pow2][-mlbn][-prune<P>][-g<G>]' "
             f"such as {', '.join(NAMED[1:4])}, or lutq-binary / lutq-ternary (see --list-configs)")
     bits = int(m['bits'])
     if not 1 <= bits <= 8:
@@ -100,7 +106,16 @@ def parse(name, act_bits=None, quantize_first_last=True, act_quant=None, pow2_ra
                   prune_ratio=prune / 100.0, mlbn=bool(m['mlbn']),
                   pow2_range=tuple(pow2_range) if pow2_range is not None else None,
                   quantize_first_last=quantize_first_last, act_bits=act_bits,
-                  act_quant=act_quant, act_max=act_max)
+                  act_quant=act_quant, act_max=act_max, group_size=_group(name, m['group']))
+
+
+def _group(name, text):
+    """The ``-g<G>`` group size of a name (None without it)."""
+    if text is None:
+        return None
+    if int(text) < 1:
+        raise ValueError(f"{name}: the group size of -g<G> must be at least 1 (-g1: per channel)")
+    return int(text)
 
 
 def _multiplier_less(name):
@@ -120,6 +135,9 @@ def describe(layers):
         return f"float weights, float BN, activations {act}"
     bn = 'multiplier-less BN (mlbn)' if layers.mlbn else 'float BN'
     edges = 'all layers' if layers.quantize_first_last else 'first/last layers float'
+    tables = ('' if layers.group_size is None else
+              'one table per channel, ' if layers.group_size == 1 else
+              f'one table per {layers.group_size} channels, ')
     return (f"K={layers.n_values} ({(layers.n_values - 1).bit_length()}-bit), dictionary "
-            f"{layers.dictionary}, pruning {layers.prune_ratio:.0%}, {bn}, {edges}, "
+            f"{layers.dictionary}, pruning {layers.prune_ratio:.0%}, {bn}, {tables}{edges}, "
             f"activations {act}")

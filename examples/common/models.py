@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union, Sequence
 
+import numpy as np
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
@@ -51,6 +52,10 @@ class Layers:
             requantize by shifts (:mod:`nnabla_lutq.integer`).
         act_max (float): for ``act_quant='pow2'``, the power of two that bounds the range
             (default 8: step 2^-5 for 8 bits).
+        group_size (int or None): one look-up table per ``group_size`` output channels of every
+            LUT-Q layer (None: one per layer); a layer whose channels it does not divide, or
+            whose groups would hold fewer than K weights, gets the nearest size that works
+            (:func:`fitting_group_size`).
     """
     lutq: bool = False
     n_values: int = 16
@@ -63,26 +68,31 @@ class Layers:
     act_decay: float = 0.99
     act_quant: str = 'ema'
     act_max: float = 8.0
+    group_size: Optional[int] = None
 
     def _q(self, edge):
         return self.lutq and (self.quantize_first_last or not edge)
 
-    def _kw(self):
+    def _kw(self, n_out, per_channel):
+        k = len(self.dictionary) if not isinstance(self.dictionary, str) else self.n_values
         return dict(n_values=self.n_values, dictionary=self.dictionary,
-                    prune_ratio=self.prune_ratio, pow2_range=self.pow2_range)
+                    prune_ratio=self.prune_ratio, pow2_range=self.pow2_range,
+                    group_size=fitting_group_size(self.group_size, n_out, per_channel, k))
 
     def conv(self, x, outmaps, kernel, name, pad=None, stride=None, with_bias=False, edge=False):
         """Convolution (LUT-Q or float) in scope ``name``."""
         if self._q(edge):
+            per = x.shape[1] * int(np.prod(kernel))
             return LPF.lutq_convolution(x, outmaps, kernel, pad=pad, stride=stride,
-                                        with_bias=with_bias, name=name, **self._kw())
+                                        with_bias=with_bias, name=name, **self._kw(outmaps, per))
         return PF.convolution(x, outmaps, kernel, pad=pad, stride=stride, with_bias=with_bias,
                               name=name)
 
     def affine(self, x, n_outmaps, name, edge=False):
         """Affine (LUT-Q or float) in scope ``name``."""
         if self._q(edge):
-            return LPF.lutq_affine(x, n_outmaps, name=name, **self._kw())
+            per = int(np.prod(x.shape[1:]))
+            return LPF.lutq_affine(x, n_outmaps, name=name, **self._kw(n_outmaps, per))
         return PF.affine(x, n_outmaps, name=name)
 
     def bn(self, x, test, name):
@@ -120,6 +130,29 @@ class Layers:
             return F.fixed_point_quantize(F.relu(x), sign=False, n=self.act_bits, delta=step)
         return quantized_relu(x, self.act_bits, track_range=not test, decay=self.act_decay,
                               qr_max_init=6.0, name=name)
+
+
+def fitting_group_size(group_size, n_out, per_channel, k):
+    """The group size a layer gets for the requested one: the largest divisor of its ``n_out``
+    output channels not above ``group_size`` whose groups hold at least ``k`` weights
+    (``per_channel`` each), else the smallest that does; None when that is the whole layer (one
+    table) or nothing was requested.
+
+    Args:
+        group_size (int or None): the requested output channels per table.
+        n_out (int): the layer's output channels.
+        per_channel (int): weights per output channel.
+        k (int): values per table.
+
+    Returns:
+        int or None: the layer's ``group_size``.
+    """
+    if group_size is None:
+        return None
+    ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and s * per_channel >= k]
+    below = [s for s in ok if s <= group_size]
+    s = max(below) if below else min(ok)
+    return None if s == n_out else s
 
 
 def digits_cnn(x, layers, test=False):
