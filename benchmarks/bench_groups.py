@@ -10,11 +10,13 @@ with one table per layer, per 16 and per 8 output channels and per channel, and 
 is measured with nnabla's loader. The table memory is the file's: ``n_groups·K·32`` bits of
 values plus ``N·ceil(log2 K)`` bits of indices, stated per configuration as bits per weight.
 
-``--step`` times a LUT-Q training step of ResNet-20 with per-channel tables against one table per
-layer (ratio in one run, alternating steps).
+``--step`` times LUT-Q training steps of ResNet-20 with per-channel (and per-8-channel) tables
+against one table per layer (ratios in one run, alternating steps); ``--budget`` adds K per layer
+under a memory budget and Fisher-weighted tables (``quantize_nnp`` with calibration data).
 
 Usage: python benchmarks/bench_groups.py [--digits demo_output/float/model.nnp]
-       [--cifar10 RUN/model.nnp --cifar10-data DIR --cifar10-images 2000] [--step]
+       [--cifar10 RUN/model.nnp --cifar10-data DIR --cifar10-images 2000] [--budget]
+       [--no-groups] [--step [--batch-sizes 32 128] [--steps 5]]
 """
 import argparse
 
@@ -159,6 +161,36 @@ def budget_table(path, calib, data):
     return '\n'.join(lines)
 
 
+#: (grouped configuration, its one-table counterpart) pairs the step benchmark times
+STEP_PAIRS = (('lutq4-g1', 'lutq4'), ('lutq4-g8', 'lutq4'), ('lutq4-pow2-g1', 'lutq4-pow2'),
+              ('lutq2-pow2-mlbn-g1', 'lutq2-pow2-mlbn'))
+
+
+def step_table(batch_sizes, steps):
+    """Training-step time of ResNet-20 with grouped tables against one table per layer (each
+    pair timed alternately in one run, with float as the common reference)."""
+    import nnabla as nn
+    from bench_train_step import build, layers_of, median_step_ms, n_functions
+    from examples.common.models import Layers
+    rows = ['| batch | configuration | step (ms) | vs one table per layer | vs float | target |',
+            '|---:|:---|---:|---:|---:|---:|']
+    rng = np.random.RandomState(0)
+    names = ['float'] + sorted({n for pair in STEP_PAIRS for n in pair}, key=len)
+    for batch in batch_sizes:
+        nn.clear_parameters()
+        nets = [build(f'n{i}', Layers() if n == 'float' else layers_of(n), batch, rng)
+                for i, n in enumerate(names)]
+        times = dict(zip(names, median_step_ms(nets, steps, lambda: None)))
+        for grouped, one in STEP_PAIRS:
+            for n in (one, grouped):
+                ratio = times[n] / times[one]
+                rows.append(f'| {batch} | {n} | {times[n]:.1f} | {ratio:.3f} | '
+                            f'{times[n] / times["float"]:.3f} | '
+                            f'{"<= 1.05" if n == grouped else ""} |')
+                print(rows[-1], f'({n_functions(nets[names.index(n)][0])} functions)', flush=True)
+    return '\n'.join(rows)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--digits', help="the digits demo's float model.nnp")
@@ -170,7 +202,18 @@ def main():
                    help='also K per layer under a budget and Fisher-weighted tables')
     p.add_argument('--no-groups', dest='groups', action='store_false',
                    help='skip the grouped-table comparison')
+    p.add_argument('--step', action='store_true',
+                   help='time ResNet-20 training steps: grouped tables vs one table per layer')
+    p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
+    p.add_argument('--steps', type=int, default=5)
     args = p.parse_args()
+    if args.step:
+        append('Grouped tables: training step, ResNet-20 (CIFAR-10 shape)',
+               step_table(args.batch_sizes, args.steps),
+               notes=f'median of {args.steps} alternating steps (one per network in turn) after '
+                     'one warm-up step each, host k-means backend; -g1: one table per output '
+                     'channel, -g8: per 8 channels (fc: 5), each against the same configuration '
+                     'with one table per layer.')
     notes = {'digits': 'the float digits CNN of `make demo`, seed 0',
              'cifar10': args.cifar10_note}
     for name, nnp in (('digits', args.digits), ('cifar10', args.cifar10)):

@@ -213,3 +213,17 @@ def test_solver_keeps_every_groups_table_fitted(prune, rng):
             np.testing.assert_array_equal(s.A.d.ravel(), a)
             np.testing.assert_array_equal(s.d.d, d)
     assert_tables_fitted(solver.layers)
+
+
+def test_grouped_assignment_of_signed_zeros_and_extremes_equals_one_table_rule(rng):
+    """The order-preserving integer keys of the grouped search agree with the float comparisons
+    of the one-table rule for -0/+0, subnormals and the largest floats."""
+    vals = np.array([-0.0, 0.0, -1e-45, 1e-45, -3e38, 3e38, 1.0, -1.0, 0.5, -0.5], np.float32)
+    cfg = make_config(3, 'free', 0.0, None, 48, 'l', 1, (4, 12), 0)
+    one = cfg.one_group()
+    for _ in range(200):
+        w = rng.choice(vals, size=(4, 12)).astype(np.float32)
+        d = np.sort(rng.choice(vals, size=(4, 3)), axis=1).astype(np.float32)
+        a = assign(w, d, cfg)
+        for g in range(4):
+            np.testing.assert_array_equal(a[g], assign(w[g], d[g], one))

@@ -70,14 +70,23 @@ def pruned_rows(w, n_pruned):
     return mask | (tie & (np.cumsum(tie, axis=1) <= missing))
 
 
-def _ordered_keys(x, rows):
+def _ordered_keys(x, rows, canonical_zero=False):
     """int64 keys ordering float32 ``x`` (2-D, finite) first by row, then by value, exactly.
 
-    The float32 bits are mapped to an unsigned integer of the same order (-0 counts as +0) and the
-    row index is put above them, so one sorted search serves every row."""
-    u = (np.asarray(x, np.float32) + np.float32(0.0)).view(np.uint32)  # -0 + 0 = +0
-    u = np.where(u >= np.uint32(0x80000000), ~u, u | np.uint32(0x80000000))
-    return u.astype(np.int64) | (np.arange(rows, dtype=np.int64)[:, None] << 32)
+    The float32 bits, read as int32, become an integer of the same order (the low 31 bits of a
+    negative value flipped) and the row index is put above them, so one sorted search serves
+    every row. -0 gets a key below +0; with ``canonical_zero`` (for the thresholds) -0 is made +0
+    first, after which every comparison of a weight with a threshold equals the float one."""
+    x = np.ascontiguousarray(x, np.float32)
+    if canonical_zero:
+        x = x + np.float32(0.0)  # -0 + 0 = +0
+    u = x.view(np.int32)
+    k = u >> 31
+    k &= np.int32(0x7FFFFFFF)
+    k ^= u
+    out = k.astype(np.int64)
+    out += (np.arange(rows, dtype=np.int64)[:, None] << 32) + (1 << 31)
+    return out
 
 
 def _assign_rows(w, d, config):
@@ -86,7 +95,7 @@ def _assign_rows(w, d, config):
     g = w.shape[0]
     b = midpoint_thresholds(d[:, first:-1], d[:, first + 1:])  # (G, K - first - 1)
     n_b = b.shape[1]
-    keys = _ordered_keys(b, g).ravel()
+    keys = _ordered_keys(b, g, canonical_zero=True).ravel()
     a = np.searchsorted(keys, _ordered_keys(w, g), side='left')
     a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
     if first:
