@@ -5,7 +5,7 @@
 ``IntegerNetwork.from_nnp(path)`` lowers an exported .nnp (:func:`nnabla_lutq.export_nnp`) to
 integer arithmetic: uint8 pixels in, integer activation codes between layers, per LUT-Q layer
 "add each input into one of K partial sums by its weight's index, then combine the K sums with
-the dictionary" (a shift per sum for power-of-two values), BN and requantization by shift and
+the dictionary" (its group's row for grouped tables; a shift per sum for power-of-two values), BN and requantization by shift and
 add (multiplier-less BN, power-of-two steps) or by comparisons with exact thresholds (other
 scales), residual sums on a common integer grid, integer logits with their scale. Every value
 is proven to fit the accumulator width. :func:`verify_int` compares it with nnabla's float graph;

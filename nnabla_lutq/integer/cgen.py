@@ -4,13 +4,14 @@
 
 :func:`write_c` writes one C99 file: the tables (indices, dictionary shifts, biases, thresholds,
 multipliers) as constant arrays, one function per integer operation in the LUT-Q form (K partial
-sums by weight index, then the dictionary combination) and a ``main`` that reads images as raw
-uint8 bytes (``C*H*W`` per image, channel-major) from stdin and prints one line of integer logits
-per image. Accumulators are ``int32_t`` when every operation was proven to fit 32 bits
-(``int64_t`` otherwise). Left shifts go through unsigned types and right shifts are written as
-floor shifts, so no signed-shift behaviour of the compiler is relied upon. Build it with any C
-compiler, e.g. ``cc -O2 -std=c99 net.c -o net``; ``./net < images.u8`` prints what
-:meth:`~nnabla_lutq.integer.IntegerNetwork.run` returns.
+sums by weight index, then the dictionary combination; grouped tables read the row of their
+output channel) and a ``main`` that reads images as raw uint8 bytes (``C*H*W`` per image,
+channel-major) from stdin and prints one line of integer logits per image. Accumulators are
+``int32_t`` when every operation was proven to fit 32 bits (``int64_t`` otherwise). Left shifts
+go through unsigned types and right shifts are written as floor shifts, so no signed-shift
+behaviour of the compiler is relied upon. Build it with any C compiler, e.g. ``cc -O2 -std=c99
+net.c -o net``; ``./net < images.u8`` prints what :meth:`~nnabla_lutq.integer.IntegerNetwork.run`
+returns.
 """
 import numpy as np
 
@@ -63,15 +64,21 @@ class _Writer:
         self.tables.append(_arr('int64_t', f"D{i}", op.D))
         self.tables.append(_arr('int8_t', f"SH{i}", [_shift_of(d) if d else -2 for d in op.D]))
         self.tables.append(_arr('uint8_t', f"U{i}", op.terms.astype(np.uint8)))
+        if op.grouped:  # the table row of each output channel
+            self.tables.append(_arr('int32_t', f"G{i}", op.rows))
 
-    def _combine(self, i, k_values, o_expr):
+    def _combine(self, i, op, o_expr):
+        """The combination of the K partial sums of output channel ``o_expr`` with its
+        dictionary (for grouped tables the row ``G[o]`` of ``D`` and ``SH``)."""
+        k_values = op.K
+        at = f"G{i}[{o_expr}] * {k_values} + k" if op.grouped else 'k'
         return ["    acc_t acc = 0;",
                 f"    for (int k = 0; k < {k_values}; ++k) {{",
                 f"      if (!U{i}[{o_expr} * {k_values} + k]) continue;",
                 "      acc_t v = S[k];",
-                f"      if (SH{i}[k] >= 0) {{ v = SHL(v, SH{i}[k]); acc = D{i}[k] < 0 ? acc - v : "
-                f"acc + v; }}",
-                f"      else acc = acc + v * (acc_t)D{i}[k];",
+                f"      if (SH{i}[{at}] >= 0) {{ v = SHL(v, SH{i}[{at}]); acc = D{i}[{at}] < 0 ? "
+                "acc - v : acc + v; }",
+                f"      else acc = acc + v * (acc_t)D{i}[{at}];",
                 "    }"]
 
     def op_conv(self, i, op):
@@ -107,7 +114,7 @@ class _Writer:
                 f"      int ix = ox * {sw} - {pw} + TJ{i}[t] * {dw};",
                 f"      if (iy < 0 || iy >= {h} || ix < 0 || ix >= {w}) continue;",
                 f"      S[TK{i}[t]] += {x}[((long)TC{i}[t] * {h} + iy) * {w} + ix];",
-                "    }"] + self._combine(i, op.K, 'o') + \
+                "    }"] + self._combine(i, op, 'o') + \
                [f"    {self.buf(i)}[((long)o * {ho} + oy) * {wo} + ox] = acc;", "  }"]
 
     def op_affine(self, i, op):
@@ -126,7 +133,7 @@ class _Writer:
         return [f"  for (int o = 0; o < {o_ch}; ++o) {{",
                 f"    acc_t S[{op.K}] = {{0}};",
                 f"    for (int t = TS{i}[o]; t < TS{i}[o + 1]; ++t) S[TK{i}[t]] += {x}[TC{i}[t]];"
-                ] + self._combine(i, op.K, 'o') + [f"    {self.buf(i)}[o] = acc;", "  }"]
+                ] + self._combine(i, op, 'o') + [f"    {self.buf(i)}[o] = acc;", "  }"]
 
     def op_shift(self, i, op):
         c = len(op.sign)

@@ -17,15 +17,20 @@ codes again:
 * the network output becomes integer logits on one grid (its scale is returned).
 
 Convolution and affine layers must read codes (one scale for all channels, no offset) and take
-their weight from a look-up table ``Embed(A, d)``: the dictionary ``d`` is written exactly as
-integers ``D * 2**E``. Each operation's ranges are proven from the data (uint8 input, codes,
-integer weights); an operation whose values could exceed the accumulator width is refused.
+their weight from a look-up table (``Embed(A, d)``, or grouped tables read by ``Gather``, as
+:mod:`nnabla_lutq.io.lookup` recognizes them; or a table the file's description says is stored
+dense): the dictionary ``d`` is written exactly as integers ``D * 2**E``, grouped tables as one
+integer row per group with one exponent ``E`` for all rows (the layer's output keeps one
+scale). Each operation's ranges are proven from the data (uint8 input, codes, integer weights);
+an operation whose values could exceed the accumulator width is refused.
 """
+from collections import namedtuple
 from fractions import Fraction
 
 import numpy as np
 
 from ..core.checks import check_indices
+from ..io.lookup import find_lookups, group_ids, proto_facts
 from . import ops as O
 from .elementwise import ElementwiseLowering
 from .values import (MAX_FRACTION_BITS, Val, describe, frac, function_args, layer_of,
@@ -33,10 +38,15 @@ from .values import (MAX_FRACTION_BITS, Val, describe, frac, function_args, laye
 
 __all__ = ['Val', 'Program', 'lower', 'requant_op', 'SUPPORTED']
 
-#: the nnabla functions the lowering understands
+#: the nnabla functions the lowering understands (besides the functions of a look-up table, the
+#: ``Reshape``/``Broadcast``/``Transpose``/``Gather`` of grouped tables)
 SUPPORTED = ('Embed', 'Convolution', 'Affine', 'Mul2', 'Add2', 'BatchNormalization', 'ReLU',
              'MinMaxQuantize', 'FixedPointQuantize', 'AveragePooling', 'GlobalAveragePooling',
              'MaxPooling', 'MulScalar', 'AddScalar', 'Identity')
+
+#: a layer's look-up table: indices ``a`` (int64, shape of W), table ``d`` (``(K,)`` or, grouped,
+#: ``(G, K)``), layer name, the names of A and d, and the group of every weight (None: one table)
+Table = namedtuple('Table', 'a d layer a_name d_name groups')
 
 class Program:
     """The lowered network: operations in order, the output and its scale.
@@ -69,6 +79,12 @@ class Lowering(ElementwiseLowering):
         self.vals = {}
         self.tables = {}
         self.net = net
+        facts = proto_facts(net)
+        found = find_lookups(facts, lambda n: (self.params[n].dtype, self.params[n].shape)
+                             if n in self.params else None)
+        #: function index -> the look-up it completes; the indices of the functions before it
+        self.lookup_at = {lk.functions[-1]: lk for lk in found}
+        self.inside = {i for lk in found for i in lk.functions[:-1]}
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -142,16 +158,13 @@ class Lowering(ElementwiseLowering):
             "every convolution/affine layer (train with --act-bits 8)")
 
     def table(self, f, name):
-        """(A, d, layer, A name, d name) of a convolution/affine weight."""
+        """The :class:`Table` of a convolution/affine weight."""
         if name in self.tables:
             return self.tables[name]
         if name in self.params:
             for layer, t in self.meta.get('tables', {}).items():
                 if t.get('stored') == 'dense' and t.get('W') == name:
-                    w = np.asarray(self.params[name])
-                    d = np.unique(w.astype(np.float32))
-                    return (np.searchsorted(d, w).astype(np.int64), d, layer_of(layer + '/x'),
-                            name, None)
+                    return _dense_table(np.asarray(self.params[name]), t, layer)
             raise ValueError(
                 f"{describe(f)}: the weight {name} is a float parameter, not a LUT-Q look-up table "
                 "Embed(A, d); the integer executor runs LUT-Q layers only (quantize every layer, "
@@ -160,23 +173,40 @@ class Lowering(ElementwiseLowering):
         raise ValueError(f"{describe(f)}: the weight {name} is computed, not a LUT-Q look-up table "
                          "Embed(A, d)")
 
-    def dictionary(self, d, a2, absx):
+    def lookup(self, lk):
+        """Record the :class:`Table` of a look-up the graph computes
+        (:class:`~nnabla_lutq.io.lookup.TableLookup`)."""
+        av, dv = np.asarray(self.params[lk.a]), np.asarray(self.params[lk.d])
+        layer = lk.a[:-2] if lk.a.endswith('/A') else lk.a
+        for name, t in self.meta.get('tables', {}).items():
+            if t.get('A') == lk.a:
+                layer = name
+        check_indices(av, lk.n_values, layer)
+        self.tables[lk.output] = Table(av.astype(np.int64), dv.astype(np.float32),
+                                       layer_of(layer + '/x'), lk.a, lk.d,
+                                       lk.group_ids() if lk.grouped else None)
+
+    def dictionary(self, d, a2, absx, rows):
         """Integers D and exponent E with d == D * 2**E (exactly when the width allows).
 
         A power-of-two dictionary is always exact (the layer is refused if it does not fit); a
         free one is rounded to the coarsest multiples of 2**E that keep the layer's proven bound
-        below a quarter of the accumulator range, if its exact form does not.
+        below a quarter of the accumulator range, if its exact form does not. Grouped tables
+        (``d`` of shape ``(G, K)``, output channel ``o`` reading row ``rows[o]``) share one E:
+        the values the layer uses decide it, whichever row holds them.
         """
-        used = np.unique(a2)
-        nz = [k for k in used if d[k] != 0]
-        if not nz:
-            return [0] * len(d), 0, True, True
-        e_exact = min(lsb_exponent(d[k]) for k in nz)
-        pow2 = all(pow2_exponent(frac(d[k])) is not None for k in nz)
+        table = d.reshape(-1, d.shape[-1])
+        used = [(int(g), int(k)) for g, k in np.argwhere(_used(table, a2, rows))
+                if table[g, k] != 0]
+        if not used:
+            return _scaled(d, None), 0, True, True
+        e_exact = min(lsb_exponent(table[g, k]) for g, k in used)
+        pow2 = all(pow2_exponent(frac(table[g, k])) is not None for g, k in used)
         e = e_exact
         while True:
-            dv = [round_half_up(frac(v) / Fraction(2) ** e) if v != 0 else 0 for v in d]
-            est = (np.abs(np.asarray(dv, np.float64))[a2] * absx).sum(1).max(initial=0)
+            dv = _scaled(d, e)
+            mags = np.abs(np.asarray(dv, np.float64)).reshape(table.shape)
+            est = (mags[rows[:, None], a2] * absx).sum(1).max(initial=0)
             # a rounded (free) dictionary leaves 2 bits for what follows (biases, sums, logits)
             if est <= (self.limit >> 2) * 0.999 or (pow2 and e == e_exact):
                 break
@@ -186,44 +216,33 @@ class Lowering(ElementwiseLowering):
     # --- functions -------------------------------------------------------------------------
 
     def f_Embed(self, f):
-        a, d = f.input
-        if a in self.params and d in self.params:
-            av, dv = np.asarray(self.params[a]), np.asarray(self.params[d])
-            if np.issubdtype(av.dtype, np.integer) and dv.ndim == 1:
-                layer = a[:-2] if a.endswith('/A') else a
-                for name, t in self.meta.get('tables', {}).items():
-                    if t.get('A') == a:
-                        layer = name
-                check_indices(av, dv.size, layer)
-                self.tables[f.output[0]] = (av.astype(np.int64), dv.astype(np.float32),
-                                            layer_of(layer + '/x'), a, d)
-                return
         raise ValueError(f"{describe(f)}: only look-up tables Embed(A, d) of stored int A and 1-D d "
                          "are supported")
 
     def _lut(self, f):
         """The table of a convolution/affine layer and its input as codes."""
-        a, d, layer, a_name, d_name = self.table(f, f.input[1])
+        t = self.table(f, f.input[1])
         val = self.codes(f, self.data(f, f.input[0]), f.input[0])
-        return a, d, layer, (a_name, d_name), val, self.ops[val.op]
+        return t, val, self.ops[val.op]
 
-    def _finish_lut(self, f, op_factory, a2, d, layer, names, val, xabs, channels):
-        dv, e, exact, pow2 = self.dictionary(d, a2, xabs)
+    def _finish_lut(self, f, op_factory, a2, t, val, xabs, rows):
+        d, channels = t.d, a2.shape[0]
+        dv, e, exact, pow2 = self.dictionary(d, a2, xabs, rows)
         while True:
             op = op_factory(dv)
             if op.bound <= self.limit:
                 break
             if pow2:
-                self.add(op, f" (dictionary exponents span {self._span(d, a2)} bits)")
+                self.add(op, f" (dictionary exponents span {_span(d, a2, rows)} bits)")
             e += 1  # a free dictionary: drop its lowest bit
             exact = False
-            dv = [round_half_up(frac(v) / Fraction(2) ** e) if v != 0 else 0 for v in d]
+            dv = _scaled(d, e)
         if not exact:
             op.exact = False
             op.note = (f"dictionary rounded to multiples of 2^{e} "
-                       f"({max(abs(v) for v in dv).bit_length()} significant bits) to fit")
+                       f"({max(abs(v) for v in op.D).bit_length()} significant bits) to fit")
         op.dict_exponent = e
-        op.a_name, op.d_name = names
+        op.a_name, op.d_name = t.a_name, t.d_name
         op.var = f.output[0]
         scale = val.alpha[0] * Fraction(2) ** e
         beta = [Fraction(0)] * channels
@@ -231,21 +250,16 @@ class Lowering(ElementwiseLowering):
             beta = [frac(v) for v in np.asarray(self.params[f.input[2]]).ravel()]
         op.alpha, op.beta = [scale] * channels, beta
         idx = self.add(op, f" (fan-in {a2.shape[1]}, dictionary exponents span "
-                           f"{self._span(d, a2)} bits)")
-        self.vals[f.output[0]] = Val(idx, [scale] * channels, beta, tag=layer)
-
-    @staticmethod
-    def _span(d, a2):
-        ex = [pow2_exponent(frac(d[k])) for k in np.unique(a2) if d[k] != 0]
-        ex = [v for v in ex if v is not None]
-        return max(ex) - min(ex) if ex else 0
+                           f"{_span(d, a2, rows)} bits)")
+        self.vals[f.output[0]] = Val(idx, [scale] * channels, beta, tag=t.layer)
 
     def f_Convolution(self, f):
         p = function_args(f)
         if p is not None and (p.base_axis not in (0, 1) or p.channel_last):
             raise ValueError(f"{describe(f)}: only channel-first convolutions with base_axis=1 are "
                              "supported")
-        a, d, layer, names, val, xop = self._lut(f)
+        t, val, xop = self._lut(f)
+        a = t.a
         if a.ndim != 4 or len(xop.shape) != 3:
             raise ValueError(f"{describe(f)}: only 2-D convolutions are supported")
         pad = tuple(p.pad.dim) if p and p.pad.dim else (0, 0)
@@ -254,32 +268,35 @@ class Lowering(ElementwiseLowering):
         group = p.group if p and p.group else 1
         o = a.shape[0]
         a2 = a.reshape(o, -1)
+        rows = _rows(f, t, lambda x: x.reshape(o, -1))
         cg = xop.shape[0] // group
         in_ch = (np.arange(o)[:, None] // (o // group)) * cg + \
             np.repeat(np.arange(cg), a.shape[2] * a.shape[3])[None, :]
         xabs = np.maximum(np.abs(xop.lo), np.abs(xop.hi)).astype(np.float64)[in_ch]
 
         def make(dv):
-            return O.LutConvOp(layer, val.op, xop.shape, a, dv, pad, stride, dilation, group,
-                               xop.lo, xop.hi)
-        self._finish_lut(f, make, a2, d, layer, names, val, xabs, o)
+            return O.LutConvOp(t.layer, val.op, xop.shape, a, dv, pad, stride, dilation, group,
+                               xop.lo, xop.hi, rows if t.groups is not None else None)
+        self._finish_lut(f, make, a2, t, val, xabs, rows)
 
     def f_Affine(self, f):
         p = function_args(f)
         if p is not None and p.base_axis not in (0, 1):
             raise ValueError(f"{describe(f)}: only base_axis=1 is supported")
-        a, d, layer, names, val, xop = self._lut(f)
-        a = a.reshape(a.shape[0], -1)
+        t, val, xop = self._lut(f)
+        a = t.a.reshape(t.a.shape[0], -1)
         if a.shape[0] != xop.size:
             raise ValueError(f"{describe(f)}: weight rows {a.shape[0]} != inputs {xop.size}")
         per = xop.size // xop.shape[0]
         x_lo, x_hi = np.repeat(xop.lo, per), np.repeat(xop.hi, per)
         a2 = a.T
+        rows = _rows(f, t, lambda x: x.reshape(a.shape[0], -1).T)
         xabs = np.maximum(np.abs(x_lo), np.abs(x_hi)).astype(np.float64)[None, :]
 
         def make(dv):
-            return O.LutAffineOp(layer, val.op, a, dv, x_lo, x_hi)
-        self._finish_lut(f, make, a2, d, layer, names, val, xabs, a.shape[1])
+            return O.LutAffineOp(t.layer, val.op, a, dv, x_lo, x_hi,
+                                 rows if t.groups is not None else None)
+        self._finish_lut(f, make, a2, t, val, xabs, rows)
 
     def output(self, name):
         """Integer logits of the output value: (op index, scale)."""
@@ -328,7 +345,12 @@ class Lowering(ElementwiseLowering):
         inp.alpha, inp.beta = [s] * shape[0], [Fraction(0)] * shape[0]
         self.add(inp)
         self.vals[input_name] = Val(0, [s] * shape[0], [Fraction(0)] * shape[0], tag='input')
-        for f in self.net.function:
+        for i, f in enumerate(self.net.function):
+            if i in self.inside:  # a step of a look-up, recorded at its last function
+                continue
+            if i in self.lookup_at:
+                self.lookup(self.lookup_at[i])
+                continue
             handler = getattr(self, 'f_' + f.type, None)
             if handler is None:
                 raise ValueError(
@@ -352,6 +374,59 @@ class Lowering(ElementwiseLowering):
         for op in ops:
             op.inputs = [index[i] for i in op.inputs]
         return Program(ops, index[out], scale, shape, self.acc_bits)
+
+
+def _used(table, a2, rows):
+    """``(G, K)`` mask of the table entries some output channel's weights read."""
+    used = np.zeros(table.shape, bool)
+    used[rows[:, None], a2] = True
+    return used
+
+
+def _scaled(d, e):
+    """The table as integers ``round(d / 2**e)`` (0 stays 0; all 0 for ``e`` None), a list of K
+    for one table, of G lists of K for grouped tables."""
+    rows = [[0 if e is None or v == 0 else round_half_up(frac(v) / Fraction(2) ** e)
+             for v in row] for row in np.asarray(d).reshape(-1, d.shape[-1])]
+    return rows[0] if d.ndim == 1 else rows
+
+
+def _span(d, a2, rows):
+    """The span of the exponents of the power-of-two values the layer uses (0 if none)."""
+    table = d.reshape(-1, d.shape[-1])
+    ex = [pow2_exponent(frac(table[g, k])) for g, k in np.argwhere(_used(table, a2, rows))
+          if table[g, k] != 0]
+    ex = [v for v in ex if v is not None]
+    return max(ex) - min(ex) if ex else 0
+
+
+def _rows(f, t, layout):
+    """The table row of each output channel (``layout`` lays a weight-shaped array out as the
+    layer's ``(O, T)`` indices); zeros for one table."""
+    if t.groups is None:
+        return np.zeros(layout(t.a).shape[0], np.int64)
+    g2 = layout(t.groups)
+    if not np.all(g2 == g2[:, :1]):
+        raise ValueError(f"{describe(f)}: the grouped tables of {t.layer} are not cut along the "
+                         "layer's output channels")
+    return g2[:, 0].copy()
+
+
+def _dense_table(w, entry, layer):
+    """The :class:`Table` of a LUT-Q layer the file stores dense (``d[A]`` as ``W``): the distinct
+    values of the layer, or of each group of a grouped layer (rows padded with 0, never read)."""
+    if entry.get('group_size') is None:
+        d = np.unique(w.astype(np.float32))
+        return Table(np.searchsorted(d, w).astype(np.int64), d, layer_of(layer + '/x'),
+                     entry['W'], None, None)
+    groups = group_ids(w.shape, int(entry['out_axis']), int(entry['group_size']))
+    values = [np.unique(w[groups == g].astype(np.float32)) for g in range(groups.max() + 1)]
+    d = np.zeros((len(values), max(len(v) for v in values)), np.float32)
+    a = np.zeros(w.shape, np.int64)
+    for g, v in enumerate(values):
+        d[g, :len(v)] = v
+        a[groups == g] = np.searchsorted(v, w[groups == g])
+    return Table(a, d, layer_of(layer + '/x'), entry['W'], None, groups)
 
 
 def lower(model, input_scale=1.0, acc_bits=32, network=None):

@@ -69,7 +69,9 @@ class IntegerNetwork:
     def from_nnp(cls, path, input_scale=1.0, acc_bits=32, network=None):
         """Lower an exported LUT-Q network (:func:`nnabla_lutq.export_nnp`).
 
-        The file must compute every convolution/affine weight as ``Embed(A, d)`` (any
+        The file must compute every convolution/affine weight as ``Embed(A, d)`` or from
+        grouped tables (``group_size``: the ``Gather`` that :func:`nnabla_lutq.export_nnp`
+        stores; one integer row per group), or store it dense as its description says (any
         dictionary: power-of-two values give shifts, others multiplications), with activation
         quantizers (``MinMaxQuantize`` as ``--act-bits`` trains it, or ``FixedPointQuantize``
         with a power-of-two step) after every ReLU; BN may be multiplier-less (folded

@@ -17,6 +17,7 @@ from ..nn.params import all_parameters, isolated
 from ..nn.state import STATE, LUTQLayer, MLBNLayer
 from . import metadata
 from .fold import folded_name, folded_use
+from .lookup import find_lookups, graph_facts, inner_outputs
 from .nnp import atomic_output, describe_float_bn, describe_float_layers
 
 __all__ = ['export_nnp']
@@ -81,8 +82,8 @@ def _check_graph(params, functions):
         if part == 'W':
             raise ValueError(
                 f"{rec.name}: the graph reads the float weights {k}: build the inference graph "
-                "inside `with nnabla_lutq.inference_mode():` so LUT-Q layers compute "
-                "F.embed(A, d)")
+                "inside `with nnabla_lutq.inference_mode():` so LUT-Q layers compute d[A] "
+                "from their tables")
         if part == 'A':
             if v.data.dtype != np.int32:
                 raise ValueError(
@@ -100,21 +101,24 @@ def _constants(functions, params, dense):
     Args:
         functions (list): the graph's functions, inputs before consumers.
         params (dict): name -> parameter Variable read by the graph.
-        dense (bool): fold look-up tables too (``Embed(A, d)`` of a stored int ``A`` and a 1-D
-            ``d``, as :func:`~nnabla_lutq.io.nnp.lut_embeds` finds them in a file).
+        dense (bool): fold look-up tables too (``d[A]`` of a stored int ``A`` and a table ``d``,
+            as :func:`~nnabla_lutq.io.lookup.find_lookups` finds them, one table or grouped).
 
     Returns:
-        list: ``(variable, producing function, names of the parameters it comes from, types of
-        the functions that read it with data)``.
+        tuple: ``(constants, lookups)``: ``(variable, producing function, names of the
+        parameters it comes from, types of the functions that read it with data)`` per folded
+        value, and the look-ups by their output variable.
     """
     sources = {v: {k} for k, v in params.items()}
     leaves = set(params.values())
+    facts = graph_facts(functions)
+    lookups = find_lookups(facts, lambda v: (np.dtype(v.data.dtype), v.shape)
+                           if v in leaves else None)
+    kept = set() if dense else inner_outputs(lookups, facts)
     producer = {}
     for f in functions:
         ins, outs = f.inputs, f.outputs
-        table = (f.info.type_name == 'Embed' and len(ins) == 2 and all(i in leaves for i in ins)
-                 and np.issubdtype(ins[0].data.dtype, np.integer) and ins[1].ndim == 1)
-        if ins and len(outs) == 1 and all(i in sources for i in ins) and (dense or not table):
+        if ins and len(outs) == 1 and all(i in sources for i in ins) and outs[0] not in kept:
             sources[outs[0]] = set().union(*(sources[i] for i in ins))
             producer[outs[0]] = f
     uses = {}  # frontier variable -> types of the functions reading it with data, in order
@@ -127,7 +131,8 @@ def _constants(functions, params, dense):
                 types = uses.setdefault(i, set())
                 if data:
                     types.add(f.info.type_name)
-    return [(v, producer[v], sources[v], types) for v, types in uses.items()]
+    return ([(v, producer[v], sources[v], types) for v, types in uses.items()],
+            {lk.output: lk for lk in lookups})
 
 
 def _value(v, sources, params, use):
@@ -165,8 +170,9 @@ def _fold(outputs, params, functions, dense):
     used = set(params)
     names = {v.data: k for k, v in params.items()}
     folded, new = {}, {}
-    for v, f, sources, uses in _constants(functions, params, dense):
-        table_a = names.get(f.inputs[0].data) if f.info.type_name == 'Embed' else None
+    constants, lookups = _constants(functions, params, dense)
+    for v, f, sources, uses in constants:
+        table_a = names.get(lookups[v].a.data) if v in lookups else None
         name = folded_name(sources, uses, used, table_a)
         value = _value(v, sources, params, folded_use(uses))
         p = nn.Variable.from_numpy_array(value, need_grad=False)
@@ -194,7 +200,8 @@ def _describe(params, saved, functions):
         if isinstance(rec, LUTQLayer):
             a, d = f"{rec.name}/A", f"{rec.name}/d"
             stored = 'tables' if a in saved and d in saved else 'dense'
-            meta['tables'][rec.name] = metadata.table(rec.kind, rec.config, stored, rec.name)
+            metadata.add_table(meta, rec.name,
+                               metadata.table(rec.kind, rec.config, stored, rec.name))
         elif isinstance(rec, MLBNLayer):
             held = [k for k in saved if k.startswith(rec.name + '/')]
             meta['bn'][rec.name] = {'multiplier_less': True,
@@ -211,8 +218,10 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
     """Save an inference graph with its look-up tables to an .nnp file.
 
     Build the graph under :func:`nnabla_lutq.inference_mode` (and BN layers with
-    ``batch_stat=False``): LUT-Q layers then compute ``F.embed(A, d)`` and the file holds
-    ``<layer>/d`` and ``<layer>/A`` (int32) but no float ``W``. With ``fold`` (default), every
+    ``batch_stat=False``): LUT-Q layers then compute ``d[A]`` (``F.embed(A, d)``; grouped
+    tables by the ``F.gather`` of :func:`~nnabla_lutq.nn.layers.grouped_lookup`) and the file
+    holds ``<layer>/d`` (``(K,)``, grouped ``(G, K)``), ``<layer>/A`` (int32) and the functions
+    computing ``d[A]``, but no float ``W``. With ``fold`` (default), every
     value computed from parameters only is stored instead of its subgraph, folded in the live
     graph: multiplier-less BN becomes ``x * a + b`` with stored ``<bn>/a`` (powers of two) and
     ``<bn>/b``, the values of :func:`nnabla_lutq.fold_mlbn` (float32 whatever the type config,
@@ -237,8 +246,8 @@ def export_nnp(path, inputs, outputs, dense=False, fold=True, batch_size=1, netw
         list: names of the saved parameters.
 
     The file describes itself (``lutq.json``, :mod:`nnabla_lutq.io.metadata`): per look-up table
-    its kind (free/pow2/fixed, pruning, K) and how it is stored, per BN layer whether it is
-    multiplier-less.
+    its kind (free/pow2/fixed, pruning, K, for grouped tables the group size and output axis)
+    and how it is stored, per BN layer whether it is multiplier-less.
 
     Raises:
         ValueError: before anything is written, naming the layer, if the graph still reads float

@@ -2,16 +2,17 @@
 # SPDX-License-Identifier: Apache-2.0
 """Constant folding of an .nnp at the protobuf level: :func:`fold_constants` replaces every
 subgraph that depends on parameters only (for example the power-of-two scale ``a`` and bias ``b``
-of multiplier-less BN, or with ``dense=True`` the tied weights ``d[A]``) by a stored parameter with
-the values nnabla computes for it. Used on files (ONNX export); :func:`nnabla_lutq.export_nnp`
-folds the live graph instead."""
+of multiplier-less BN, or with ``dense=True`` the tied weights ``d[A]``, one table or grouped) by
+a stored parameter with the values nnabla computes for it. Used on files (ONNX and NNB export);
+:func:`nnabla_lutq.export_nnp` folds the live graph instead."""
 import os
 import tempfile
 
 import numpy as np
 import nnabla as nn
 
-from .nnp import lut_embeds, loaded_network, sync_executor_parameters, write_nnp
+from .lookup import find_lookups, inner_outputs, proto_facts
+from .nnp import loaded_network, sync_executor_parameters, write_nnp
 
 __all__ = ['fold_constants', 'common_prefix', 'folded_use', 'folded_name']
 
@@ -66,7 +67,8 @@ def folded_name(sources, consumers, used, table_a=None):
         sources (set): names of the parameters it is computed from.
         consumers (set): types of the functions that read it with data (:func:`folded_use`).
         used (set): names taken so far; the new name is added.
-        table_a (str or None): for the output of ``Embed(A, d)``, the name of ``A``.
+        table_a (str or None): for the tied weights ``d[A]`` of a look-up table, the name of
+            ``A``.
 
     Returns:
         str: ``<layer>/W`` for the tied weights of ``<layer>/A``; else the common scope of the
@@ -89,8 +91,9 @@ def fold_constants(nnp, dense=False):
 
     A variable computed only from parameters and read by a function that also depends on data is
     evaluated with nnabla and stored as a parameter; the functions that computed it (and the
-    parameters only they read) are removed. Names: the tied weights of ``Embed(A, d)`` become
-    ``<layer>/W`` (``A`` = ``<layer>/A``); other values take the common scope of the parameters
+    parameters only they read) are removed. Names: the tied weights ``d[A]`` of a look-up table
+    (one table or grouped, :mod:`nnabla_lutq.io.lookup`) become ``<layer>/W`` (``A`` =
+    ``<layer>/A``); other values take the common scope of the parameters
     they come from plus ``/a`` when multiplied with data, ``/b`` when added (multiplier-less BN
     becomes ``x * a + b`` with ``a`` a power of two), ``/c`` otherwise.
 
@@ -98,7 +101,8 @@ def fold_constants(nnp, dense=False):
         nnp (Nnp): the model (not modified).
         dense (bool or collection): fold the look-up tables too (``d[A]`` stored as float
             weights); a collection of function types (e.g. ``{'Affine'}``) folds only the tables
-            those functions read. By default ``Embed(A, d)`` is kept.
+            those functions read. By default every look-up (``Embed(A, d)``, the ``Gather`` of
+            grouped tables and the functions in front of it) is kept.
 
     Returns:
         Nnp: the rewritten model.
@@ -107,12 +111,15 @@ def fold_constants(nnp, dense=False):
     used_names = set(out.params)
     for net in out.proto.network:
         params = out.params
-        if dense is True or dense is False:
-            keep = set() if dense else {f.output[0] for f, _, _ in lut_embeds(net, params)}
-        else:  # fold only the tables read by the given function types
+        facts = proto_facts(net)
+        lookups = find_lookups(facts, lambda n: (params[n].dtype, params[n].shape)
+                               if n in params else None)
+        table_of = {lk.output: lk.a for lk in lookups}
+        if dense is not True and dense is not False:  # fold only the tables the types read
             readers = _consumers(net)
-            keep = {f.output[0] for f, _, _ in lut_embeds(net, params)
-                    if not any(g.type in dense for g in readers.get(f.output[0], []))}
+            lookups = [lk for lk in lookups
+                       if not any(g.type in dense for g in readers.get(lk.output, []))]
+        keep = set() if dense is True else inner_outputs(lookups, facts)
         const = {v.name for v in net.variable if v.type == 'Parameter' and v.name in params}
         sources = {n: {n} for n in const}
         producer = {}
@@ -133,7 +140,7 @@ def fold_constants(nnp, dense=False):
         rename = {}
         for v in sorted(frontier):
             f = producer[v]
-            table_a = f.input[0] if f.type == 'Embed' else None
+            table_a = table_of.get(v)
             uses = {g.type for g in cons[v] if not all(i in const for i in g.input)}
             name = folded_name(sources[v], uses, used_names, table_a)
             rename[v] = name

@@ -23,20 +23,31 @@ the graph was converted (:func:`nnabla_lutq.convert`: an override to None, ``min
 function that cannot be converted) or "built as a float layer".
 
 ``stored`` is ``"tables"`` when the file holds ``A`` (int) and ``d`` and the graph computes
-``Embed(A, d)``, ``"dense"`` when it holds ``d[A]`` as the float parameter ``W``. ``flags`` lists
-features a reader must understand to use the file; a reader refuses a file with a flag or a
-version it does not know rather than misreading it.
+``d[A]`` (``Embed(A, d)``, or the ``Gather`` of grouped tables, :mod:`nnabla_lutq.io.lookup`),
+``"dense"`` when it holds ``d[A]`` as the float parameter ``W``. ``flags`` lists features a
+reader must understand to use the file; a reader refuses a file with a flag or a version it does
+not know rather than misreading it.
+
+Grouped tables (flag ``"grouped_tables"``): a layer with one table per ``group_size`` output
+channels has, in its entry, ``"group_size": g, "n_groups": G, "out_axis": axis`` (the
+output-channel axis of ``A``/``W``, non-negative); its ``d`` has shape ``(G, K)`` and ``A``
+indexes its group's row. A reader of the previous layout would take ``d`` for one table of G
+values, so a description with a grouped table (stored as tables or dense) carries the flag, and
+such a reader refuses it; a description without one is written exactly as before.
 """
 from ..core.kinds import WEIGHT_LAYERS
 
-__all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'KINDS', 'new', 'table', 'check']
+__all__ = ['FILE_NAME', 'FORMAT', 'VERSION', 'KNOWN_FLAGS', 'GROUPED', 'KINDS', 'new', 'table',
+           'grouping', 'add_table', 'check']
 
 #: the member of an .nnp archive that holds the description
 FILE_NAME = 'lutq.json'
 FORMAT = 'nnabla-lutq'
 VERSION = 1
-#: flags this version understands (none are defined yet)
-KNOWN_FLAGS = frozenset()
+#: the flag of a description with grouped tables
+GROUPED = 'grouped_tables'
+#: flags this version understands
+KNOWN_FLAGS = frozenset({GROUPED})
 #: nnabla function type -> the ``kind`` a table of its layer has (from
 #: :data:`nnabla_lutq.core.kinds.WEIGHT_LAYERS`)
 KINDS = {w.function: w.kind for w in WEIGHT_LAYERS}
@@ -52,7 +63,8 @@ def new():
 
 
 def table(kind, config, stored, prefix):
-    """One entry of ``tables``: a look-up table layer and how the file stores it.
+    """One entry of ``tables``: a look-up table layer and how the file stores it (with the
+    :func:`grouping` keys for grouped tables; put it in with :func:`add_table`).
 
     Args:
         kind (str): the layer's kind (a value of :data:`KINDS`).
@@ -65,13 +77,47 @@ def table(kind, config, stored, prefix):
         dict: the entry.
     """
     tables = stored == 'tables'
-    return {'kind': kind, 'dictionary': config.kind, 'n_values': config.n_values,
-            'prune_ratio': config.prune_ratio, 'pruned': config.pruned,
-            'pow2_range': list(config.pow2_range) if config.pow2_range else None,
-            'fixed_values': list(config.fixed_values) if config.fixed_values else None,
-            'n_weights': config.n_weights, 'stored': stored,
-            'A': f"{prefix}/A" if tables else None, 'd': f"{prefix}/d" if tables else None,
-            'W': None if tables else f"{prefix}/W"}
+    entry = {'kind': kind, 'dictionary': config.kind, 'n_values': config.n_values,
+             'prune_ratio': config.prune_ratio, 'pruned': config.pruned,
+             'pow2_range': list(config.pow2_range) if config.pow2_range else None,
+             'fixed_values': list(config.fixed_values) if config.fixed_values else None,
+             'n_weights': config.n_weights, 'stored': stored,
+             'A': f"{prefix}/A" if tables else None, 'd': f"{prefix}/d" if tables else None,
+             'W': None if tables else f"{prefix}/W"}
+    if config.group_size is not None:
+        entry.update(grouping(config.group_size, config.n_groups, config.out_axis))
+    return entry
+
+
+def grouping(group_size, n_groups, out_axis):
+    """The keys a grouped table adds to its entry (see the module documentation).
+
+    Args:
+        group_size (int): output channels per table.
+        n_groups (int): G, the number of tables.
+        out_axis (int): the output-channel axis of ``A`` (non-negative).
+
+    Returns:
+        dict: ``group_size``, ``n_groups``, ``out_axis``.
+    """
+    return {'group_size': int(group_size), 'n_groups': int(n_groups), 'out_axis': int(out_axis)}
+
+
+def add_table(meta, layer, entry):
+    """Put a table entry into a description, flagging it when the table is grouped.
+
+    Args:
+        meta (dict): the description.
+        layer (str): the layer's name.
+        entry (dict): its entry (:func:`table`).
+
+    Returns:
+        dict: ``meta``.
+    """
+    meta['tables'][layer] = entry
+    if entry.get('group_size') is not None and GROUPED not in meta['flags']:
+        meta['flags'].append(GROUPED)
+    return meta
 
 
 def check(meta, source, error=ValueError):

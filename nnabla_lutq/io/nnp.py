@@ -8,9 +8,10 @@ An .nnp is a zip archive holding ``nnp_version.txt``, the network definition (``
 kept, so look-up-table indices stay int32). :class:`Nnp` holds the definition and the parameters
 in memory; :func:`write_nnp` writes the same layout as :func:`nnabla.utils.save.save`, atomically.
 
-Also here: :func:`lut_embeds` (the ``Embed(A, d)`` functions whose inputs are a look-up table)
-and the description of a file's layers (:func:`describe_legacy`, :func:`describe_float_layers`,
-:func:`describe_float_bn`); constant folding of a file is :mod:`nnabla_lutq.io.fold`.
+Also here: :func:`lut_embeds` (the functions computing ``d[A]`` of a stored look-up table, found
+by the one recognizer :mod:`nnabla_lutq.io.lookup`) and the description of a file's layers
+(:func:`describe_legacy`, :func:`describe_float_layers`, :func:`describe_float_bn`); constant
+folding of a file is :mod:`nnabla_lutq.io.fold`.
 """
 import contextlib
 import io
@@ -30,6 +31,7 @@ from google.protobuf.message import DecodeError
 from ..core.kinds import BN_FUNCTIONS, BY_FUNCTION
 from ..nn.params import isolated
 from . import metadata
+from .lookup import table_lookups
 
 __all__ = ['Nnp', 'NnpError', 'read_nnp', 'write_nnp', 'lut_embeds', 'sync_executor_parameters',
            'describe_legacy', 'describe_float_bn', 'describe_float_layers', 'function_inputs',
@@ -259,23 +261,18 @@ def proto_network(nnp, name=None):
 
 
 def lut_embeds(net, params):
-    """The look-up-table functions of a network: ``Embed(A, d)`` with stored int ``A`` and 1-D ``d``.
+    """The look-up-table functions of a network: ``d[A]`` of a stored int ``A`` and a stored
+    table ``d``, as :func:`~nnabla_lutq.io.lookup.table_lookups` finds them (``Embed(A, d)`` with
+    a 1-D ``d``, and the ``Gather`` of grouped tables, ``d`` of shape ``(G, K)``).
 
     Args:
         net: a network of the protobuf.
         params (dict): parameter name -> array.
 
     Returns:
-        list: ``(function, A name, d name)`` triples.
+        list: ``(function producing d[A], A name, d name)`` triples.
     """
-    out = []
-    for f in net.function:
-        if f.type == 'Embed' and len(f.input) == 2:
-            a, d = f.input
-            if (a in params and d in params and np.issubdtype(params[a].dtype, np.integer)
-                    and params[d].ndim == 1):
-                out.append((f, a, d))
-    return out
+    return [(net.function[lk.functions[-1]], lk.a, lk.d) for lk in table_lookups(net, params)]
 
 
 #: nnabla functions whose second input is a weight (:data:`nnabla_lutq.core.kinds.BY_FUNCTION`)
@@ -342,9 +339,11 @@ def describe_float_bn(functions, params, meta, notes=None):
 def describe_legacy(nnp):
     """A LUT-Q description for a file written without one (older nnabla-lutq, other tools).
 
-    Its look-up tables are the ``Embed(A, d)`` of stored parameters (:func:`lut_embeds`), their
-    kind read from the values (``'pow2'`` when every value is 0 or ±2^k, else ``'free'``); BN
-    layers are not described (they count as float).
+    Its look-up tables are the look-ups ``d[A]`` of stored parameters
+    (:func:`~nnabla_lutq.io.lookup.table_lookups`: ``Embed(A, d)`` and grouped tables, whose
+    group size and output axis the graph gives), their kind read from the values (``'pow2'``
+    when every value is 0 or ±2^k, else ``'free'``); BN layers are not described (they count as
+    float).
 
     Args:
         nnp (Nnp): the model.
@@ -355,14 +354,17 @@ def describe_legacy(nnp):
     from ..core.pow2 import is_pow2_array
     meta = metadata.new()
     for net in nnp.proto.network:
-        for _, a, d in lut_embeds(net, nnp.params):
-            layer = a[:-2] if a.endswith('/A') else a
-            meta['tables'][layer] = {
-                'kind': None, 'dictionary': 'pow2' if is_pow2_array(nnp.params[d]) else 'free',
-                'n_values': int(nnp.params[d].shape[0]), 'prune_ratio': None, 'pruned': None,
+        for lk in table_lookups(net, nnp.params):
+            layer = lk.a[:-2] if lk.a.endswith('/A') else lk.a
+            entry = {
+                'kind': None, 'dictionary': 'pow2' if is_pow2_array(nnp.params[lk.d]) else 'free',
+                'n_values': lk.n_values, 'prune_ratio': None, 'pruned': None,
                 'pow2_range': None, 'fixed_values': None,
-                'n_weights': int(nnp.params[a].size), 'stored': 'tables', 'A': a, 'd': d,
-                'W': None}
+                'n_weights': int(nnp.params[lk.a].size), 'stored': 'tables', 'A': lk.a,
+                'd': lk.d, 'W': None}
+            if lk.grouped:
+                entry.update(metadata.grouping(lk.group_size, lk.n_groups, lk.out_axis))
+            metadata.add_table(meta, layer, entry)
     return describe_float_layers(function_inputs(nnp), nnp.params, meta)
 
 

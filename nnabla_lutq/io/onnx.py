@@ -32,7 +32,8 @@ import numpy as np
 
 from ..core.checks import integer_at_least
 from .fold import fold_constants
-from .nnp import atomic_output, default_network, loaded_network, lut_embeds, read_nnp, write_nnp
+from .lookup import table_lookups
+from .nnp import atomic_output, default_network, loaded_network, read_nnp, write_nnp
 
 __all__ = ['export_onnx', 'check_onnx', 'index_dtype', 'INSTALL_HINT', 'CHECK_TOLERANCE']
 
@@ -64,19 +65,20 @@ def index_dtype(k):
 
 
 def _tables(model, dense):
-    """Folded weight name -> ``(A name, d name, d)`` for the weights of ``dense`` (the folded
-    ``model``) that are ``d[A]`` of one of ``model``'s tables."""
+    """Folded weight name -> ``(A name, d name, d, lookup, A)`` for the weights of ``dense`` (the
+    folded ``model``) that are ``d[A]`` of one of ``model``'s tables."""
     tables = []
     for net in model.proto.network:
-        for _, a, d in lut_embeds(net, model.params):
-            tables.append((a, d, model.params[d].astype(np.float32), model.params[a]))
+        for lk in table_lookups(net, model.params):
+            d, a = model.params[lk.d].astype(np.float32), model.params[lk.a]
+            tables.append((lk.a, lk.d, d, lk, a, lk.values(d, a)))
     found = {}
     for name, w in dense.params.items():
         if name in model.params:
             continue
-        for a, d, values, idx in tables:
-            if idx.shape == w.shape and np.array_equal(values[idx], w):
-                found[name] = (a, d, values)
+        for a_name, d_name, values, lk, idx, q in tables:
+            if q.shape == w.shape and np.array_equal(q, w):
+                found[name] = (a_name, d_name, values, lk, idx)
                 break
     return found
 
@@ -89,18 +91,58 @@ def _indices(values, w):
     return idx if np.array_equal(values[idx], w) else None
 
 
-def _regather(onnx, path, tables):
-    """Replace each folded weight initializer of the ONNX file by ``Gather(d, Cast(A))``.
+def _layouts(shape, w):
+    """The ways nnabla's exporter may lay out a weight of ``shape`` as the initializer ``w``:
+    the same values in the same order (reshaped: convolutions, depthwise ``(C, 1, kh, kw)``,
+    affine), or a 2-D weight transposed."""
+    out = [lambda x: np.reshape(x, w.shape)]
+    if w.ndim == 2:
+        out.append(lambda x: np.reshape(x, w.shape[::-1]).T)
+    return out
+
+
+def _grouped_indices(values, lk, a, w):
+    """Indices of a grouped table's weight ``w`` (as ONNX holds it) into the flattened tables.
 
     Returns:
-        tuple: ``(names put back as Gather, names left dense)``.
+        tuple: ``(local, offsets)``: ``A`` laid out as ``w`` (indices into its group's row) and
+        ``g·K`` per output channel, shaped to broadcast along ``w``'s output axis, with
+        ``flat[local + offsets] == w``; ``(global indices, None)`` when the output channels are
+        not one axis of ``w``; None when no index array gives ``w``.
+    """
+    flat = values.reshape(-1)
+    k = values.shape[-1]
+    q, gid = lk.values(values, a), lk.group_ids()
+    for lay in _layouts(a.shape, w):
+        if not np.array_equal(lay(q), w):
+            continue
+        local, g = lay(a).astype(np.int64), lay(gid)
+        for axis in range(w.ndim):
+            row = np.moveaxis(g, axis, 0).reshape(w.shape[axis], -1)[:, 0]
+            view = [1] * w.ndim
+            view[axis] = -1
+            offsets = (row * k).reshape(view)
+            if np.array_equal(np.broadcast_to(offsets, w.shape), g * k) and \
+                    np.array_equal(flat[local + offsets], w):
+                return local, offsets.astype(np.int32)
+    idx = _indices(flat, w)
+    return None if idx is None else (idx, None)
+
+
+def _regather(onnx, path, tables):
+    """Replace each folded weight initializer of the ONNX file by ``Gather(d, Cast(A))`` (one
+    table) or ``Gather(flat d, Add(Cast(A), offsets))`` (grouped tables: ``d`` flattened to G·K
+    values, ``A`` the indices into the group's row, ``offsets`` = ``g·K`` per output channel).
+
+    Returns:
+        tuple: ``(names put back as Gather, names left dense, index dtype per name)``.
     """
     from onnx import TensorProto, helper, numpy_helper
     model = onnx.load(path)
     g = model.graph
     taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | {
         i.name for i in g.input}
-    gathered, dense, nodes = [], [], []
+    gathered, dense, nodes, types = [], [], [], {}
 
     def fresh(name):
         base, k = name, 1
@@ -111,24 +153,37 @@ def _regather(onnx, path, tables):
     for init in list(g.initializer):
         if init.name not in tables:
             continue
-        a, d, values = tables[init.name]
-        idx = _indices(values, numpy_helper.to_array(init))
+        a, d, values, lk, a_arr = tables[init.name]
+        w = numpy_helper.to_array(init)
+        offsets = None
+        if lk.grouped:
+            found = _grouped_indices(values, lk, a_arr, w)
+            idx, offsets = found if found is not None else (None, None)
+        else:
+            idx = _indices(values, w)
         if idx is None:
             dense.append(init.name)
             continue
-        dt = index_dtype(len(values))
+        dt = index_dtype(values.shape[-1] if offsets is not None else values.size)
         d_name, a_name = fresh(d), fresh(a)
-        g.initializer.append(numpy_helper.from_array(values, d_name))
+        g.initializer.append(numpy_helper.from_array(values.reshape(-1), d_name))
         g.initializer.append(numpy_helper.from_array(idx.astype(dt), a_name))
         if dt != np.int32:
             cast = fresh(a + '_int32')
             nodes.append(helper.make_node('Cast', [a_name], [cast], to=TensorProto.INT32,
                                           name=fresh(a + '/Cast')))
             a_name = cast
+        if offsets is not None:
+            off_name, total = fresh(a + '/offsets'), fresh(a + '_in_d')
+            g.initializer.append(numpy_helper.from_array(offsets, off_name))
+            nodes.append(helper.make_node('Add', [a_name, off_name], [total],
+                                          name=fresh(a + '/Add')))
+            a_name = total
         nodes.append(helper.make_node('Gather', [d_name, a_name], [init.name], axis=0,
                                       name=fresh(init.name + '/Gather')))
         g.initializer.remove(init)
         gathered.append(init.name)
+        types[init.name] = dt
     kept = list(g.node)
     del g.node[:]
     g.node.extend(nodes + kept)
@@ -136,7 +191,7 @@ def _regather(onnx, path, tables):
         g.input.remove(v)
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    return gathered, dense
+    return gathered, dense, types
 
 
 def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11', check=True):
@@ -182,10 +237,10 @@ def export_onnx(nnp_path, onnx_path, batch_size=1, opset='11', check=True):
                 OnnxExporter(nnp, batch_size, -1, opset=opset).execute(out)
         except (ValueError, KeyError, AttributeError, TypeError, IndexError) as e:
             raise ValueError(f"{nnp_path}: nnabla's ONNX converter failed: {e}")
-        gathered, dense = _regather(onnx, out, tables)
+        gathered, dense, dtypes = _regather(onnx, out, tables)
         diff = _check(out, nnp_path, batch_size) if check else None
     short = sorted(n[:-2] if n.endswith('/W') else n for n in dense)
-    types = {tables[n][0]: index_dtype(len(tables[n][2])).name for n in gathered}
+    types = {tables[n][0]: dtypes[n].name for n in gathered}
     return {'gather_layers': len(gathered), 'dense_layers': len(dense), 'dense_names': short,
             'index_types': types, 'max_abs_diff': diff}
 

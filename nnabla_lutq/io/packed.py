@@ -7,7 +7,7 @@ Format, version 1 (all integers little-endian)::
     offset  size  content
     0       4     magic b'LUTQ'
     4       2     format version (uint16) = 1
-    6       2     flags (uint16) = 0
+    6       2     flags (uint16): 0, or 0x0001 when a look-up table is grouped (see below)
     8       4     M = length of the compressed metadata (uint32)
     12      8     P = length of the parameter payload (uint64)
     20      M     xz (LZMA, preset 9e) of: uint32 J, J bytes of JSON manifest (UTF-8), then the network
@@ -21,11 +21,18 @@ The manifest is ``{"params": [...], "payload": total payload bytes}``. Each entr
   "need_grad": [gA, gd]}``: payload = ``d`` as K float32 values (K·32 bits) followed by the N
   indices of ``A`` packed at b = ⌈log2 K⌉ bits each, least significant bit first, the layer
   padded to a whole byte: exactly ``K·4 + ⌈N·b / 8⌉`` bytes, the paper's K·32 + N·⌈log2 K⌉ bits;
+* grouped look-up tables (``d`` of shape ``(G, K)``, one table per group of output channels):
+  the same entry with ``"groups": G``; payload = the G·K float32 values of ``d`` (row by row)
+  followed by the N indices at b = ⌈log2 K⌉ bits: ``G·K·4 + ⌈N·b / 8⌉`` bytes, G·K·32 +
+  N·⌈log2 K⌉ bits. A file with such an entry sets header flag 0x0001, so that a reader of the
+  one-table layout refuses it instead of reading K values of ``d``;
 * any other parameter ``{"name": ..., "shape": [...], "dtype": ..., "need_grad": g}``: its raw
   little-endian C-order bytes.
 
-A look-up table is an ``Embed(A, d)`` in the network whose ``A`` is a stored integer parameter
-and ``d`` a 1-D float32 parameter (what :func:`nnabla_lutq.export_nnp` writes). Everything beyond
+A look-up table is a stored integer ``A`` and float32 ``d`` that the model's description names
+(``lutq.json``), or for a file without one, a look-up ``d[A]`` the network computes
+(:mod:`nnabla_lutq.io.lookup`: ``Embed(A, d)``, or the ``Gather`` of grouped tables), as
+:func:`nnabla_lutq.export_nnp` writes them. Everything beyond
 the raw parameters and the tables — header, names, network definition, checksum — is the
 compressed metadata plus 24 bytes.
 """
@@ -41,14 +48,17 @@ import numpy as np
 from ..core.checks import check_indices
 from ..core.config import bits_per_index
 from . import metadata
-from .nnp import Nnp, NnpError, atomic_output, lut_embeds, read_nnp, write_nnp
+from .lookup import table_lookups
+from .nnp import Nnp, NnpError, atomic_output, read_nnp, write_nnp
 
 __all__ = ['pack', 'unpack', 'read_lutq', 'write_lutq', 'pack_indices', 'unpack_indices',
-           'LutqFormatError', 'FORMAT_VERSION', 'MAGIC']
+           'LutqFormatError', 'FORMAT_VERSION', 'MAGIC', 'FLAG_GROUPED']
 
 MAGIC = b'LUTQ'
-#: Header flags this version understands (none are defined yet); a file with others is refused.
-KNOWN_FLAGS = 0x0000
+#: Header flag: the file holds grouped look-up tables (entries with ``"groups"``).
+FLAG_GROUPED = 0x0001
+#: Header flags this version understands; a file with others is refused.
+KNOWN_FLAGS = FLAG_GROUPED
 FORMAT_VERSION = 1
 _HEADER = struct.Struct('<4sHHIQ')
 
@@ -83,10 +93,11 @@ def unpack_indices(buf, n, bits):
 
 
 def _tables(model):
-    """``A name -> (d name, K)`` of every look-up table that can be packed.
+    """``A name -> (d name, K)`` of every look-up table that can be packed (``d`` of shape
+    ``(K,)`` or, grouped, ``(G, K)``).
 
     The file's LUT-Q description names its tables; a file without one (written by other tools)
-    is searched for ``Embed(A, d)`` of stored parameters.
+    is searched for the look-ups ``d[A]`` of stored parameters (:mod:`nnabla_lutq.io.lookup`).
     """
     if model.meta is not None:
         pairs = [(t['A'], t['d']) for t in model.meta['tables'].values()
@@ -96,12 +107,13 @@ def _tables(model):
             raise LutqFormatError(f"the model's description names tables that it does not hold: "
                                   f"{missing[:3]}")
     else:
-        pairs = [(a, d) for net in model.proto.network for _, a, d in lut_embeds(net, model.params)]
+        pairs = [(lk.a, lk.d) for net in model.proto.network
+                 for lk in table_lookups(net, model.params)]
     out = {}
     for a, d in pairs:
-        if model.params[d].dtype != np.float32 or a in out:
+        if model.params[d].dtype != np.float32 or model.params[d].ndim not in (1, 2) or a in out:
             continue
-        k = len(model.params[d])
+        k = model.params[d].shape[-1]
         arr = model.params[a]
         check_indices(arr, k, a, f" of {d}; not a valid look-up table", LutqFormatError)
         out[a] = (d, k)
@@ -117,11 +129,12 @@ def write_lutq(path, model):
 
     Returns:
         dict: byte counts: ``total``, ``tables`` (look-up tables), ``raw`` (other parameters),
-        ``overhead`` (header, metadata, checksum) and per-table ``layers``.
+        ``overhead`` (header, metadata, checksum) and per-table ``layers`` (``name``, ``K``,
+        ``bits``, ``n_weights``, ``bytes``; ``n_groups`` for grouped tables).
     """
     tables = _tables(model)
     in_table = {d for d, _ in tables.values()}
-    entries, payload, layers = [], [], []
+    entries, payload, layers, flags = [], [], [], 0
     for name, arr in model.params.items():
         if name in in_table:
             continue
@@ -129,12 +142,17 @@ def write_lutq(path, model):
             d, k = tables[name]
             b = bits_per_index(k)
             blob = model.params[d].astype('<f4').tobytes() + pack_indices(arr, b)
-            entries.append({'A': name, 'd': d, 'shape': list(arr.shape), 'K': k, 'bits': b,
-                            'A_dtype': arr.dtype.str,
-                            'need_grad': [bool(model.need_grad.get(name)),
-                                          bool(model.need_grad.get(d))]})
-            layers.append({'name': name[:-2] if name.endswith('/A') else name, 'K': k,
-                           'bits': b, 'n_weights': int(arr.size), 'bytes': len(blob)})
+            entry = {'A': name, 'd': d, 'shape': list(arr.shape), 'K': k, 'bits': b,
+                     'A_dtype': arr.dtype.str,
+                     'need_grad': [bool(model.need_grad.get(name)),
+                                   bool(model.need_grad.get(d))]}
+            layer = {'name': name[:-2] if name.endswith('/A') else name, 'K': k, 'bits': b,
+                     'n_weights': int(arr.size), 'bytes': len(blob)}
+            if model.params[d].ndim == 2:
+                entry['groups'] = layer['n_groups'] = model.params[d].shape[0]
+                flags |= FLAG_GROUPED
+            entries.append(entry)
+            layers.append(layer)
         else:
             le = arr.dtype.newbyteorder('<') if arr.dtype.byteorder == '>' else arr.dtype
             blob = np.ascontiguousarray(arr, dtype=le).tobytes()
@@ -146,7 +164,7 @@ def write_lutq(path, model):
                           separators=(',', ':')).encode()
     meta = lzma.compress(struct.pack('<I', len(manifest)) + manifest +
                          model.proto.SerializeToString(), preset=9 | lzma.PRESET_EXTREME)
-    data = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(meta), len(body)) + meta + body
+    data = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(meta), len(body)) + meta + body
     data += struct.pack('<I', zlib.crc32(data) & 0xFFFFFFFF)
     with atomic_output(path, '.lutq') as tmp:
         with open(tmp, 'wb') as f:
@@ -211,7 +229,13 @@ def read_lutq(path):
     for e in manifest['params']:
         if 'A' in e:
             n = int(np.prod(e['shape'], dtype=np.int64))
-            d = np.frombuffer(take(4 * e['K']), '<f4').astype(np.float32)
+            groups = e.get('groups')
+            if groups is not None and not flags & FLAG_GROUPED:
+                raise LutqFormatError(f"{path}: damaged manifest (a grouped table without the "
+                                      "header flag)")
+            d = np.frombuffer(take(4 * e['K'] * (groups or 1)), '<f4').astype(np.float32)
+            if groups is not None:
+                d = d.reshape(groups, e['K'])
             idx = unpack_indices(take((n * e['bits'] + 7) // 8), n, e['bits'])
             params[e['A']] = idx.astype(np.dtype(e['A_dtype'])).reshape(e['shape'])
             params[e['d']] = d
@@ -255,7 +279,7 @@ def pack(nnp_path, lutq_path):
     if not stats['layers']:
         size = os.path.getsize(nnp_path)
         warnings.warn(
-            f"{nnp_path}: no look-up tables to pack (no Embed(A, d) of a stored integer A): "
+            f"{nnp_path}: no look-up tables to pack (no look-up d[A] of a stored integer A): "
             f"every parameter is stored raw, so {lutq_path} saves nothing on the weights "
             f"({stats['total']:,} bytes; the .nnp has {size:,}); pack a LUT-Q model "
             "(nnabla_lutq.export_nnp, or `nnabla-lutq convert` for a float one)", stacklevel=2)

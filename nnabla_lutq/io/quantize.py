@@ -57,12 +57,14 @@ def evaluate_nnp(path, x, y, batch_size=100, network=None):
 def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=0.0,
                  pow2_range=None, iters=None, data=None, overrides=None, min_weights=0,
                  mlbn=False, network=None, calibration=None, budget=None,
-                 candidates=DEFAULT_CANDIDATES, weighted=True, calibration_batch_size=32):
+                 candidates=DEFAULT_CANDIDATES, weighted=True, calibration_batch_size=32,
+                 group_size=None):
     """Replace the weights of a float .nnp by look-up tables, without training.
 
     The file's network is loaded, converted with :func:`nnabla_lutq.convert` in inference mode
     (every ``Convolution`` / ``DepthwiseConvolution`` / ``Affine`` on a stored weight becomes a
-    LUT-Q layer whose ``d`` and ``A`` are the near-optimal fit of
+    LUT-Q layer, with one table or, with ``group_size``, one per group of output channels, whose
+    ``d`` and ``A`` are the near-optimal fit of
     :func:`nnabla_lutq.core.fit.init_dictionary`; layers without a LUT-Q counterpart, such as
     ``Deconvolution``, stay float and are listed in a warning) and saved with
     :func:`nnabla_lutq.export_nnp`. The layers' parameters move to the LUT-Q scope names
@@ -107,9 +109,14 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
         candidates (iterable): the K a budget chooses from.
         weighted (bool): with ``calibration``, fit sensitivity-weighted tables.
         calibration_batch_size (int): samples per calibration minibatch.
+        group_size (int or None): one table per ``group_size`` output channels of every
+            quantized layer (:class:`~nnabla_lutq.nn.convert.LayerConfig`'s ``group_size``; it
+            must divide each layer's output channels); None: one table per layer. Overrides may
+            set their own.
 
     Returns:
-        dict: ``layers`` (name, K, weights, mean squared quantization error), ``plan`` (the
+        dict: ``layers`` (name, K, weights, mean squared quantization error, and for a layer
+        with grouped tables its ``group_size`` and ``n_groups``), ``plan`` (the
         :class:`~nnabla_lutq.nn.convert.ConversionPlan`), with ``data``
         ``accuracy_before`` / ``accuracy_after``, with ``calibration`` ``fisher`` (the
         :class:`~nnabla_lutq.Fisher`) and ``weighted`` (the layers whose tables are weighted
@@ -125,7 +132,8 @@ def quantize_nnp(in_path, out_path, n_values=16, dictionary='free', prune_ratio=
     if not str(out_path).endswith('.nnp'):
         raise ValueError(f"{out_path}: the file name must end with .nnp")
     lloyd_bound(iters)  # wrong values are refused before anything is read or written
-    config = LayerConfig(n_values, dictionary, prune_ratio, pow2_range)
+    grouped = {} if group_size is None else {'group_size': group_size}
+    config = LayerConfig(n_values, dictionary, prune_ratio, pow2_range, **grouped)
     if budget is not None:
         budget = Budget.of(budget)
         if calibration is None:
@@ -216,7 +224,10 @@ def _calibration_fisher(path, network, calibration, batch_size):
 
 
 def _layer_result(rec):
-    w = rec.W.d
-    d, a = rec.d.d, rec.A.d.astype(np.int64)
-    return {'name': rec.name, 'K': int(len(d)), 'n_weights': int(w.size),
-            'mse': float(np.mean((d[a] - w) ** 2))}
+    w, cfg = rec.W.d, rec.config
+    q = cfg.lookup(rec.d.d, rec.A.d.astype(np.int64))
+    out = {'name': rec.name, 'K': cfg.n_values, 'n_weights': int(w.size),
+           'mse': float(np.mean((q - w) ** 2))}
+    if cfg.group_size is not None:
+        out.update(group_size=cfg.group_size, n_groups=cfg.n_groups)
+    return out
