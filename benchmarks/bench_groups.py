@@ -191,6 +191,52 @@ def step_table(batch_sizes, steps):
     return '\n'.join(rows)
 
 
+#: the configurations fine-tuned from the float model (names of examples.common.configs)
+FINETUNE = {'digits': ('lutq1', 'lutq1-g8', 'lutq1-g1', 'lutq2', 'lutq2-g8', 'lutq2-g1',
+                       'lutq2-pow2', 'lutq2-pow2-g8', 'lutq2-pow2-g1', 'lutq4', 'lutq4-g8',
+                       'lutq4-g1'),
+            'cifar10': ('lutq2', 'lutq2-g8', 'lutq2-g1', 'lutq2-pow2', 'lutq2-pow2-g8',
+                        'lutq2-pow2-g1')}
+
+
+def finetune_table(name, float_run, updates, data_dir=None, val_images=2000, workdir=None):
+    """Validation error after the same short LUT-Q fine-tuning from the float model, per
+    configuration of :data:`FINETUNE`, with the examples' training loop."""
+    import os
+    import shutil
+    import tempfile
+    from examples.common.models import digits_cnn, resnet20
+    from examples.common.trainer import train_argv
+    tmp = workdir or tempfile.mkdtemp()
+    rows = ['| configuration | K | tables | validation error |', '|---|---:|---|---:|']
+    init = os.path.join(float_run, 'params.h5')
+    for config in FINETUNE[name]:
+        out = os.path.join(tmp, config)
+        shutil.rmtree(out, ignore_errors=True)
+        argv = ['--config', config, '--init', init, '--max-iter', str(updates), '--output', out,
+                '--no-progress']
+        if name == 'digits':
+            from examples.digits.data import digits_dataset
+            from examples.digits.demo import RECIPE
+            argv += [*RECIPE, '--epochs', '30']
+            res = train_argv(argv, lambda a: digits_dataset(0), digits_cnn,
+                             log=lambda *a: None, epoch_lines=False)
+        else:
+            from examples.cifar10.data import load_cifar10
+            argv += ['--data-dir', data_dir, '--val-images', str(val_images), '--epochs', '1',
+                     '--lr', '0.01', '--schedule', 'cosine', '--batch-size', '128']
+            res = train_argv(argv, lambda a: load_cifar10(data_dir, progress=False), resnet20,
+                             log=lambda *a: None, epoch_lines=False)
+        base, _, g = config.partition('-g')
+        tables = 'layer' if not g else ('channel' if g == '1' else f'{g} ch.')
+        rows.append(f"| {config} | {2 ** int(base[4:].split('-')[0])} | {tables} | "
+                    f"{100 * res['final_val_error']:.2f} % |")
+        print(rows[-1], flush=True)
+    if workdir is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return '\n'.join(rows)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--digits', help="the digits demo's float model.nnp")
@@ -204,6 +250,9 @@ def main():
                    help='skip the grouped-table comparison')
     p.add_argument('--step', action='store_true',
                    help='time ResNet-20 training steps: grouped tables vs one table per layer')
+    p.add_argument('--finetune', type=int, default=0, metavar='UPDATES',
+                   help='also fine-tune each configuration of FINETUNE for UPDATES minibatches '
+                        'from the float model (its run folder: the folder of --digits/--cifar10)')
     p.add_argument('--batch-sizes', type=int, nargs='+', default=[32, 128])
     p.add_argument('--steps', type=int, default=5)
     args = p.parse_args()
@@ -228,6 +277,17 @@ def main():
                    'on the first 256 training images (minibatches of 32, their labels); a '
                    "budget's K per layer chosen with the column's tables (listed in the "
                    "network's order).")
+        if args.finetune:
+            import os
+            recipe = ('the demo recipe (batch 64, lr 0.1 cosine)' if name == 'digits' else
+                      'batch 128, lr 0.01 cosine, momentum 0.9, weight decay 5e-4')
+            append(f'Grouped tables: validation error after {args.finetune} LUT-Q updates, {name}',
+                   finetune_table(name, os.path.dirname(nnp), args.finetune, args.cifar10_data,
+                                  args.cifar10_images),
+                   notes=about + f': `examples.common.trainer` runs of each configuration from '
+                   f'the float parameters, {args.finetune} updates of {recipe}, LUTQSolver with '
+                   'one k-means step per update; -g8 / -g1: one table per 8 output channels / per '
+                   'channel (fitting_group_size adapts them per layer).')
         if not args.groups:
             continue
         base, rows = post_training(nnp, data)
