@@ -48,7 +48,7 @@ def model(x, test, dictionary):
     return LPF.lutq_affine(h, 10, n_values=k, dictionary=dictionary, name='fc')
 
 
-def exported(path, dictionary='pow2', fold=True, batch=2):
+def exported(path, dictionary='pow2', fold=True, batch=2, dense=False):
     """A LUT-Q model of every layer kind, exported with :func:`nnabla_lutq.export_nnp`."""
     rng = np.random.RandomState(7)
     nn.random.seed(7)  # the initializers' generator
@@ -62,7 +62,8 @@ def exported(path, dictionary='pow2', fold=True, batch=2):
     nnabla_lutq.initialize()
     with nnabla_lutq.inference_mode():
         y = model(x, True, dictionary)
-    nnabla_lutq.export_nnp(str(path), {'x': x}, {'y': y}, fold=fold, batch_size=batch)
+    nnabla_lutq.export_nnp(str(path), {'x': x}, {'y': y}, fold=fold, batch_size=batch,
+                           dense=dense)
     return str(path)
 
 
@@ -400,6 +401,28 @@ def test_onnx_file_that_onnxruntime_refuses_is_not_written(tmp_path, monkeypatch
     with pytest.raises(ValueError, match='onnxruntime refuses the converted file'):
         io_onnx.export_onnx(path, str(tmp_path / 'm.onnx'))
     assert not (tmp_path / 'm.onnx').exists()
+
+
+@onnx_converter
+def test_a_dense_export_goes_through_nnablas_own_tools_unchanged(tmp_path):
+    """``export_nnp(..., dense=True)`` (``d[A]`` stored as ``W``): nnabla's ``nnabla_cli convert``
+    to NNB, ``nnb_template`` and nnabla's ONNX exporter take it as it is, and what they write
+    computes what nnabla computes (NNB read back by the decoder above, ONNX by onnxruntime)."""
+    from nnabla.utils.converter.nnabla import NnpImporter
+    from nnabla.utils.converter.onnx.exporter import OnnxExporter
+    from nnabla_lutq.io.onnx import check_onnx
+    path = exported(tmp_path / 'm.nnp', 'pow2', dense=True)
+    x = np.random.RandomState(3).randn(2, 3, 8, 8).astype(np.float32)
+    want = run_nnp(path, x)
+    r = _nnabla_cli('convert', path, str(tmp_path / 'm.nnb'), '-b', '2')
+    assert r.returncode == 0, r.stdout
+    got = run_nnb(str(tmp_path / 'm.nnb'), x, tmp_path)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    r = _nnabla_cli('nnb_template', path, str(tmp_path / 't.yaml'))
+    assert r.returncode == 0, r.stdout
+    nnp = NnpImporter(path, expand_network=True, executor_index=None).execute()
+    OnnxExporter(nnp, 2, -1, opset='11').execute(str(tmp_path / 'm.onnx'))
+    assert check_onnx(str(tmp_path / 'm.onnx'), path, x) < 1e-5
 
 
 def test_onnx_index_types():
