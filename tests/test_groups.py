@@ -227,3 +227,33 @@ def test_grouped_assignment_of_signed_zeros_and_extremes_equals_one_table_rule(r
         a = assign(w, d, cfg)
         for g in range(4):
             np.testing.assert_array_equal(a[g], assign(w[g], d[g], one))
+
+
+@pytest.mark.parametrize('group_size', [None, 1, 4])
+@pytest.mark.parametrize('k,dictionary,prune', [(16, 'free', 0.0), (4, 'pow2', 0.0),
+                                                (16, 'free', 0.3), (2, 'free', 0.5),
+                                                (40, 'free', 0.0)])
+def test_counting_assignment_is_bit_identical_to_the_binary_search(group_size, k, dictionary,
+                                                                    prune, rng, monkeypatch):
+    """The k-means step with thresholds counted by comparisons (K - 1 <= COUNT_MAX) equals, bit
+    for bit, the same step with the binary search it replaced, on weights that sit exactly on
+    midpoints, on the values themselves, at ±0 and at the extremes."""
+    import nnabla_lutq.core.kmeans as km
+    shape = (8, 6, 3, 3)
+    cfg = make_config(k, dictionary, prune, None, int(np.prod(shape)), 'l', group_size, shape, 0)
+    w = rng.randn(*shape).astype(np.float32)
+    d, _ = fit_table(w, cfg)
+    rows = d.reshape(-1, k)
+    flat = w.ravel()
+    if k - 1 > cfg.first_free:  # at least two fitted values: weights on their midpoints
+        r = rng.randint(0, rows.shape[0], size=flat.size // 3)
+        c = rng.randint(cfg.first_free, k - 1, size=r.size)
+        flat[:r.size] = (rows[r, c].astype(np.float64) + rows[r, c + 1]) / 2  # rounded
+        flat[r.size:2 * r.size] = rows[r, c]                                  # the values
+    flat[-4:] = [0.0, -0.0, 3e38, -3e38]
+    w = flat.reshape(shape)
+    counted = kmeans_step(w.ravel(), d, cfg)
+    monkeypatch.setattr(km, 'COUNT_MAX', -1)
+    searched = kmeans_step(w.ravel(), d, cfg)
+    np.testing.assert_array_equal(counted[1], searched[1])
+    assert counted[0].tobytes() == searched[0].tobytes()

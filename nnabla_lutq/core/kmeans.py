@@ -10,6 +10,12 @@
 
 The tables themselves start near-optimal: :mod:`nnabla_lutq.core.fit`.
 
+With up to :data:`COUNT_MAX` thresholds (K <= 33) a weight's index is the number of thresholds
+below it, counted by one comparison pass over the weights per threshold: exactly the binary
+search's result (``searchsorted(..., side='left')``) at about a quarter of its time for K = 16,
+which halves the whole step there (the sums and counts are the same ``bincount`` as before, so
+the tables are bit-identical).
+
 The k-means update keeps the layout of ``d`` (see :mod:`nnabla_lutq.core.config`): a cluster's
 mean lies between its neighbours' boundaries, so ``A`` never needs re-labelling.
 
@@ -89,15 +95,43 @@ def _ordered_keys(x, rows, canonical_zero=False):
     return out
 
 
+#: up to this many thresholds a weight's index is counted by comparisons (one fast pass per
+#: threshold), above it found by a binary search
+COUNT_MAX = 32
+
+
+def _count_below(w, b):
+    """``searchsorted(b[g], w[g], side='left')`` of every row for few thresholds: the number of
+    thresholds below each weight, counted by one comparison pass per threshold (about four times
+    faster than the binary search at 15 thresholds, and equal to it exactly).
+
+    Args:
+        w (numpy.ndarray): ``(G, m)`` float32 weights.
+        b (numpy.ndarray): ``(G, nb)`` float32 thresholds, each row ascending (nb <= 255).
+
+    Returns:
+        numpy.ndarray: ``(G, m)`` uint8 counts.
+    """
+    a = np.zeros(w.shape, np.uint8)
+    t = np.empty(w.shape, bool)
+    for k in range(b.shape[1]):
+        np.greater(w, b[:, k:k + 1], out=t)
+        a += t.view(np.uint8)
+    return a
+
+
 def _assign_rows(w, d, config):
     """:func:`_assign` of every group at once: ``w`` ``(G, m)``, ``d`` ``(G, K)``."""
     first = config.first_free
     g = w.shape[0]
     b = midpoint_thresholds(d[:, first:-1], d[:, first + 1:])  # (G, K - first - 1)
     n_b = b.shape[1]
-    keys = _ordered_keys(b, g, canonical_zero=True).ravel()
-    a = np.searchsorted(keys, _ordered_keys(w, g), side='left')
-    a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
+    if n_b <= COUNT_MAX:
+        a = _count_below(w, b).astype(np.intp)
+    else:
+        keys = _ordered_keys(b, g, canonical_zero=True).ravel()
+        a = np.searchsorted(keys, _ordered_keys(w, g), side='left')
+        a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
     if first:
         a += 1
         a[pruned_rows(w, config.n_pruned)] = 0
@@ -156,7 +190,11 @@ def _assign(w, d, config):
         return config.layer_order(rows).reshape(np.shape(w))
     first = config.first_free
     b = boundaries(np.asarray(d, dtype=np.float32)[first:])
-    a = np.searchsorted(b, w, side='left')
+    w = np.asarray(w)
+    if b.size <= COUNT_MAX and w.dtype == np.float32:
+        a = _count_below(w.reshape(1, -1), b.reshape(1, -1)).reshape(w.shape).astype(np.intp)
+    else:
+        a = np.searchsorted(b, w, side='left')
     if first:
         a += 1
         a[pruned_mask(w, config.n_pruned)] = 0
