@@ -8,6 +8,7 @@ import pickle
 import tarfile
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -200,12 +201,16 @@ def test_group_size_suffix_gives_grouped_tables_that_fit_every_layer():
     with pytest.raises(ValueError, match='at least 1'):
         configs.parse('lutq4-g0')
     # brute force: the largest divisor <= G whose groups hold >= K weights, else the smallest
-    for n_out, per, k, g in itertools.product((6, 10, 16), (1, 9, 48), (2, 16), (1, 4, 8, 32)):
-        ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and s * per >= k]
-        if not ok:  # the whole layer holds fewer than K weights: no table can work
-            continue
-        want = max([s for s in ok if s <= g], default=min(ok))
-        assert fitting_group_size(g, n_out, per, k) == (None if want == n_out else want)
+    for n_out, per, k, g, p in itertools.product((6, 10, 16), (1, 9, 48), (2, 4, 16),
+                                                  (1, 4, 8, 32), (0.0, 0.7)):
+        def pruned(n):  # ceil(p·n), p·n within rounding of an integer counting as it
+            return round(p * n) if abs(p * n - round(p * n)) < 1e-9 * n else math.ceil(p * n)
+        ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and s * per >= k
+              and (p == 0 or s * per - pruned(s * per) >= k - 1)]
+        want = max([s for s in ok if s <= g], default=min(ok)) if ok else n_out
+        assert fitting_group_size(g, n_out, per, k, p) == (None if want == n_out else want)
+    digits_cnn(nn.Variable((2, 1, 8, 8)), configs.parse('lutq2-prune70-g1'))  # builds
+    nn.clear_parameters()
     nn.clear_parameters()
     digits_cnn(nn.Variable((2, 1, 8, 8)), c)
     shapes = {r.name.split('/')[0]: (r.config.group_size, r.d.shape)
@@ -385,10 +390,12 @@ def test_reproduce_collects_runs_into_results_md(tmp_path, official):
     for config in ('float', 'lutq4-pow2', 'lutq2-prune70'):
         run(runs, config, '--config', config, '--max-iter', '3', data_dir=official[0])
     md = tmp_path / 'RESULTS.md'
-    (tmp_path / reproduce.KEPT_SECTION).write_text('## LUT-Q vs LC\n\n| a | b |\n')
+    lc, grouped = reproduce.KEPT_SECTIONS
+    (tmp_path / lc).write_text('## LUT-Q vs LC\n\n| a | b |\n')
+    (tmp_path / grouped).write_text('## Grouped\n\n| c |\n')
     reproduce.main(['--collect', str(runs), '--output', str(md)])
     text = md.read_text()
-    assert text.rstrip().endswith('## LUT-Q vs LC\n\n| a | b |')  # kept at the end
+    assert text.rstrip().endswith('## LUT-Q vs LC\n\n| a | b |\n\n\n## Grouped\n\n| c |')  # kept
     assert '| float' in text and '7.4' in text and 'lutq4-pow2' in text
     assert (tmp_path / 'fig2_pruning.png').stat().st_size > 1000
     errors = {json.load(open(runs / c / 'results.json'))['config']:

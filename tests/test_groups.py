@@ -46,6 +46,19 @@ def test_grouped_step_equals_reference_per_group(case, kind, rng):
         w = (w + 0.05 * rng.randn(*w.shape)).astype(np.float32)
 
 
+def test_a_group_without_importance_gets_the_unweighted_fit(rng):
+    """Channels that got no gradient in calibration (all-zero importance) keep a plain fit
+    instead of a degenerate weighted one."""
+    w = (rng.randn(4, 8) * 5).astype(np.float32)
+    f = rng.rand(4, 8)
+    f[2:] = 0.0
+    cfg = make_config(4, 'pow2', 0.0, None, 32, 'x', 2, (4, 8), 0)
+    d, a = fit_table(w, cfg, f)
+    one = cfg.one_group()
+    np.testing.assert_array_equal(d[0], fit_table(w[:2], one, f[:2])[0])
+    np.testing.assert_array_equal(d[1], fit_table(w[2:], one)[0])
+
+
 @pytest.mark.parametrize('case', CASES)
 def test_grouped_fit_is_each_groups_own_fit(case, rng):
     cfg = _cfg(case, (4, 'free', 0.25))
@@ -257,3 +270,9 @@ def test_counting_assignment_is_bit_identical_to_the_binary_search(group_size, k
     searched = kmeans_step(w.ravel(), d, cfg)
     np.testing.assert_array_equal(counted[1], searched[1])
     assert counted[0].tobytes() == searched[0].tobytes()
+    if prune:  # pruning ranks |W|: no NaN there
+        return
+    w.ravel()[5] = np.nan  # a NaN goes last, as in the binary search (LUTQSolver refuses it)
+    searched = assign(w, d, cfg)
+    monkeypatch.setattr(km, 'COUNT_MAX', 32)
+    np.testing.assert_array_equal(assign(w, d, cfg), searched)

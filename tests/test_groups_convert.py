@@ -378,3 +378,14 @@ def test_fisher_records_each_layers_output_axis_for_grouped_budgets(rng):
     assert chosen['fc'].group_size in (2, 3)     # both divide fc's 6 outputs (its last axis)
     for row in report.layers:
         assert row.n_tables == {'c': 8, 'fc': 6}[row.name] // row.group_size
+
+
+def test_fisher_of_a_tied_grouped_affine_with_apply_w_names_the_weight_mode(rng):
+    """A grouped affine's tables sit several functions above its weight input (transposes,
+    gather, the table's reshapes, apply_w): the tied graph is still recognised."""
+    x = nn.Variable.from_numpy_array(rng.randn(4, 12).astype(np.float32))
+    t = nn.Variable.from_numpy_array(rng.randint(0, 6, (4, 1)))
+    y = LPF.lutq_affine(x, 6, n_values=4, group_size=3, apply_w=lambda w: w * 0.5, name='fc')
+    loss = F.mean(F.softmax_cross_entropy(y, t))
+    with pytest.raises(ValueError, match="weight_mode"):
+        nnabla_lutq.fisher_diagonal(loss, [{}])

@@ -88,9 +88,10 @@ def prototype_check(rs):
             '|---|---:|---:|---:|---|', *rows, '']
 
 
-#: A section that RESULTS.md includes from the file of this name next to it (results of another
-#: script, kept when RESULTS.md is written again): the LUT-Q vs LC comparison.
-KEPT_SECTION = 'lc_comparison.md'
+#: Sections that RESULTS.md includes, in this order, from the files of these names next to it
+#: (results of other scripts, kept when RESULTS.md is written again): the LUT-Q vs LC comparison
+#: (examples/compare_lc.py) and grouped tables / bits per layer (benchmarks/bench_groups.py).
+KEPT_SECTIONS = ('lc_comparison.md', 'grouped_tables.md')
 
 
 def finetuned_from(runs):
@@ -122,7 +123,7 @@ def finetuned_from(runs):
 
 def write_report(runs, output, title_note='', in_progress=()):
     """Write RESULTS.md (tables) and fig2_pruning.png next to it; the text of
-    :data:`KEPT_SECTION` next to ``output``, if there, is added at the end.
+    :data:`KEPT_SECTIONS` next to ``output``, where there, are added at the end.
 
     Args:
         runs (list): results dicts from :func:`collect`.
@@ -209,10 +210,11 @@ def write_report(runs, output, title_note='', in_progress=()):
                           for e in (st['last_val_error'], st['best_val_error']))
             lines.append(f"| {run} | {config} | {st['epoch']:.2f} / {target} | {last} | {best} |")
         lines.append('')
-    kept = os.path.join(os.path.dirname(os.path.abspath(output)), KEPT_SECTION)
-    if os.path.isfile(kept):  # measured by another script (examples/compare_lc.py)
-        with open(kept) as f:
-            lines += ['', f.read().rstrip(), '']
+    for name in KEPT_SECTIONS:  # measured by other scripts
+        kept = os.path.join(os.path.dirname(os.path.abspath(output)), name)
+        if os.path.isfile(kept):
+            with open(kept) as f:
+                lines += ['', f.read().rstrip(), '']
     text = '\n'.join(lines)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, 'w') as f:

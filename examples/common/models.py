@@ -16,6 +16,7 @@ import numpy as np
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 
+from nnabla_lutq.core.config import pruned_count
 from nnabla_lutq.nn import layers as LPF
 from nnabla_lutq.nn.quantize import quantized_relu
 
@@ -77,7 +78,8 @@ class Layers:
         k = len(self.dictionary) if not isinstance(self.dictionary, str) else self.n_values
         return dict(n_values=self.n_values, dictionary=self.dictionary,
                     prune_ratio=self.prune_ratio, pow2_range=self.pow2_range,
-                    group_size=fitting_group_size(self.group_size, n_out, per_channel, k))
+                    group_size=fitting_group_size(self.group_size, n_out, per_channel, k,
+                                                  self.prune_ratio))
 
     def conv(self, x, outmaps, kernel, name, pad=None, stride=None, with_bias=False, edge=False):
         """Convolution (LUT-Q or float) in scope ``name``."""
@@ -132,24 +134,33 @@ class Layers:
                               qr_max_init=6.0, name=name)
 
 
-def fitting_group_size(group_size, n_out, per_channel, k):
+def fitting_group_size(group_size, n_out, per_channel, k, prune_ratio=0.0):
     """The group size a layer gets for the requested one: the largest divisor of its ``n_out``
-    output channels not above ``group_size`` whose groups hold at least ``k`` weights
-    (``per_channel`` each), else the smallest that does; None when that is the whole layer (one
-    table) or nothing was requested.
+    output channels not above ``group_size`` whose groups leave at least ``k`` weights to fit
+    (``per_channel`` each; with pruning, ``k - 1`` after the ``ceil(p·N_g)`` pruned ones), else
+    the smallest that does; None when that is the whole layer (one table), nothing was requested
+    or no size works (the layer then reports its own error).
 
     Args:
         group_size (int or None): the requested output channels per table.
         n_out (int): the layer's output channels.
         per_channel (int): weights per output channel.
         k (int): values per table.
+        prune_ratio (float): the layer's pruning ratio.
 
     Returns:
         int or None: the layer's ``group_size``.
     """
     if group_size is None:
         return None
-    ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and s * per_channel >= k]
+
+    def fits(s):
+        n = s * per_channel
+        pruned = pruned_count(prune_ratio, n) if prune_ratio > 0 else 0
+        return n >= k and (not pruned or n - pruned >= k - 1)
+    ok = [s for s in range(1, n_out + 1) if n_out % s == 0 and fits(s)]
+    if not ok:
+        return None
     below = [s for s in ok if s <= group_size]
     s = max(below) if below else min(ok)
     return None if s == n_out else s

@@ -399,8 +399,9 @@ def _fit_groups(w, config, weight, lloyd_iters, shape):
     wrows = None if weight is None else config.group_view(weight)
     d = np.empty(config.table_shape, np.float32)
     a = np.empty(rows.shape, np.int32)
-    for g in range(config.n_groups):
-        d[g], a[g] = fit_table(rows[g], one, None if wrows is None else wrows[g], lloyd_iters)
+    for g in range(config.n_groups):  # a group without any importance: an unweighted fit
+        weight_g = None if wrows is None or not np.any(wrows[g] > 0) else wrows[g]
+        d[g], a[g] = fit_table(rows[g], one, weight_g, lloyd_iters)
     return d, config.layer_order(a).reshape(shape)
 
 

@@ -102,8 +102,9 @@ COUNT_MAX = 32
 
 def _count_below(w, b):
     """``searchsorted(b[g], w[g], side='left')`` of every row for few thresholds: the number of
-    thresholds below each weight, counted by one comparison pass per threshold (about four times
-    faster than the binary search at 15 thresholds, and equal to it exactly).
+    thresholds below each weight, ``nb`` minus those at or above it, counted by one comparison
+    pass per threshold (about four times faster than the binary search at 15 thresholds, and
+    equal to it exactly, NaN included: no threshold is at or above a NaN, which goes last).
 
     Args:
         w (numpy.ndarray): ``(G, m)`` float32 weights.
@@ -112,12 +113,12 @@ def _count_below(w, b):
     Returns:
         numpy.ndarray: ``(G, m)`` uint8 counts.
     """
-    a = np.zeros(w.shape, np.uint8)
+    c = np.zeros(w.shape, np.uint8)
     t = np.empty(w.shape, bool)
     for k in range(b.shape[1]):
-        np.greater(w, b[:, k:k + 1], out=t)
-        a += t.view(np.uint8)
-    return a
+        np.less_equal(w, b[:, k:k + 1], out=t)
+        c += t.view(np.uint8)
+    return np.subtract(np.uint8(b.shape[1]), c, out=c)
 
 
 def _assign_rows(w, d, config):

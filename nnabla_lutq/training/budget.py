@@ -289,6 +289,7 @@ def _candidate(c):
 
 
 def _candidates(candidates):
+    candidates = list(candidates)  # a generator is read once: the message shows what it gave
     ks = [_candidate(c) for c in candidates]
     if not ks or any(k is None for k in ks):
         raise ValueError(f"candidates must be integers K >= 2 or (K, group_size) pairs (group_size "
@@ -359,8 +360,8 @@ def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfi
         weighted (bool): fit Fisher-weighted tables (else plain ones; ``S`` is weighted either way).
         iters (int or None): bound on the Lloyd iterations of each fit (None: to the fixed point).
         out_axes (dict or None): layer name -> the output-channel axis of its ``W`` (0, or -1
-            for affine), needed for grouped tables (default: the Fisher's ``out_axes`` where it
-            records them).
+            for affine), needed for grouped tables; added to (and overriding) the Fisher's
+            ``out_axes``, which calibration records.
 
     Returns:
         tuple: ``(overrides, report)``: layer name -> :class:`LayerConfig` for every chosen layer
@@ -380,7 +381,8 @@ def choose_bits(fisher, budget, candidates=DEFAULT_CANDIDATES, config=LayerConfi
     if unmatched:
         raise ValueError(f"override pattern(s) {unmatched} match no layer; the layers are "
                          f"{list(fisher)}")
-    axes = dict(getattr(fisher, 'out_axes', None) or {}) if out_axes is None else dict(out_axes)
+    axes = dict(getattr(fisher, 'out_axes', None) or {})  # what calibration recorded,
+    axes.update(out_axes or {})                            # overridden where given
     rows, costs, errors = [], [], []
     for name in fisher:
         w, f = fisher.weights[name], fisher[name]

@@ -119,6 +119,11 @@ def _display(scope, own):
     return relative_name(scope, prefix) if scope and scope != prefix else own
 
 
+#: how many functions above a weight input the tables of a LUT-Q layer are looked for: the look-up
+#: itself (``Embed``, or a grouped table's reshapes, gather and transposes) and ``apply_w``
+_TABLE_DEPTH = 10
+
+
 def _graph_weights(outputs):
     """``(records, by_name)``: the LUT-Q layers whose float W the graph computes with (display
     name -> record) and the graph's leaf weights by their relative parameter names.
@@ -141,7 +146,7 @@ def _graph_weights(outputs):
                 by_name.setdefault(relative_name(full), w)
             continue
         frontier = [w]
-        for _ in range(4):
+        for _ in range(_TABLE_DEPTH):
             frontier = [u for v in frontier if v.parent is not None for u in v.parent.inputs]
             for u in frontier:
                 rec, part = STATE.part_of(u) if u.parent is None else (None, None)
