@@ -26,6 +26,9 @@ order-preserving integer and offset by its group), the sums and counts of all gr
 results equal the one-table step run on each group's weights (:meth:`LUTQConfig.group_view`)
 bit for bit.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .pow2 import pow2_round
@@ -113,12 +116,53 @@ def _count_below(w, b):
     Returns:
         numpy.ndarray: ``(G, m)`` uint8 counts.
     """
-    c = np.zeros(w.shape, np.uint8)
+    c = np.empty(w.shape, np.uint8)
+    parts = _halves(w.shape)
+    if len(parts) == 1:
+        _count_part(w, b, c)
+    else:  # integer counts: the same result whatever the split
+        list(_pool().map(lambda s: _count_part(w[s], b[s[:1]], c[s]), parts))
+    return c
+
+
+def _count_part(w, b, c):
+    """:func:`_count_below` of one part, written into ``c``."""
+    c[...] = 0
     t = np.empty(w.shape, bool)
     for k in range(b.shape[1]):
         np.less_equal(w, b[:, k:k + 1], out=t)
         c += t.view(np.uint8)
-    return np.subtract(np.uint8(b.shape[1]), c, out=c)
+    np.subtract(np.uint8(b.shape[1]), c, out=c)
+
+
+#: from this many weights on, the comparison passes run on two threads (numpy releases the
+#: interpreter lock in them; nnabla's CPU backend leaves the second core idle meanwhile)
+PARALLEL_MIN = 1 << 18
+_POOL = []
+
+
+def _pool():
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(2, thread_name_prefix='lutq-kmeans'))
+    return _POOL[0]
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _halves(shape):
+    """Index tuples splitting a ``(G, m)`` array in two (by rows when there are several, else by
+    columns) for two threads, or one part for small arrays or one core."""
+    g, m = shape
+    if g * m < PARALLEL_MIN or _cores() < 2:
+        return [(slice(None), slice(None))]
+    if g > 1:
+        return [(slice(0, g // 2), slice(None)), (slice(g // 2, g), slice(None))]
+    return [(slice(None), slice(0, m // 2)), (slice(None), slice(m // 2, m))]
 
 
 def _assign_rows(w, d, config):
