@@ -276,3 +276,18 @@ def test_counting_assignment_is_bit_identical_to_the_binary_search(group_size, k
     searched = assign(w, d, cfg)
     monkeypatch.setattr(km, 'COUNT_MAX', 32)
     np.testing.assert_array_equal(assign(w, d, cfg), searched)
+
+
+def test_a_forked_child_runs_the_threaded_step(rng):
+    """The comparison passes' thread pool is made again in a forked child (whose parent's threads
+    do not exist there): a step in the child finishes and equals the parent's."""
+    import multiprocessing
+    w = rng.randn(1 << 19).astype(np.float32)
+    cfg = make_config(16, 'free', 0.0, None, w.size)
+    d, _ = fit_table(w[:4096], make_config(16, 'free', 0.0, None, 4096))
+    want = kmeans_step(w, d, cfg)  # the parent's pool exists now
+    ctx = multiprocessing.get_context('fork')
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(kmeans_step, (w, d, cfg)).get(timeout=60)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].tobytes() == want[0].tobytes()

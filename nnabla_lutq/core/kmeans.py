@@ -138,7 +138,9 @@ def _count_part(w, b, c):
 #: from this many weights on, the comparison passes run on two threads (numpy releases the
 #: interpreter lock in them; nnabla's CPU backend leaves the second core idle meanwhile)
 PARALLEL_MIN = 1 << 18
-_POOL = []
+_POOL = []  # the executor, created on first use in each process
+if hasattr(os, 'register_at_fork'):  # a forked child (data-parallel ranks, loaders) has none of
+    os.register_at_fork(after_in_child=_POOL.clear)  # the parent's threads: it makes its own
 
 
 def _pool():
