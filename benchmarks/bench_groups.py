@@ -192,9 +192,8 @@ def step_table(batch_sizes, steps):
 
 
 #: the configurations fine-tuned from the float model (names of examples.common.configs)
-FINETUNE = {'digits': ('lutq1', 'lutq1-g8', 'lutq1-g1', 'lutq2', 'lutq2-g8', 'lutq2-g1',
-                       'lutq2-pow2', 'lutq2-pow2-g8', 'lutq2-pow2-g1', 'lutq4', 'lutq4-g8',
-                       'lutq4-g1'),
+FINETUNE = {'digits': tuple(f'lutq{b}{kind}{g}' for b in (1, 2, 4) for kind in ('', '-pow2')
+                             for g in ('', '-g8', '-g1')),
             'cifar10': ('lutq2', 'lutq2-g8', 'lutq2-g1', 'lutq2-pow2', 'lutq2-pow2-g8',
                         'lutq2-pow2-g1')}
 
@@ -205,7 +204,7 @@ def finetune_table(name, float_run, updates, data_dir=None, val_images=2000, wor
     import os
     import shutil
     import tempfile
-    from examples.common.models import digits_cnn, resnet20
+    from examples.common.models import digits_cnn
     from examples.common.trainer import train_argv
     tmp = workdir or tempfile.mkdtemp()
     rows = ['| configuration | K | tables | validation error |', '|---|---:|---|---:|']
@@ -222,11 +221,10 @@ def finetune_table(name, float_run, updates, data_dir=None, val_images=2000, wor
             res = train_argv(argv, lambda a: digits_dataset(0), digits_cnn,
                              log=lambda *a: None, epoch_lines=False)
         else:
-            from examples.cifar10.data import load_cifar10
+            from examples.cifar10 import train as cifar10_train
             argv += ['--data-dir', data_dir, '--val-images', str(val_images), '--epochs', '1',
                      '--lr', '0.01', '--schedule', 'cosine', '--batch-size', '128']
-            res = train_argv(argv, lambda a: load_cifar10(data_dir, progress=False), resnet20,
-                             log=lambda *a: None, epoch_lines=False)
+            res = cifar10_train.main(argv)
         base, _, g = config.partition('-g')
         tables = 'layer' if not g else ('channel' if g == '1' else f'{g} ch.')
         rows.append(f"| {config} | {2 ** int(base[4:].split('-')[0])} | {tables} | "
