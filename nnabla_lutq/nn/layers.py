@@ -37,7 +37,6 @@ def _lutq_weight(kind, w_shape, w_init, fix_parameters, n_values, dictionary, pr
     name = scope_path(scope) or '?'
     cfg = make_config(n_values, dictionary, prune_ratio, pow2_range, int(np.prod(w_shape)), name,
                       group_size, tuple(w_shape), BY_KIND[kind].out_axis % len(w_shape))
-    k = cfg.n_values
     d_old = nn.parameter.get_parameter("d")
     a_old = nn.parameter.get_parameter("A")
     if (d_old is None) != (a_old is None):
