@@ -8,7 +8,7 @@ import numpy as np
 import nnabla as nn
 
 from ..core.checks import check_indices
-from ..core.config import bits_per_index
+from ..core.config import bits_per_index, group_ids
 from ..core.pow2 import is_pow2_array
 from ..core.kinds import BY_FUNCTION
 from ..nn.state import STATE, LUTQLayer, MLBNLayer, all_parameters
@@ -40,8 +40,7 @@ def tied_weights(d, a, out_axis, where='layer', hint=''):
     n_out, n_groups = a.shape[axis], d.shape[0]
     if n_groups < 1 or n_out % n_groups:
         raise ValueError(f"{where}: {n_groups} look-up tables for {n_out} output channels{hint}")
-    rows = np.arange(n_out) // (n_out // n_groups)
-    return d[rows.reshape([n_out if i == axis else 1 for i in range(a.ndim)]), a]
+    return d[group_ids(a.shape, axis, n_out // n_groups), a]
 
 
 def _products(d, n_out, values, fan):

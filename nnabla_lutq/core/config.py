@@ -25,7 +25,7 @@ import numpy as np
 from .checks import is_integer
 from .pow2 import check_pow2_range, distinct_pow2_values
 
-__all__ = ['LUTQConfig', 'make_config', 'pruned_count', 'bits_per_index']
+__all__ = ['LUTQConfig', 'make_config', 'pruned_count', 'bits_per_index', 'group_ids']
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,8 @@ class LUTQConfig:
         a = np.asarray(a)
         if self.group_size is None:
             return d.reshape(-1)[a]
-        rows = self.group_view(a).astype(np.int64)
-        q = np.take_along_axis(d.reshape(self.n_groups, -1), rows, axis=1)
-        return self.layer_order(q).reshape(a.shape)
+        rows = group_ids(self.shape, self.out_axis, self.group_size).reshape(a.shape)
+        return d.reshape(self.n_groups, -1)[rows, a]
 
     def settings(self):
         """The user-facing settings (what a layer was built with), comparable between layers.
@@ -173,6 +172,26 @@ class LUTQConfig:
         if self.group_size is not None:
             text += f", group_size={self.group_size}"
         return text
+
+
+def group_ids(shape, out_axis, group_size):
+    """The group (table row) of every weight of a layer with grouped tables.
+
+    Args:
+        shape (tuple): the shape of ``W``/``A``.
+        out_axis (int): the output-channel axis.
+        group_size (int or None): output channels per table (None: one table, all 0).
+
+    Returns:
+        numpy.ndarray: int64 of ``shape``: ``index along out_axis // group_size``.
+    """
+    shape = tuple(int(n) for n in shape)
+    if group_size is None:
+        return np.zeros(shape, np.int64)
+    idx = np.arange(shape[out_axis], dtype=np.int64) // int(group_size)
+    view = [1] * len(shape)
+    view[out_axis] = -1
+    return np.ascontiguousarray(np.broadcast_to(idx.reshape(view), shape))
 
 
 def pruned_count(prune_ratio, n_weights):

@@ -23,7 +23,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..core.config import LUTQConfig
+from ..core.config import LUTQConfig, group_ids
 
 __all__ = ['Fact', 'TableLookup', 'find_lookups', 'proto_facts', 'graph_facts',
            'table_lookups', 'inner_outputs', 'group_ids']
@@ -79,26 +79,6 @@ class TableLookup(namedtuple('TableLookup', 'output a d out_axis group_size n_gr
     def group_ids(self):
         """numpy.ndarray: the group (table row) of every weight, shape of ``A`` (int64)."""
         return group_ids(self.shape, self.out_axis, self.group_size)
-
-
-def group_ids(shape, out_axis, group_size):
-    """The group (table row) of every weight of a layer with grouped tables.
-
-    Args:
-        shape (tuple): the shape of ``W``/``A``.
-        out_axis (int): the output-channel axis.
-        group_size (int or None): output channels per table (None: one table, all 0).
-
-    Returns:
-        numpy.ndarray: int64 of ``shape``: ``index along out_axis // group_size``.
-    """
-    shape = tuple(int(n) for n in shape)
-    if group_size is None:
-        return np.zeros(shape, np.int64)
-    idx = np.arange(shape[out_axis], dtype=np.int64) // int(group_size)
-    view = [1] * len(shape)
-    view[out_axis] = -1
-    return np.ascontiguousarray(np.broadcast_to(idx.reshape(view), shape))
 
 
 def _arg_list(v):
