@@ -83,6 +83,16 @@ class LUTQConfig:
         k = self.n_values
         return (k,) if self.group_size is None else (self.n_groups, k)
 
+    @property
+    def moved_axes(self):
+        """``(perm, back)``: the transposition of ``W`` putting the output axis first (the order
+        of :meth:`group_view`) and its inverse, for graph forms of the rows; None when the rows
+        are a plain reshape (no groups, or the output axis is already the first)."""
+        if self.group_size is None or self.out_axis == 0:
+            return None
+        perm = (self.out_axis,) + tuple(i for i in range(len(self.shape)) if i != self.out_axis)
+        return perm, tuple(int(i) for i in np.argsort(perm))
+
     def group_view(self, x):
         """The weights (or indices) of each group as the rows of a 2-D array.
 

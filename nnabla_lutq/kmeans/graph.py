@@ -37,18 +37,9 @@ def _const(value):
     return nn.Variable.from_numpy_array(np.asarray(value, dtype=np.float32))
 
 
-def _moved(cfg):
-    """``(perm, back)``: the transposition putting the output axis of ``W`` first, and its
-    inverse; None for a layer whose rows are a plain reshape (no groups, or output axis 0)."""
-    if cfg.group_size is None or cfg.out_axis == 0:
-        return None
-    perm = (cfg.out_axis,) + tuple(i for i in range(len(cfg.shape)) if i != cfg.out_axis)
-    return perm, tuple(int(i) for i in np.argsort(perm))
-
-
 def _rows(w, cfg):
     """``W`` as ``(n_groups, N_g)`` rows in the order of :meth:`LUTQConfig.group_view`."""
-    moved = _moved(cfg)
+    moved = cfg.moved_axes
     if moved is not None:
         w = F.transpose(w, moved[0])
     return F.reshape(w, (cfg.n_groups, cfg.group_weights), inplace=False)
@@ -56,8 +47,7 @@ def _rows(w, cfg):
 
 def _layer_order(rows, spec):
     """The inverse of :func:`_rows`: ``(n_groups, N_g)`` back to the shape of ``A``."""
-    cfg = spec.config
-    moved = _moved(cfg)
+    moved = spec.config.moved_axes
     if moved is None:
         return F.reshape(rows, spec.A.shape)
     perm, back = moved

@@ -111,11 +111,10 @@ def grouped_lookup(a, d, cfg):
     table = d
     if gs > 1:
         table = F.reshape(F.broadcast(F.reshape(d, (g, 1, k)), (g, gs, k)), (g * gs, k))
-    axis = cfg.out_axis
-    if axis == 0:
+    moved = cfg.moved_axes
+    if moved is None:
         return F.gather(table, a, axis=1, batch_dims=1)
-    perm = (axis,) + tuple(i for i in range(a.ndim) if i != axis)
-    back = tuple(int(i) for i in np.argsort(perm))
+    perm, back = moved
     return F.transpose(F.gather(table, F.transpose(a, perm), axis=1, batch_dims=1), back)
 
 
