@@ -47,20 +47,12 @@ def pruned_mask(w, n_pruned):
     Returns:
         numpy.ndarray: bool mask with exactly ``n_pruned`` True entries.
     """
-    mask = np.zeros(w.shape, dtype=bool)
-    if n_pruned <= 0:
-        return mask
-    a = np.abs(w)
-    t = np.partition(a, n_pruned - 1)[n_pruned - 1]
-    mask = a < t
-    missing = n_pruned - int(mask.sum())
-    if missing:
-        mask[np.flatnonzero(a == t)[:missing]] = True
-    return mask
+    return pruned_rows(np.reshape(w, (1, -1)), n_pruned).reshape(np.shape(w))
 
 
 def pruned_rows(w, n_pruned):
-    """:func:`pruned_mask` of every row of a 2-D array at once (ties to the lower index).
+    """The ``n_pruned`` smallest-|w| weights of every row of a 2-D array at once (ties to the
+    lower index).
 
     Args:
         w (numpy.ndarray): ``(G, m)`` float32 weights.
@@ -74,9 +66,12 @@ def pruned_rows(w, n_pruned):
     a = np.abs(w)
     t = np.partition(a, n_pruned - 1, axis=1)[:, n_pruned - 1:n_pruned]
     mask = a < t
-    missing = n_pruned - mask.sum(axis=1, keepdims=True)
-    tie = a == t
-    return mask | (tie & (np.cumsum(tie, axis=1) <= missing))
+    missing = n_pruned - mask.sum(axis=1)
+    ties = np.flatnonzero(a == t)  # row-major: the ties of a row before those of the next
+    rows = ties // a.shape[1]
+    rank = np.arange(ties.size) - np.searchsorted(rows, rows, side='left')  # within the row
+    mask.ravel()[ties[rank < missing[rows]]] = True  # the first ``missing`` ties of each row
+    return mask
 
 
 def _ordered_keys(x, rows, canonical_zero=False):
