@@ -50,28 +50,15 @@ def group_label(g):
 def post_training(path, data, batch_size=100):
     """Accuracy and bits per weight of each (K, kind, group size) on ``data``."""
     from nnabla_lutq.io.nnp import loaded_network
+    from nnabla_lutq.io.quantize import network_accuracy
     x, y = data
-    y = np.asarray(y).reshape(-1)
     layers = weight_layers(path)
     rows = []
     with loaded_network(path, _network(path), batch_size) as net:
         import nnabla as nn
         params = nn.get_parameters(grad_only=False)
         saved = {name: params[name].d.copy() for name, _ in layers}
-        xi = list(net.inputs.values())[0]
-        yo = list(net.outputs.values())[0]
-
-        def accuracy():
-            correct = 0
-            for i in range(0, len(x), batch_size):
-                xb = x[i:i + batch_size]
-                xi.d[:len(xb)] = xb
-                yo.forward(clear_buffer=True)
-                correct += int(np.sum(yo.d[:len(xb)].reshape(len(xb), -1).argmax(1)
-                                      == y[i:i + len(xb)]))
-            return correct / len(x)
-
-        base = accuracy()
+        base = network_accuracy(net, x, y)
         n_total = sum(v.size for v in saved.values())
         for k, kind in TABLES:
             for g in GROUPS:
@@ -83,7 +70,7 @@ def post_training(path, data, batch_size=100):
                     d, a = fit_table(w, cfg)
                     params[name].d = cfg.lookup(d, a).reshape(w.shape)
                     bits += cfg.n_groups * k * 32 + w.size * bits_per_index(k)
-                acc = accuracy()
+                acc = network_accuracy(net, x, y)
                 rows.append((k, kind, group_label(g), bits / n_total, acc))
                 print(f"K={k:<3} {kind:<5} {group_label(g):<8} {bits / n_total:6.3f} bits/weight "
                       f"accuracy {acc:.2%}", flush=True)

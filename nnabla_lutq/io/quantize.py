@@ -23,7 +23,7 @@ from ..training.sensitivity import fisher_diagonal, initialize_weighted
 from .export import export_nnp
 from .nnp import NnpError, default_network, loaded_network, proto_network, read_nnp
 
-__all__ = ['quantize_nnp', 'evaluate_nnp']
+__all__ = ['quantize_nnp', 'evaluate_nnp', 'network_accuracy']
 
 
 def evaluate_nnp(path, x, y, batch_size=100, network=None):
@@ -40,17 +40,33 @@ def evaluate_nnp(path, x, y, batch_size=100, network=None):
         float: accuracy in [0, 1].
     """
     network = network or default_network(read_nnp(path))
-    y = np.asarray(y).reshape(-1)
     with loaded_network(path, network, batch_size) as net:
-        xi = list(net.inputs.values())[0]
-        yo = list(net.outputs.values())[0]
-        correct = 0
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
-            xi.d[:len(xb)] = xb
-            yo.forward(clear_buffer=True)
-            correct += int(np.sum(yo.d[:len(xb)].reshape(len(xb), -1).argmax(1) ==
-                                  y[i:i + len(xb)]))
+        return network_accuracy(net, x, y)
+
+
+def network_accuracy(net, x, y):
+    """Top-1 accuracy of a loaded network (its first input and output) on ``(x, y)``, in
+    minibatches of the network's batch size.
+
+    Args:
+        net: a network of nnabla's ``NnpLoader`` (``inputs``, ``outputs`` dicts).
+        x (numpy.ndarray): inputs (N, ...).
+        y (numpy.ndarray): integer labels (N,) or (N, 1).
+
+    Returns:
+        float: accuracy in [0, 1].
+    """
+    y = np.asarray(y).reshape(-1)
+    xi = list(net.inputs.values())[0]
+    yo = list(net.outputs.values())[0]
+    batch_size = xi.shape[0]
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        xi.d[:len(xb)] = xb
+        yo.forward(clear_buffer=True)
+        correct += int(np.sum(yo.d[:len(xb)].reshape(len(xb), -1).argmax(1) ==
+                              y[i:i + len(xb)]))
     return correct / len(x)
 
 
