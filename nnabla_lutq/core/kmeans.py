@@ -162,18 +162,26 @@ def _halves(shape):
     return [(slice(None), slice(0, m // 2)), (slice(None), slice(m // 2, m))]
 
 
+def _search_rows(w, b):
+    """``searchsorted(b[g], w[g], side='left')`` of every row ``g`` of ``w`` ``(G, m)`` against
+    its thresholds ``b`` ``(G, nb)``, as native integers: counted by comparisons for few
+    thresholds (float32 weights), one binary search for one row, else one search of all rows'
+    order-preserving integer keys."""
+    g, n_b = b.shape
+    if n_b <= COUNT_MAX and w.dtype == np.float32:
+        return _count_below(w, b).astype(np.intp)
+    if g == 1:
+        return np.searchsorted(b[0], w[0], side='left')[None]
+    a = np.searchsorted(_ordered_keys(b, g, canonical_zero=True).ravel(), _ordered_keys(w, g),
+                        side='left')
+    a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
+    return a
+
+
 def _assign_rows(w, d, config):
-    """:func:`_assign` of every group at once: ``w`` ``(G, m)``, ``d`` ``(G, K)``."""
+    """:func:`_assign` of every row (group) at once: ``w`` ``(G, m)``, ``d`` ``(G, K)``."""
     first = config.first_free
-    g = w.shape[0]
-    b = midpoint_thresholds(d[:, first:-1], d[:, first + 1:])  # (G, K - first - 1)
-    n_b = b.shape[1]
-    if n_b <= COUNT_MAX:
-        a = _count_below(w, b).astype(np.intp)
-    else:
-        keys = _ordered_keys(b, g, canonical_zero=True).ravel()
-        a = np.searchsorted(keys, _ordered_keys(w, g), side='left')
-        a -= np.arange(g, dtype=a.dtype)[:, None] * n_b
+    a = _search_rows(w, midpoint_thresholds(d[:, first:-1], d[:, first + 1:]))
     if first:
         a += 1
         a[pruned_rows(w, config.n_pruned)] = 0
@@ -230,17 +238,9 @@ def _assign(w, d, config):
         rows = _assign_rows(config.group_view(np.asarray(w, np.float32)),
                             np.asarray(d, np.float32).reshape(config.n_groups, -1), config)
         return config.layer_order(rows).reshape(np.shape(w))
-    first = config.first_free
-    b = boundaries(np.asarray(d, dtype=np.float32)[first:])
     w = np.asarray(w)
-    if b.size <= COUNT_MAX and w.dtype == np.float32:
-        a = _count_below(w.reshape(1, -1), b.reshape(1, -1)).reshape(w.shape).astype(np.intp)
-    else:
-        a = np.searchsorted(b, w, side='left')
-    if first:
-        a += 1
-        a[pruned_mask(w, config.n_pruned)] = 0
-    return a
+    return _assign_rows(w.reshape(1, -1), np.asarray(d, np.float32).reshape(1, -1),
+                        config).reshape(w.shape)
 
 
 def _means(w, a, d, config):
