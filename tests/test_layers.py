@@ -163,7 +163,7 @@ def test_fix_parameters_computes_with_tables_only(rng):
                                          'group_size']),
     ('lutq_depthwise_convolution', 'depthwise_convolution',
      ['n_values', 'dictionary', 'prune_ratio', 'pow2_range', 'group_size']),
-    ('mlbn', 'batch_normalization', []),
+    ('mlbn', 'batch_normalization', ['impl']),
 ])
 def test_signature_is_nnabla_s_plus_the_lutq_arguments(ours, theirs, extra):
     import inspect

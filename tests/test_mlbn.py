@@ -130,12 +130,12 @@ LAYOUTS = [((8, 4, 3, 3), [1]),      # conv features
 OMIT = [(False, False), (True, False), (False, True), (True, True)]
 
 
-def _pair(rng, shape, axes, no_scale, no_bias, fix_parameters=False):
+def _pair(rng, shape, axes, no_scale, no_bias, fix_parameters=False, impl=None):
     """PF.mlbn (scope 'bn') and the reference on copies of the same parameters."""
     x = nn.Variable.from_numpy_array((rng.randn(*shape) * 2 + 1).astype(np.float32),
                                      need_grad=True)
     y = PF.mlbn(x, axes=axes, no_scale=no_scale, no_bias=no_bias,
-                fix_parameters=fix_parameters, name='bn')
+                fix_parameters=fix_parameters, name='bn', impl=impl)
     p = {k.split('/')[-1]: v for k, v in nn.get_parameters(grad_only=False).items()}
     st = p['mean'].shape
     if 'gamma' in p:
@@ -160,8 +160,11 @@ def _run(x, y, params, dy):
 
 @pytest.mark.parametrize('shape,axes', LAYOUTS)
 @pytest.mark.parametrize('no_scale,no_bias', OMIT)
-def test_training_equals_the_previous_formulation(shape, axes, no_scale, no_bias, rng):
-    x, y, p, y2, ref = _pair(rng, shape, axes, no_scale, no_bias)
+@pytest.mark.parametrize('impl', ['graph', 'host'])
+def test_training_equals_the_previous_formulation(shape, axes, no_scale, no_bias, impl, rng):
+    """Both forms of the training graph (the host form sums the batch variance in float64,
+    the graph form in float32: the same tolerances)."""
+    x, y, p, y2, ref = _pair(rng, shape, axes, no_scale, no_bias, impl=impl)
     dy = rng.randn(*shape).astype(np.float32)
     out, gx, g = _run(x, y, p, dy)
     out2, gx2, g2 = _run(x, y2, ref, dy)
@@ -185,10 +188,11 @@ def test_training_equals_the_previous_formulation(shape, axes, no_scale, no_bias
 
 
 @pytest.mark.parametrize('shape,axes', LAYOUTS[:1] + LAYOUTS[-1:])
-def test_training_output_stat_and_fixed_parameters(shape, axes, rng):
-    x, y, p, y2, ref = _pair(rng, shape, axes, False, False, fix_parameters=True)
+@pytest.mark.parametrize('impl', ['graph', 'host'])
+def test_training_output_stat_and_fixed_parameters(shape, axes, impl, rng):
+    x, y, p, y2, ref = _pair(rng, shape, axes, False, False, fix_parameters=True, impl=impl)
     mean0 = p['mean'].d.copy()
-    out = PF.mlbn(x, axes=axes, output_stat=True, fix_parameters=True, name='bn')
+    out = PF.mlbn(x, axes=axes, output_stat=True, fix_parameters=True, name='bn', impl=impl)
     assert len(out) == 3
     F.sink(*out).forward()
     red = tuple(i for i in range(len(shape)) if i not in axes)
@@ -235,12 +239,15 @@ TABLES = ['Arange'] * 6 + ['RPowScalar'] * 4 + ['MulScalar'] * 4 + ['Concatenate
 def test_training_graph_functions(no_scale, scale, no_bias):
     """The training graph of a conv-feature layer: batch normalization's one function plus 15
     (13 without γ) small ones, every one with a single output and no constant leaf (the previous
-    formulation: 24); the rounding tables once per graph; inference keeps its 21."""
+    formulation: 24); the rounding tables once per graph; inference keeps its 21. The host form
+    (the default in a float32 CPU context): batch normalization and one function."""
     from collections import Counter
     x = nn.Variable((2, 4, 3, 3))
-    y = PF.mlbn(x, no_scale=no_scale, no_bias=no_bias, name='bn')
+    assert _types(PF.mlbn(x, no_scale=no_scale, no_bias=no_bias, name='bn')) == [
+        'MLBNGammaHost', 'BatchNormalization']
+    y = PF.mlbn(x, no_scale=no_scale, no_bias=no_bias, name='bn', impl='graph')
     assert Counter(_types(y)) == Counter(VARIANCE + scale + ['BatchNormalization'] + TABLES)
-    y2 = PF.mlbn(y, no_scale=no_scale, no_bias=no_bias, name='bn2')
+    y2 = PF.mlbn(y, no_scale=no_scale, no_bias=no_bias, name='bn2', impl='graph')
     assert len(_types(y2)) == len(_types(y)) + len(VARIANCE + scale) + 1
     funcs = []
     y2.visit(lambda f: funcs.append(f))
@@ -256,13 +263,14 @@ def test_training_graph_functions(no_scale, scale, no_bias):
     assert len(_types(ref)) == 25
 
 
-def test_a_graph_converter_copies_the_training_graph(rng):
+@pytest.mark.parametrize('impl', ['graph', 'host'])
+def test_a_graph_converter_copies_the_training_graph(impl, rng):
     """A GraphConverter rebuilding the graph function by function (the package's GraphModifier,
-    which nnabla_lutq.convert builds on; it also rebuilds generator functions) gives a copy that
-    computes the same; so does converting the LUT-Q graph again."""
+    which nnabla_lutq.convert builds on; it also rebuilds generator functions and the host
+    function) gives a copy that computes the same; so does converting the LUT-Q graph again."""
     import nnabla.experimental.graph_converters as GC
     from nnabla_lutq.nn.graph import GraphModifier
-    x, y, p, _, _ = _pair(rng, (8, 4, 3, 3), [1], False, False)
+    x, y, p, _, _ = _pair(rng, (8, 4, 3, 3), [1], False, False, impl=impl)
     y2 = GC.GraphConverter([GraphModifier()]).convert(y)
     y3 = nnabla_lutq.convert(y, nnabla_lutq.LayerConfig(4), mlbn=True)
     outs = []

@@ -26,12 +26,10 @@ order-preserving integer and offset by its group), the sums and counts of all gr
 results equal the one-table step run on each group's weights (:meth:`LUTQConfig.group_view`)
 bit for bit.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .pow2 import pow2_round
+from .threads import cores, run_parts
 
 __all__ = ['pruned_mask', 'pruned_rows', 'midpoint_thresholds', 'boundaries', 'assign',
            'kmeans_step']
@@ -112,11 +110,8 @@ def _count_below(w, b):
         numpy.ndarray: ``(G, m)`` uint8 counts.
     """
     c = np.empty(w.shape, np.uint8)
-    parts = _halves(w.shape)
-    if len(parts) == 1:
-        _count_part(w, b, c)
-    else:  # integer counts: the same result whatever the split
-        list(_pool().map(lambda s: _count_part(w[s], b[s[:1]], c[s]), parts))
+    # integer counts: the same result whatever the split
+    run_parts(lambda s: _count_part(w[s], b[s[:1]], c[s]), _halves(w.shape))
     return c
 
 
@@ -133,29 +128,12 @@ def _count_part(w, b, c):
 #: from this many weights on, the comparison passes run on two threads (numpy releases the
 #: interpreter lock in them; nnabla's CPU backend leaves the second core idle meanwhile)
 PARALLEL_MIN = 1 << 18
-_POOL = []  # the executor, created on first use in each process
-if hasattr(os, 'register_at_fork'):  # a forked child (data-parallel ranks, loaders) has none of
-    os.register_at_fork(after_in_child=_POOL.clear)  # the parent's threads: it makes its own
-
-
-def _pool():
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(2, thread_name_prefix='lutq-kmeans'))
-    return _POOL[0]
-
-
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
 
 def _halves(shape):
     """Index tuples splitting a ``(G, m)`` array in two (by rows when there are several, else by
     columns) for two threads, or one part for small arrays or one core."""
     g, m = shape
-    if g * m < PARALLEL_MIN or _cores() < 2:
+    if g * m < PARALLEL_MIN or cores() < 2:
         return [(slice(None), slice(None))]
     if g > 1:
         return [(slice(0, g // 2), slice(None)), (slice(g // 2, g), slice(None))]

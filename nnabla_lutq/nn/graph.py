@@ -4,6 +4,8 @@
 visits, and the base of this package's graph modifiers."""
 from nnabla.experimental.graph_converters import FunctionModifier
 
+from .host import copy_host_function
+
 __all__ = ['graph_functions', 'terminal_outputs', 'GraphModifier', 'follow_unlinked']
 
 
@@ -58,6 +60,8 @@ class GraphModifier(FunctionModifier):
       them and the names export gives them work as before.
     * Functions without inputs (``F.constant``, random generators) are rebuilt as they are
       (nnabla's base class indexes their first input and fails).
+    * The host functions of training graphs (:mod:`nnabla_lutq.nn.host`) are copied with their
+      settings (nnabla's base class looks functions up in ``nnabla.functions`` by name).
     * :attr:`replaced` maps the array of every variable of the visited graph to the variable
       that replaces it, so variables sharing that array (``get_unlinked_variable()`` copies)
       can follow (:func:`follow_unlinked`).
@@ -69,6 +73,9 @@ class GraphModifier(FunctionModifier):
 
     def _copy_inputs(self, inputs):
         return list(inputs)
+
+    def _modify_as_same(self, f, inputs):
+        return copy_host_function(f, inputs) or super()._modify_as_same(f, inputs)
 
     def __call__(self, f):
         if not f.inputs and f not in self._map_func_inputs:

@@ -23,6 +23,7 @@ from ..core.config import make_config
 from ..core.fit import init_dictionary
 from ..core.kinds import BY_KIND
 from .functions import batch_variance, detached, float32_context, mlbn_batch_gamma, mlbn_scale
+from .host import mlbn_gamma_host, use_host
 from .params import scope_path
 from .state import STATE, LUTQLayer, MLBNLayer, WeightMode
 
@@ -338,7 +339,7 @@ def lutq_depthwise_convolution(inp, kernel, pad=None, stride=None, dilation=None
     ('var', 'Moving average of batch variance', '<see above>', False),
 ])
 def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=False,
-         fix_parameters=False, param_init=None, no_scale=False, no_bias=False):
+         fix_parameters=False, param_init=None, no_scale=False, no_bias=False, impl=None):
     """Multiplier-less batch normalization.
 
     The per-channel scale :math:`a = \\gamma / \\sqrt{\\sigma^2 + \\epsilon}` is rounded to
@@ -369,11 +370,20 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
             no ``gamma`` parameter, ``γ = 1``; the scale is still a power of two,
             ``a = pow2(1/√(var+ε))``.
         no_bias (bool): If True, the bias term is omitted: no ``beta`` parameter, ``β = 0``.
+        impl (str or None): how training computes ``γ̂``: ``'graph'`` (the functions above),
+            ``'host'`` (one function, :func:`~nnabla_lutq.nn.host.mlbn_gamma_host`: the batch
+            variance summed in float64 with numpy, the same rounding rule; one channel axis
+            only) or None / ``'auto'``: host in a float32 CPU context with one channel axis,
+            graph elsewhere.
 
     Returns:
         ~nnabla.Variable: N-D array (with ``output_stat``: also batch mean and variance).
     """
     axes = list(axes)
+    host = use_host(impl) and len(axes) == 1  # validates impl before any parameter is made
+    if impl == 'host' and len(axes) != 1:
+        raise ValueError(f"mlbn: impl='host' needs one channel axis (got axes={axes}); use "
+                         "impl='graph'")
     shape_stat = [1 for _ in inp.shape]
     for a in axes:
         shape_stat[a] = inp.shape[a]
@@ -401,9 +411,12 @@ def mlbn(inp, axes=[1], decay_rate=0.9, eps=1e-5, batch_stat=True, output_stat=F
     if not batch_stat:
         a, _ = mlbn_scale(gamma, var, eps)
         return inp * a + _mlbn_bias(a, beta, mean)
-    sigma2 = batch_variance(inp, axes)
-    return F.batch_normalization(inp, beta, mlbn_batch_gamma(gamma, sigma2, eps), mean, var, axes,
-                                 decay_rate, eps, batch_stat, output_stat)
+    if host:
+        gamma_hat = mlbn_gamma_host(inp, gamma, axes[0], eps)
+    else:
+        gamma_hat = mlbn_batch_gamma(gamma, batch_variance(inp, axes), eps)
+    return F.batch_normalization(inp, beta, gamma_hat, mean, var, axes, decay_rate, eps,
+                                 batch_stat, output_stat)
 
 
 def _mlbn_record(name, params, shape, eps, axes):

@@ -22,6 +22,8 @@ one reduction (the maximum), eleven functions on one value (the moving average, 
 the product by ``1/s``, the clip to ``[0, 2**n_bits - 1]`` (which is also the ReLU), rounding as
 ``floor(v + 1/2)`` and the product by ``s`` (products as 1x1 depthwise convolutions: one
 multiplication per value, no broadcasting arithmetic). About 1.2x float on the same network.
+In a float32 CPU context the same computation runs as one function
+(:func:`nnabla_lutq.nn.host.quantized_relu_host`, numpy on two threads, the same bits).
 
 Differences from ``PF.min_max_quantize`` in training (none in inference):
 
@@ -44,6 +46,7 @@ from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
 from .functions import channel_scale, float32_context, shared_constant
+from .host import quantized_relu_host, use_host
 
 __all__ = ['quantized_relu']
 
@@ -57,7 +60,7 @@ __all__ = ['quantized_relu']
      False),
 ])
 def quantized_relu(inp, n_bits=8, track_range=True, decay=0.999, eps=0.01, qr_max_init=6.0,
-                   fix_parameters=False):
+                   fix_parameters=False, impl=None):
     """ReLU followed by uniform ``n_bits`` quantization over a tracked range.
 
     The parameters are those of nnabla's ``PF.min_max_quantize`` (the same names, shapes, types
@@ -75,10 +78,15 @@ def quantized_relu(inp, n_bits=8, track_range=True, decay=0.999, eps=0.01, qr_ma
         eps (float): the smallest range ``qr_max - qr_min`` (nnabla's ``eps``).
         qr_max_init (float): initial ``qr_max`` (``qr_min`` starts at 0).
         fix_parameters (bool): as in nnabla (the range parameters never take gradients).
+        impl (str or None): the training graph: ``'graph'`` (the functions above), ``'host'``
+            (one function computing the same bits with numpy,
+            :func:`~nnabla_lutq.nn.host.quantized_relu_host`) or None / ``'auto'``: host in a
+            float32 CPU context, graph elsewhere (:func:`~nnabla_lutq.nn.host.use_host`).
 
     Returns:
         ~nnabla.Variable: quantized activations, shape of ``inp``.
     """
+    host = use_host(impl)  # validates impl before any parameter is made
     levels = 2 ** n_bits - 1
     ones = [1] * inp.ndim
     # created as PF.min_max_quantize creates them (need_grad False with x_min_max and ema)
@@ -91,6 +99,8 @@ def quantized_relu(inp, n_bits=8, track_range=True, decay=0.999, eps=0.01, qr_ma
     if not track_range:
         return F.min_max_quantize(F.relu(inp), qr_min, qr_max, ql_min, ql_max, decay, False, True,
                                   True, eps)
+    if host:
+        return quantized_relu_host(inp, qr_max, qr_min, levels, decay, eps)
     x_max = F.max(inp, keepdims=True)
     x_max.need_grad = False
     c = inp.shape[1]
