@@ -16,29 +16,13 @@ import argparse
 
 import numpy as np
 import nnabla as nn
-import nnabla.functions as F
-import nnabla.solvers as S
 from nnabla.ext_utils import get_extension_context
 
 from _common import append, synchronizer
-from bench_train_step import add_backends_argument, median_step_ms
-import nnabla_lutq
+from bench_train_step import add_backends_argument, build_imagenet, median_step_ms
 from examples.common import configs
-from examples.imagenet.models import resnet
 from examples.imagenet.reproduce import parse_name
 from examples.imagenet.train import DEPTHS
-
-
-def build(scope, arch, layers, batch, size, rng, backend='auto'):
-    """Loss and solver of one network on a fixed random batch (1000 classes)."""
-    x = nn.Variable.from_numpy_array(rng.randint(0, 256, (batch, 3, size, size)) / 127.5 - 1)
-    t = nn.Variable.from_numpy_array(rng.randint(0, 1000, (batch, 1)))
-    sgd = S.Momentum(0.1, 0.9)
-    solver = nnabla_lutq.LUTQSolver(sgd, kmeans_iters=1, backend=backend) if layers.lutq else sgd
-    with nn.parameter_scope(scope):
-        loss = F.mean(F.softmax_cross_entropy(resnet(x, layers, DEPTHS[arch]), t))
-        solver.set_parameters(nn.get_parameters())
-    return loss, solver
 
 
 def main():
@@ -65,8 +49,9 @@ def main():
         nets = []
         for name, backend in runs:
             config, bits = parse_name(name)
-            nets.append(build(f'{name}_{backend}', arch, configs.parse(config, act_bits=bits),
-                              args.batch_size, args.image_size, rng, backend))
+            nets.append(build_imagenet(f'{name}_{backend}', arch,
+                                       configs.parse(config, act_bits=bits), args.batch_size,
+                                       args.image_size, rng, backend))
         ms = median_step_ms(nets, args.steps, sync)
         row = (f'| {arch} | {args.batch_size} | {args.image_size} | {ms[0]:.0f} | ' + ' | '.join(
             f'{m:.0f} | {m / ms[0]:.2f}' for m in ms[1:]) + ' |')

@@ -1,6 +1,7 @@
 # Copyright 2026 The nnabla-lutq authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Training-step overhead of LUT-Q: ResNet-20 (CIFAR-10 shape), every paper configuration vs float.
+"""Training-step overhead of LUT-Q: every paper configuration vs float, on ResNet-20 (CIFAR-10
+shape) and ResNet-18 (ImageNet shape, examples/imagenet).
 
 Float and LUT-Q networks are built side by side in one process and their steps are timed
 alternately on the same random batch (forward, backward, weight decay, solver update including
@@ -8,14 +9,16 @@ the k-means step). Reported: median step time of each, the ratio to float and th
 functions of each training graph. Two tables, each a record in benchmarks/results/ (BENCHMARKS.md
 is written again from them):
 
-* LUT-Q K=16 M=1 per k-means backend (``--backends graph fused``: one network each);
+* LUT-Q K=16 M=1 per k-means backend (``--backends graph fused``: one network each), ResNet-20;
 * the paper's configurations (``--configs``: names of :mod:`examples.common.configs`, with
-  ``+a8`` for 8-bit tracked-range activations and ``+a8pow2`` for a power-of-two step).
+  ``+a8`` for 8-bit tracked-range activations and ``+a8pow2`` for a power-of-two step) on
+  ResNet-20 at each of ``--batch-sizes`` and on ResNet-18 at ``--resnet18-batch`` (0: none).
 
 Target: <= 1.10 on CPU and on GPU (cudnn).
 
 Usage: python benchmarks/bench_train_step.py [--context cpu|cudnn] [--batch-sizes 32 128] [--steps 5]
-           [--backends auto] [--configs float+a8 lutq4-pow2 ...]
+           [--backends auto] [--configs float+a8 lutq4-pow2 ...] [--resnet18-batch 16]
+           [--resnet18-steps 3] [--image-size 224]
 """
 import argparse
 import time
@@ -67,6 +70,20 @@ def build(scope, layers, batch, rng, backend='auto'):
     return loss, solver
 
 
+def build_imagenet(scope, arch, layers, batch, size, rng, backend='auto'):
+    """Loss and solver of an examples/imagenet ResNet on a fixed random batch (1000 classes)."""
+    from examples.imagenet.models import resnet
+    from examples.imagenet.train import DEPTHS
+    x = nn.Variable.from_numpy_array(rng.randint(0, 256, (batch, 3, size, size)) / 127.5 - 1)
+    t = nn.Variable.from_numpy_array(rng.randint(0, 1000, (batch, 1)))
+    sgd = S.Momentum(0.1, 0.9)
+    solver = nnabla_lutq.LUTQSolver(sgd, kmeans_iters=1, backend=backend) if layers.lutq else sgd
+    with nn.parameter_scope(scope):
+        loss = F.mean(F.softmax_cross_entropy(resnet(x, layers, DEPTHS[arch]), t))
+        solver.set_parameters(nn.get_parameters())
+    return loss, solver
+
+
 def step(loss, solver, sync):
     t0 = time.perf_counter()
     loss.forward(clear_no_need_grad=True)
@@ -105,6 +122,10 @@ def main():
     add_backends_argument(p, 'k-means backends to time (one LUT-Q network each)')
     p.add_argument('--configs', nargs='*', default=list(PAPER_CONFIGS),
                    help='configurations timed against float (none: skip that table)')
+    p.add_argument('--resnet18-batch', type=int, default=16,
+                   help='batch of the ResNet-18 rows of the configurations table (0: none)')
+    p.add_argument('--resnet18-steps', type=int, default=3, help='timed steps of ResNet-18')
+    p.add_argument('--image-size', type=int, default=224, help='ResNet-18 image size')
     args = p.parse_args()
     specs = [(c, layers_of(c)) for c in args.configs]  # a wrong name fails before any timing
     nn.set_default_context(get_extension_context(args.context))
@@ -129,23 +150,37 @@ def main():
            'LUT-Q includes the per-minibatch k-means step of all 20 layers.')
     if not specs:
         return
-    rows = ['| batch | configuration | functions | step (ms) | ratio to float | target |',
-            '|---:|:---|---:|---:|---:|---:|']
-    for batch in args.batch_sizes:
+    rows = ['| network | batch | configuration | functions | step (ms) | ratio to float '
+            '| target |',
+            '|:---|---:|:---|---:|---:|---:|---:|']
+    runs = [('resnet20', b, args.steps) for b in args.batch_sizes]
+    if args.resnet18_batch:
+        runs.append(('resnet18', args.resnet18_batch, args.resnet18_steps))
+    for net_name, batch, steps in runs:
         nn.clear_parameters()
-        nets = [build('float', Layers(), batch, rng)]
-        nets += [build(f'c{i}', layers, batch, rng) for i, (_, layers) in enumerate(specs)]
-        times = median_step_ms(nets, args.steps, sync)
+        if net_name == 'resnet20':
+            def make(scope, layers):
+                return build(scope, layers, batch, rng)
+        else:
+            def make(scope, layers):
+                return build_imagenet(scope, net_name, layers, batch, args.image_size, rng)
+        nets = [make('float', Layers())]
+        nets += [make(f'c{i}', layers) for i, (_, layers) in enumerate(specs)]
+        times = median_step_ms(nets, steps, sync)
         for (name, _), net, t in zip([('float', None)] + specs, nets, times):
-            row = (f'| {batch} | {name} | {n_functions(net[0])} | {t:.1f} | {t / times[0]:.3f} '
-                   f'| <= {target:.2f} |')
+            row = (f'| {net_name} | {batch} | {name} | {n_functions(net[0])} | {t:.1f} '
+                   f'| {t / times[0]:.3f} | <= {target:.2f} |')
             rows.append(row)
             print(row, flush=True)
-    append("Training step, ResNet-20 (CIFAR-10 shape), the paper's configurations vs float",
-           '\n'.join(rows), args.context,
-           f'median of {args.steps} alternating steps (one per network in turn) after one warm-up '
-           'step each; +a8: 8-bit activations with a tracked range (the default), +a8pow2: with '
-           'a power-of-two step; functions: of the training graph.')
+    image = f', ResNet-18 at {args.image_size} px ({args.resnet18_steps} steps)' \
+        if args.resnet18_batch else ''
+    append("Training step, the paper's configurations vs float (ResNet-20, CIFAR-10 shape; "
+           "ResNet-18, ImageNet shape)", '\n'.join(rows), args.context,
+           f'median of {args.steps} alternating steps{image} (one per network in turn) after one '
+           'warm-up step each; +a8: 8-bit activations with a tracked range, +a8pow2: with a '
+           'power-of-two step (without a suffix, float activations); functions: of the training '
+           'graph (in a float32 CPU context the tracked-range quantizer and the multiplier-less '
+           'BN scale are one host function each, nnabla_lutq.nn.host).')
 
 
 if __name__ == '__main__':
