@@ -192,14 +192,17 @@ def test_resnet20_graph_sizes():
     """Function counts of the examples' ResNet-20 (deterministic, unlike timings): in a float32
     CPU context a tracked-range activation is one function in training (it replaces the ReLU);
     in other contexts (here cpu:half, as on a GPU) 18 and one constant per channel count;
-    nnabla's 2 in inference."""
+    nnabla's 2 in inference. A power-of-two step: one host function in training on a CPU, else
+    ReLU + FixedPointQuantize (also in inference)."""
     from nnabla.ext_utils import get_extension_context
     half = get_extension_context('cpu', type_config='half')
     assert _count(Layers()) == 72
     assert _count(Layers(act_bits=8)) == 72
     assert _count(Layers(act_bits=8), ctx=half) == 72 + 19 * 17 + 3
     assert _count(Layers(act_bits=8), test=True) == 72 + 19
-    assert _count(Layers(act_bits=8, act_quant='pow2')) == 72 + 19
+    assert _count(Layers(act_bits=8, act_quant='pow2')) == 72
+    assert _count(Layers(act_bits=8, act_quant='pow2'), ctx=half) == 72 + 19
+    assert _count(Layers(act_bits=8, act_quant='pow2'), test=True) == 72 + 19
     nn.clear_parameters()
     train = resnet20(nn.Variable((2, 3, 32, 32)), Layers(act_bits=8))
     assert 'MinMaxQuantize' not in _types(train) and 'ReLU' not in _types(train)

@@ -18,7 +18,7 @@ from nnabla.ext_utils import get_extension_context
 import nnabla_lutq
 from nnabla_lutq.core.pow2 import pow2_round
 from nnabla_lutq.nn import host
-from nnabla_lutq.nn.quantize import quantized_relu
+from nnabla_lutq.nn.quantize import fixed_step_relu, quantized_relu
 
 
 def _types(y):
@@ -83,6 +83,39 @@ def test_quantizer_is_the_graph_form_to_the_bit(shape, decay, rng):
         y, g, _ = hosted[0]
         assert y.max() == np.float32(255) * (np.float32(6.0) / np.float32(255))
         assert (g == 0).any() and (g != 0).any()
+
+
+@pytest.mark.parametrize('shape', [(4, 3, 7, 7), (64, 16, 32, 32)])
+@pytest.mark.parametrize('step', [2.0 ** -5, 2.0 ** 3])
+def test_fixed_step_quantizer_is_relu_and_fixed_point_quantize_to_the_bit(shape, step):
+    """ReLU + FixedPointQuantize (nnabla's functions) and the one host function: values and
+    gradients at the rounding midpoints, the top of the range and its neighbours, ±0; with
+    gradient accumulation (a second consumer of x)."""
+    x = nn.Variable(shape, need_grad=True)
+    outs = []
+    for impl in ('graph', 'host'):
+        y = fixed_step_relu(x, 8, step, impl=impl)
+        z = F.add2(y, F.mul_scalar(x, 3.0))
+        res = []
+        for k in range(2):
+            x.d = _boundary_values(np.random.RandomState(k), shape, np.float32(step)) * (1 + k)
+            z.forward()
+            x.grad.zero()
+            z.backward(np.random.RandomState(k).randn(*shape).astype(np.float32))
+            res += [y.d.copy(), x.g.copy()]
+        outs.append(res)
+    assert _types(fixed_step_relu(x, 8, step, impl='graph')) == ['ReLU', 'FixedPointQuantize']
+    assert _types(fixed_step_relu(x, 8, step, impl='host')) == ['QuantizedReLUHost']
+    assert _types(fixed_step_relu(x, 8, step, training=False)) == ['ReLU', 'FixedPointQuantize']
+    for u, v in zip(*outs):
+        assert np.array_equal(u, v)
+    assert outs[1][0].max() == np.float32(255 * step)
+
+
+def test_fixed_step_must_be_a_power_of_two():
+    x = nn.Variable((2, 3))
+    with pytest.raises(ValueError, match='power of two'):
+        fixed_step_relu(x, 8, 0.03, impl='host')
 
 
 def test_quantizer_accumulates_into_a_shared_gradient(rng):

@@ -18,7 +18,7 @@ import nnabla.parametric_functions as PF
 
 from nnabla_lutq.core.config import pruned_count
 from nnabla_lutq.nn import layers as LPF
-from nnabla_lutq.nn.quantize import quantized_relu
+from nnabla_lutq.nn.quantize import fixed_step_relu, quantized_relu
 
 __all__ = ['Layers', 'digits_cnn', 'resnet20']
 
@@ -123,13 +123,14 @@ class Layers:
     def act(self, x, test, name):
         """ReLU, followed by uniform ``act_bits`` quantization in scope ``name`` if enabled: the
         tracked range by :func:`nnabla_lutq.nn.quantize.quantized_relu` (nnabla's
-        ``MinMaxQuantize`` in the inference graph, a few cheap functions in training), the
-        power-of-two step by ``F.fixed_point_quantize``."""
+        ``MinMaxQuantize`` in the inference graph, one host function in training on a CPU), the
+        power-of-two step by :func:`nnabla_lutq.nn.quantize.fixed_step_relu` (``ReLU`` and
+        ``FixedPointQuantize``; one host function in training on a CPU)."""
         step = self.act_step()  # validates act_quant / act_max
         if not self.act_bits:
             return F.relu(x)
         if step is not None:
-            return F.fixed_point_quantize(F.relu(x), sign=False, n=self.act_bits, delta=step)
+            return fixed_step_relu(x, self.act_bits, step, training=not test)
         return quantized_relu(x, self.act_bits, track_range=not test, decay=self.act_decay,
                               qr_max_init=6.0, name=name)
 

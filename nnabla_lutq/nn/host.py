@@ -4,7 +4,7 @@
 
 In nnabla's CPU backend every function of a graph is a pass over its arrays on one thread, so a
 rule written as a chain of small functions costs a chain of passes (and on a GPU a chain of
-kernel launches). Two chains of the training graphs have a host form, a
+kernel launches). Three chains of the training graphs have a host form, a
 :class:`~nnabla.function.PythonFunction` that computes the same values with numpy in one
 function, in cache-sized parts on the package's two threads (:mod:`nnabla_lutq.core.threads`):
 
@@ -12,6 +12,8 @@ function, in cache-sized parts on the package's two threads (:mod:`nnabla_lutq.c
   :func:`nnabla_lutq.nn.quantize.quantized_relu` (the moving average of the minibatch maximum,
   persisted in ``qr_max``, and the quantization in units of the step), replacing 18 functions.
   Forward values, gradients and the range are bit-identical to the graph form.
+* :func:`fixed_step_relu_host`: the same with a fixed power-of-two step, replacing ``ReLU`` and
+  ``FixedPointQuantize`` (:func:`nnabla_lutq.nn.quantize.fixed_step_relu`), bit-identical.
 * :func:`mlbn_gamma_host`: the scale ``γ̂`` of multiplier-less BN in training
   (:func:`nnabla_lutq.nn.functions.mlbn_batch_gamma` of the batch variance,
   :func:`nnabla_lutq.nn.functions.batch_variance`), replacing 15 functions. The power-of-two
@@ -38,7 +40,8 @@ from nnabla.function import PythonFunction
 from ..core.pow2 import pow2_round
 from ..core.threads import run_parts
 
-__all__ = ['use_host', 'quantized_relu_host', 'mlbn_gamma_host', 'copy_host_function']
+__all__ = ['use_host', 'quantized_relu_host', 'fixed_step_relu_host', 'mlbn_gamma_host',
+           'copy_host_function']
 
 #: from this many values on, a pass runs in two halves on the two threads (below, the threads'
 #: hand-over costs more than they gain: measured on 2 cores, 0.5 M values 10 % slower, 2 M
@@ -136,13 +139,19 @@ class _HostFunction(PythonFunction):
         return False
 
 
-class _QuantizedReLU(_HostFunction):
-    """``y = s·floor(min(max(x/s, 0), levels) + 1/2)`` with the range tracked; see
-    :func:`quantized_relu_host`. Inputs ``x``, ``qr_max`` (updated in place), ``qr_min``."""
+#: the one float32 code value ``u`` in [0, 255] where ``floor(fl32(u + 1/2))`` (the graph form of
+#: the tracked range) and ``floor(u + 1/2)`` (nnabla's FixedPointQuantize) differ: 1 against 0
+_BELOW_HALF = np.nextafter(np.float32(0.5), np.float32(0))
 
-    def __init__(self, ctx, levels, decay, eps):
+
+class _QuantizedReLU(_HostFunction):
+    """``y = s·floor(min(max(x/s, 0), levels) + 1/2)``: with the range tracked (inputs ``x``,
+    ``qr_max`` updated in place, ``qr_min``; see :func:`quantized_relu_host`) or a fixed step
+    ``s`` (input ``x``; see :func:`fixed_step_relu_host`)."""
+
+    def __init__(self, ctx, levels, decay=None, eps=None, step=None):
         super().__init__(ctx)
-        self.levels, self.decay, self.eps = levels, decay, eps
+        self.levels, self.decay, self.eps, self.step = levels, decay, eps, step
         self.top = np.nextafter(np.float32(levels), np.float32(np.inf))  # u < top <=> u <= levels
         self.mask = self.below = None  # where the gradient passes (last forward pass), scratch
         self.scales = None  # (s, 1/s) of the last forward pass
@@ -152,25 +161,30 @@ class _QuantizedReLU(_HostFunction):
         return 'QuantizedReLUHost'
 
     def copy(self, ctx):
-        return _QuantizedReLU(ctx, self.levels, self.decay, self.eps)
+        return _QuantizedReLU(ctx, self.levels, self.decay, self.eps, self.step)
 
     def setup_impl(self, inputs, outputs):
         outputs[0].reset_shape(inputs[0].shape, True)
 
-    def forward_impl(self, inputs, outputs):
-        x = inputs[0].data.cast(np.float32).reshape(-1)
-        y = outputs[0].data.cast(np.float32).reshape(-1)
-        parts = _parts(x.size)
+    def _tracked_step(self, inputs, x, parts):
+        """The step from the range after this minibatch's update (``qr_max`` written), in the
+        graph form's float32 arithmetic, value by value."""
+        f32 = np.float32
         x_max = max(run_parts(lambda s: x[s].max(), parts))
         qr_max = inputs[1].data.cast(np.float32)
-        qr_min = np.float32(inputs[2].data.cast(np.float32).reshape(-1)[0])
-        f32 = np.float32
-        # the graph form's float32 arithmetic, value by value
+        qr_min = f32(inputs[2].data.cast(np.float32).reshape(-1)[0])
         ema = qr_max.reshape(-1)[0] * f32(self.decay) + max(x_max * f32(1.0 - f32(self.decay)),
                                                             f32(0))
         r_max = max(f32(ema), qr_min + f32(self.eps))
         qr_max[...] = r_max
-        s = f32(f32(r_max - qr_min) / f32(self.levels))
+        return f32(f32(r_max - qr_min) / f32(self.levels))
+
+    def forward_impl(self, inputs, outputs):
+        f32 = np.float32
+        x = inputs[0].data.cast(np.float32).reshape(-1)
+        y = outputs[0].data.cast(np.float32).reshape(-1)
+        parts = _parts(x.size)
+        s = f32(self.step) if self.step is not None else self._tracked_step(inputs, x, parts)
         inv = f32(f32(1) / s)
         self.scales = (s, inv)
         if self.mask is None or self.mask.size != x.size:
@@ -178,12 +192,17 @@ class _QuantizedReLU(_HostFunction):
             self.below = np.empty(x.size, bool)
         mask, below, top = self.mask, self.below, self.top
 
+        exact_half = self.step is not None
+
         def part(c):
             u, m, b = y[c], mask[c], below[c]
             np.multiply(x[c], inv, out=u)
             np.greater(u, 0, out=m)
             np.less(u, top, out=b)
             m &= b
+            if exact_half:  # FixedPointQuantize adds 1/2 exactly (in double): 0.5 - 2**-25 -> 0
+                np.equal(u, _BELOW_HALF, out=b)
+                np.copyto(u, 0, where=b)
             np.maximum(u, 0, out=u)
             np.minimum(u, top, out=u)
             u += f32(0.5)
@@ -209,6 +228,28 @@ class _QuantizedReLU(_HostFunction):
             if accum[0]:
                 grad[c] += g
         run_parts(part, _parts(dy.size))
+
+
+def fixed_step_relu_host(inp, levels, step):
+    """``F.fixed_point_quantize(F.relu(inp), sign=False, n=n_bits, delta=step)`` as one
+    function, for a power-of-two ``step``: codes ``floor(x/step + 1/2)`` clipped to
+    ``[0, levels]`` (``x/step + 1/2`` exact, as nnabla adds it in double precision); the gradient
+    passes where ``0 < x <= levels·step`` (ReLU's and FixedPointQuantize's masks). Products with
+    a power of two and its reciprocal are exact, so values and gradients are the graph form's
+    bits.
+
+    Args:
+        inp (~nnabla.Variable): pre-activation.
+        levels (int): the top code ``2**n_bits - 1``.
+        step (float): the step, a power of two.
+
+    Returns:
+        ~nnabla.Variable: quantized activations, shape of ``inp``.
+    """
+    m, _ = np.frexp(step)
+    if not step > 0 or m != 0.5:
+        raise ValueError(f"the step must be a power of two such as 2**-4 (got {step!r})")
+    return _call(_QuantizedReLU(nn.get_current_context(), levels, step=float(step)), inp)
 
 
 def quantized_relu_host(inp, qr_max, qr_min, levels, decay, eps):

@@ -10,9 +10,9 @@ training ``r_max`` follows the exponential moving average of the minibatch maxim
 place in every forward pass, as nnabla does); the gradient passes straight through inside
 ``[0, r_max - r_min]`` (where the ReLU passes it) and is zero above. The inference graph
 (``track_range=False``) is exactly nnabla's (``ReLU`` then ``MinMaxQuantize`` reading the stored
-range), the one exporters and :mod:`nnabla_lutq.integer` read. (A fixed power-of-two step needs
-nothing of this: ``F.fixed_point_quantize(F.relu(x), sign=False, n=n_bits, delta=2**-k)`` is two
-cheap functions in training and inference.)
+range), the one exporters and :mod:`nnabla_lutq.integer` read. A fixed power-of-two step needs
+no range: :func:`fixed_step_relu` is ``F.fixed_point_quantize(F.relu(x), sign=False, n=n_bits,
+delta=2**-k)``, two cheap functions (one host function in training on a float32 CPU context).
 
 Why a training graph of its own: nnabla's ``MinMaxQuantize`` runs about twenty broadcast
 sub-functions per call (ResNet-20 trained 3.2x slower than float with 8-bit activations on CPU).
@@ -46,9 +46,9 @@ from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
 from .functions import channel_scale, float32_context, shared_constant
-from .host import quantized_relu_host, use_host
+from .host import fixed_step_relu_host, quantized_relu_host, use_host
 
-__all__ = ['quantized_relu']
+__all__ = ['quantized_relu', 'fixed_step_relu']
 
 
 @parametric_function_api("min_max_quantize", [
@@ -117,3 +117,28 @@ def quantized_relu(inp, n_bits=8, track_range=True, decay=0.999, eps=0.01, qr_ma
     top = float(np.nextafter(np.float32(levels), np.float32(np.inf)))  # u < top <=> u <= levels
     code = F.floor(F.add_scalar(F.minimum_scalar(F.maximum_scalar(u, 0.0), top), 0.5))
     return channel_scale(code, s)
+
+
+def fixed_step_relu(inp, n_bits, step, training=True, impl=None):
+    """ReLU followed by uniform ``n_bits`` quantization with a fixed power-of-two step.
+
+    ``F.fixed_point_quantize(F.relu(inp), sign=False, n=n_bits, delta=step)``: codes
+    ``0 ... 2**n_bits - 1``, range ``[0, (2**n_bits - 1)·step]``, the gradient straight through
+    where ``0 < inp <= (2**n_bits - 1)·step``. Integer inference needs no multiplication for it
+    (a shift).
+
+    Args:
+        inp (~nnabla.Variable): pre-activation.
+        n_bits (int): bits of the codes.
+        step (float): the step, a power of two (e.g. ``8 / 2**8``).
+        training (bool): a training graph, which may use the host form; False: nnabla's two
+            functions (the graph exporters and :mod:`nnabla_lutq.integer` read).
+        impl (str or None): as for :func:`quantized_relu` (training only).
+
+    Returns:
+        ~nnabla.Variable: quantized activations, shape of ``inp``.
+    """
+    host = use_host(impl)  # validates impl
+    if training and host:
+        return fixed_step_relu_host(inp, 2 ** n_bits - 1, step)
+    return F.fixed_point_quantize(F.relu(inp), sign=False, n=n_bits, delta=step)
