@@ -55,6 +55,21 @@ def n_functions(loss):
     return len(found)
 
 
+def device_functions(net_name, layers, rng):
+    """Functions of the same training graph built with the graph forms that device contexts
+    (``cudnn``) use instead of the host functions (:func:`nnabla_lutq.nn.host.use_host`): built
+    in a half type config of the CPU context, on a batch of 2 small images (the count does not
+    depend on the shapes), counted and dropped."""
+    with nn.context_scope(get_extension_context('cpu', type_config='half')):
+        if net_name == 'resnet20':
+            loss = build('graph_forms', layers, 2, rng)[0]
+        else:
+            loss = build_imagenet('graph_forms', net_name, layers, 2, 64, rng)[0]
+    count = n_functions(loss)
+    nn.parameter.get_current_parameter_scope().pop('graph_forms', None)
+    return count
+
+
 def build(scope, layers, batch, rng, backend='auto'):
     x = nn.Variable((batch, 3, 32, 32))
     t = nn.Variable((batch, 1))
@@ -150,9 +165,9 @@ def main():
            'LUT-Q includes the per-minibatch k-means step of all 20 layers.')
     if not specs:
         return
-    rows = ['| network | batch | configuration | functions | step (ms) | ratio to float '
-            '| target |',
-            '|:---|---:|:---|---:|---:|---:|---:|']
+    rows = ['| network | batch | configuration | functions | functions, device forms | step (ms) '
+            '| ratio to float | target |',
+            '|:---|---:|:---|---:|---:|---:|---:|---:|']
     runs = [('resnet20', b, args.steps) for b in args.batch_sizes]
     if args.resnet18_batch:
         runs.append(('resnet18', args.resnet18_batch, args.resnet18_steps))
@@ -164,11 +179,12 @@ def main():
         else:
             def make(scope, layers):
                 return build_imagenet(scope, net_name, layers, batch, args.image_size, rng)
-        nets = [make('float', Layers())]
-        nets += [make(f'c{i}', layers) for i, (_, layers) in enumerate(specs)]
+        all_layers = [('float', Layers())] + specs
+        nets = [make(f'c{i}', layers) for i, (_, layers) in enumerate(all_layers)]
+        device = [device_functions(net_name, layers, rng) for _, layers in all_layers]
         times = median_step_ms(nets, steps, sync)
-        for (name, _), net, t in zip([('float', None)] + specs, nets, times):
-            row = (f'| {net_name} | {batch} | {name} | {n_functions(net[0])} | {t:.1f} '
+        for (name, _), net, dev, t in zip(all_layers, nets, device, times):
+            row = (f'| {net_name} | {batch} | {name} | {n_functions(net[0])} | {dev} | {t:.1f} '
                    f'| {t / times[0]:.3f} | <= {target:.2f} |')
             rows.append(row)
             print(row, flush=True)
@@ -179,8 +195,9 @@ def main():
            f'median of {args.steps} alternating steps{image} (one per network in turn) after one '
            'warm-up step each; +a8: 8-bit activations with a tracked range, +a8pow2: with a '
            'power-of-two step (without a suffix, float activations); functions: of the training '
-           'graph (in a float32 CPU context the tracked-range quantizer and the multiplier-less '
-           'BN scale are one host function each, nnabla_lutq.nn.host).')
+           'graph (in a float32 CPU context the activation quantizers and the multiplier-less BN '
+           'scale are one host function each, nnabla_lutq.nn.host; device forms: the graph '
+           'forms that other contexts, e.g. cudnn, build).')
 
 
 if __name__ == '__main__':
