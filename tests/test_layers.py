@@ -319,3 +319,25 @@ def test_mlbn_without_scale_or_bias_exports_and_reloads(no_scale, no_bias, rng, 
     net.inputs['x'].d = x.d
     net.outputs['y'].forward()
     assert np.array_equal(net.outputs['y'].d, y.d)
+
+
+def test_tie_is_q_forward_and_passes_its_gradient_to_w(rng):
+    """tie(W, Q): Q's bits forward (also -0 and values next to W's), dQ into both W and Q
+    backward; functions MulScalar and Add2 (not nnabla's slow broadcasting Sub2)."""
+    from nnabla_lutq.nn.layers import TIE_FUNCTIONS, tie
+    w = nn.Variable.from_numpy_array(rng.randn(5, 7).astype(np.float32), need_grad=True)
+    qd = rng.randn(5, 7).astype(np.float32)
+    qd[0, :3] = [-0.0, 0.0, np.float32(1e-30)]
+    qd[1] = np.nextafter(w.d[1], np.float32(9))
+    q = nn.Variable.from_numpy_array(qd, need_grad=True)
+    y = tie(w, q)
+    types = []
+    y.visit(lambda f: types.append(f.info.type_name))
+    assert set(types) == TIE_FUNCTIONS
+    y.forward()
+    assert np.array_equal(y.d, qd) and np.array_equal(np.signbit(y.d), np.signbit(qd + 0.0))
+    w.grad.zero()
+    q.grad.zero()
+    dy = rng.randn(5, 7).astype(np.float32)
+    y.backward(dy)
+    assert np.array_equal(w.g, dy) and np.array_equal(q.g, dy)

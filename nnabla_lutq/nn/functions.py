@@ -271,7 +271,8 @@ def float32_context(ctx=None):
 def detached(v):
     """A variable that shares ``v``'s data but neither its gradient nor its graph.
 
-    ``(W - detached(W)) + Q`` is exactly ``Q`` forward and passes ``Q``'s gradient to ``W``. Unlike
+    ``(W - detached(W)) + Q`` is exactly ``Q`` forward and passes ``Q``'s gradient to ``W`` (the
+    layers write it as :func:`nnabla_lutq.nn.layers.tie`). Unlike
     ``W.get_unlinked_variable(need_grad=False)``, the copy has a gradient array of its own, so
     gradient packing for data-parallel all-reduce sees ``W.grad`` once.
 

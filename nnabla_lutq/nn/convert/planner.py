@@ -309,7 +309,7 @@ class Planner(Decisions):
         params = []
         for v in f.inputs:
             rec, part = self.part_of(v)
-            if rec is not None and (part != 'W' or t == 'Sub2'):
+            if rec is not None and (part != 'W' or t in layers.TIE_FUNCTIONS):
                 self.existing(rec)  # a piece of an existing LUT-Q or mlbn layer
                 return
             name = self.param_name(v)
