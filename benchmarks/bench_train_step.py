@@ -55,16 +55,21 @@ def n_functions(loss):
     return len(found)
 
 
+def maker(net_name, batch, size, rng):
+    """``make(scope, layers)`` -> (loss, solver) of ``resnet20`` or an examples/imagenet ResNet
+    (``size`` px) at ``batch``."""
+    if net_name == 'resnet20':
+        return lambda scope, layers: build(scope, layers, batch, rng)
+    return lambda scope, layers: build_imagenet(scope, net_name, layers, batch, size, rng)
+
+
 def device_functions(net_name, layers, rng):
     """Functions of the same training graph built with the graph forms that device contexts
     (``cudnn``) use instead of the host functions (:func:`nnabla_lutq.nn.host.use_host`): built
     in a half type config of the CPU context, on a batch of 2 small images (the count does not
     depend on the shapes), counted and dropped."""
     with nn.context_scope(get_extension_context('cpu', type_config='half')):
-        if net_name == 'resnet20':
-            loss = build('graph_forms', layers, 2, rng)[0]
-        else:
-            loss = build_imagenet('graph_forms', net_name, layers, 2, 64, rng)[0]
+        loss = maker(net_name, 2, 64, rng)('graph_forms', layers)[0]
     count = n_functions(loss)
     nn.parameter.get_current_parameter_scope().pop('graph_forms', None)
     return count
@@ -173,12 +178,7 @@ def main():
         runs.append(('resnet18', args.resnet18_batch, args.resnet18_steps))
     for net_name, batch, steps in runs:
         nn.clear_parameters()
-        if net_name == 'resnet20':
-            def make(scope, layers):
-                return build(scope, layers, batch, rng)
-        else:
-            def make(scope, layers):
-                return build_imagenet(scope, net_name, layers, batch, args.image_size, rng)
+        make = maker(net_name, batch, args.image_size, rng)
         all_layers = [('float', Layers())] + specs
         nets = [make(f'c{i}', layers) for i, (_, layers) in enumerate(all_layers)]
         device = [device_functions(net_name, layers, rng) for _, layers in all_layers]

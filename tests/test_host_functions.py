@@ -112,10 +112,13 @@ def test_fixed_step_quantizer_is_relu_and_fixed_point_quantize_to_the_bit(shape,
     assert outs[1][0].max() == np.float32(255 * step)
 
 
-def test_fixed_step_must_be_a_power_of_two():
+@pytest.mark.parametrize('impl,training', [('host', True), ('graph', True), ('host', False)])
+@pytest.mark.parametrize('step', [0.03, 0.0, -0.25, float('inf')])
+def test_fixed_step_must_be_a_power_of_two(impl, training, step):
+    """Refused in every form (the graph form would quantize with any step)."""
     x = nn.Variable((2, 3))
     with pytest.raises(ValueError, match='power of two'):
-        fixed_step_relu(x, 8, 0.03, impl='host')
+        fixed_step_relu(x, 8, step, training=training, impl=impl)
 
 
 def test_quantizer_accumulates_into_a_shared_gradient(rng):

@@ -1,12 +1,13 @@
 # Copyright 2026 The nnabla-lutq authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Host (CPU) forms of two training-graph pieces, one nnabla function each.
+"""Host (CPU) forms of three training-graph pieces, one nnabla function each.
 
 In nnabla's CPU backend every function of a graph is a pass over its arrays on one thread, so a
 rule written as a chain of small functions costs a chain of passes (and on a GPU a chain of
 kernel launches). Three chains of the training graphs have a host form, a
 :class:`~nnabla.function.PythonFunction` that computes the same values with numpy in one
-function, in cache-sized parts on the package's two threads (:mod:`nnabla_lutq.core.threads`):
+function, in two halves on the package's two threads for large arrays
+(:mod:`nnabla_lutq.core.threads`):
 
 * :func:`quantized_relu_host`: the tracked-range 8-bit activation quantizer of
   :func:`nnabla_lutq.nn.quantize.quantized_relu` (the moving average of the minibatch maximum,
@@ -40,8 +41,8 @@ from nnabla.function import PythonFunction
 from ..core.pow2 import pow2_round
 from ..core.threads import run_parts
 
-__all__ = ['use_host', 'quantized_relu_host', 'fixed_step_relu_host', 'mlbn_gamma_host',
-           'copy_host_function']
+__all__ = ['use_host', 'check_pow2_step', 'quantized_relu_host', 'fixed_step_relu_host',
+           'mlbn_gamma_host', 'copy_host_function']
 
 #: from this many values on, a pass runs in two halves on the two threads (below, the threads'
 #: hand-over costs more than they gain: measured on 2 cores, 0.5 M values 10 % slower, 2 M
@@ -109,10 +110,10 @@ def copy_host_function(f, inputs):
     return _call(fn.copy(nn.get_current_context()), *inputs)
 
 
-def _parts(n):
-    """Slices of ``range(n)``: two halves for the two threads from :data:`PARALLEL_MIN` values
-    on, else one."""
-    if n < PARALLEL_MIN:
+def _parts(n, size=None):
+    """Slices of ``range(n)``: two halves for the two threads when the pass covers at least
+    :data:`PARALLEL_MIN` values (``size``, default ``n``), else one."""
+    if n < 2 or (n if size is None else size) < PARALLEL_MIN:
         return [slice(0, n)]
     return [slice(0, n // 2), slice(n // 2, n)]
 
@@ -191,7 +192,6 @@ class _QuantizedReLU(_HostFunction):
             self.mask = np.empty(x.size, bool)
             self.below = np.empty(x.size, bool)
         mask, below, top = self.mask, self.below, self.top
-
         exact_half = self.step is not None
 
         def part(c):
@@ -230,6 +230,16 @@ class _QuantizedReLU(_HostFunction):
         run_parts(part, _parts(dy.size))
 
 
+def check_pow2_step(step):
+    """Refuse an activation step that is not a positive power of two.
+
+    Raises:
+        ValueError: naming the step.
+    """
+    if not (np.isfinite(step) and step > 0 and np.frexp(step)[0] == 0.5):
+        raise ValueError(f"the step must be a power of two such as 2**-4 (got {step!r})")
+
+
 def fixed_step_relu_host(inp, levels, step):
     """``F.fixed_point_quantize(F.relu(inp), sign=False, n=n_bits, delta=step)`` as one
     function, for a power-of-two ``step``: codes ``floor(x/step + 1/2)`` clipped to
@@ -246,9 +256,7 @@ def fixed_step_relu_host(inp, levels, step):
     Returns:
         ~nnabla.Variable: quantized activations, shape of ``inp``.
     """
-    m, _ = np.frexp(step)
-    if not step > 0 or m != 0.5:
-        raise ValueError(f"the step must be a power of two such as 2**-4 (got {step!r})")
+    check_pow2_step(step)
     return _call(_QuantizedReLU(nn.get_current_context(), levels, step=float(step)), inp)
 
 
@@ -300,8 +308,6 @@ class _MLBNGamma(_HostFunction):
         pre, c = int(np.prod(x.shape[:self.axis])), x.shape[self.axis]
         rows = x.reshape(pre, c, -1)
         block = max(1, (1 << 18) // (c * rows.shape[2]))  # x·x of 1 MiB at a time
-        halves = [slice(0, pre)] if pre < 2 or x.size < PARALLEL_MIN else \
-            [slice(0, pre // 2), slice(pre // 2, pre)]
 
         def part(h):
             s1 = np.zeros(c, np.float64)
@@ -311,7 +317,7 @@ class _MLBNGamma(_HostFunction):
                 s1 += r.sum(axis=2).sum(axis=0, dtype=np.float64)
                 s2 += np.square(r).sum(axis=2).sum(axis=0, dtype=np.float64)
             return s1, s2
-        sums = run_parts(part, halves)
+        sums = run_parts(part, _parts(pre, x.size))
         n = x.size // c
         mean = sum(s[0] for s in sums) / n
         return np.maximum(sum(s[1] for s in sums) / n - mean * mean, 0.0).astype(np.float32)

@@ -46,7 +46,7 @@ from nnabla.parameter import get_parameter_or_create
 from nnabla.parametric_functions import parametric_function_api
 
 from .functions import channel_scale, float32_context, shared_constant
-from .host import fixed_step_relu_host, quantized_relu_host, use_host
+from .host import check_pow2_step, fixed_step_relu_host, quantized_relu_host, use_host
 
 __all__ = ['quantized_relu', 'fixed_step_relu']
 
@@ -137,8 +137,12 @@ def fixed_step_relu(inp, n_bits, step, training=True, impl=None):
 
     Returns:
         ~nnabla.Variable: quantized activations, shape of ``inp``.
+
+    Raises:
+        ValueError: for a step that is not a power of two or an unknown ``impl``.
     """
     host = use_host(impl)  # validates impl
+    check_pow2_step(step)  # in every form, before any function is built
     if training and host:
         return fixed_step_relu_host(inp, 2 ** n_bits - 1, step)
     return F.fixed_point_quantize(F.relu(inp), sign=False, n=n_bits, delta=step)
